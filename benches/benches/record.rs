@@ -1,0 +1,239 @@
+//! The recording path against its peers, one thread and two threads.
+//!
+//! `cargo bench -p starpunk-benches --bench record`. Each group is one
+//! side-by-side table; values come from a xorshift table of roughly
+//! log-uniform durations (1 µs to 1 s in ns) so branches are realistic.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use starpunk_perf::{
+    Category, Clock, LatencyHistogram, MetricRecord, OpId, Recorder, RecorderConfig, RingBuffer,
+    TscClock,
+};
+
+const TABLE: usize = 4096;
+
+fn values() -> Vec<u64> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..TABLE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Exponent 10..30 (1 µs to 1 s), mantissa from the low bits.
+            let exp = 10 + (x % 21) as u32;
+            (1u64 << exp) | ((x >> 8) & ((1 << exp) - 1))
+        })
+        .collect()
+}
+
+fn record(op: OpId, v: u64, now: u64) -> MetricRecord {
+    MetricRecord {
+        timestamp_ns: now,
+        duration_ns: v,
+        operation: op,
+        category: Category::Function,
+        ..MetricRecord::default()
+    }
+}
+
+/// Peers and ours, each behind one `Fn(u64)` so 1- and 2-thread runs share code.
+struct Subjects {
+    recorder: Recorder<TscClock>,
+    op: OpId,
+    ring: RingBuffer,
+    histogram: LatencyHistogram,
+    array_queue: crossbeam_queue::ArrayQueue<[u64; 4]>,
+    prometheus: prometheus::Histogram,
+    bucket: metrics_util::storage::AtomicBucket<u64>,
+    counter: AtomicU64,
+    tsc: TscClock,
+    quanta: quanta::Clock,
+}
+
+impl Subjects {
+    fn new() -> Self {
+        let recorder = Recorder::new(RecorderConfig::default(), TscClock::new()).unwrap();
+        let op = recorder.register(Category::Function, "bench");
+        let layout = RecorderConfig::default().layout;
+        let prometheus = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+            "bench_seconds",
+            "bench",
+        ))
+        .unwrap();
+        Self {
+            recorder,
+            op,
+            ring: RingBuffer::new(1_000),
+            histogram: LatencyHistogram::new(layout),
+            array_queue: crossbeam_queue::ArrayQueue::new(1_000),
+            prometheus,
+            bucket: metrics_util::storage::AtomicBucket::new(),
+            counter: AtomicU64::new(0),
+            tsc: TscClock::new(),
+            quanta: quanta::Clock::new(),
+        }
+    }
+}
+
+/// The shared, thread-safe subjects: name and one operation on value `v`.
+type Shared = (&'static str, fn(&Subjects, u64));
+
+const SHARED: &[Shared] = &[
+    ("starpunk full record (ring + histogram)", |s, v| {
+        s.recorder.record(record(s.op, v, v))
+    }),
+    ("starpunk ring push", |s, v| s.ring.push(record(s.op, v, v))),
+    ("starpunk histogram record", |s, v| s.histogram.record(v)),
+    ("crossbeam ArrayQueue::force_push (32 B)", |s, v| {
+        black_box(s.array_queue.force_push([v, v, v, v]));
+    }),
+    ("prometheus Histogram::observe", |s, v| {
+        s.prometheus.observe(v as f64 * 1e-9)
+    }),
+    ("metrics-util AtomicBucket::push", |s, v| s.bucket.push(v)),
+    ("baseline AtomicU64::fetch_add", |s, v| {
+        s.counter.fetch_add(v, Ordering::Relaxed);
+    }),
+];
+
+fn one_thread(c: &mut Criterion) {
+    let vals = values();
+    let s = Subjects::new();
+    // Sanity before measuring: the recorder really records.
+    for &v in &vals[..10] {
+        s.recorder.record(record(s.op, v, v));
+    }
+    assert_eq!(s.recorder.series(s.op).unwrap().since_start.count(), 10);
+
+    let mut g = c.benchmark_group("record/1 thread");
+    for &(name, f) in SHARED {
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & (TABLE - 1);
+                f(&s, black_box(vals[i]))
+            })
+        });
+        if name.starts_with("metrics-util") {
+            // AtomicBucket grows without bound: empty it between benchmarks.
+            s.bucket.clear();
+        }
+    }
+    let mut hdr =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 30_000_000_000, 2).unwrap();
+    let mut i = 0usize;
+    g.bench_function("hdrhistogram Histogram::record (&mut)", |b| {
+        b.iter(|| {
+            i = (i + 1) & (TABLE - 1);
+            hdr.saturating_record(black_box(vals[i]));
+        })
+    });
+    let mut sync: hdrhistogram::sync::SyncHistogram<u64> =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 30_000_000_000, 2)
+            .unwrap()
+            .into();
+    let mut rec = sync.recorder();
+    let mut i = 0usize;
+    g.bench_function("hdrhistogram sync::Recorder::record", |b| {
+        b.iter(|| {
+            i = (i + 1) & (TABLE - 1);
+            rec.saturating_record(black_box(vals[i]));
+        })
+    });
+    drop(rec);
+    sync.refresh_timeout(Duration::from_millis(10));
+    g.bench_function("baseline Instant::now + elapsed", |b| {
+        b.iter(|| {
+            let t = Instant::now();
+            black_box(t.elapsed())
+        })
+    });
+    g.bench_function("TscClock pair (chosen clock)", |b| {
+        b.iter(|| {
+            let t = s.tsc.now_ns();
+            black_box(s.tsc.now_ns() - t)
+        })
+    });
+    g.bench_function("quanta raw pair + delta", |b| {
+        b.iter(|| {
+            let t = s.quanta.raw();
+            black_box(s.quanta.delta_as_nanos(t, s.quanta.raw()))
+        })
+    });
+    g.finish();
+}
+
+fn two_threads(c: &mut Criterion) {
+    let vals = values();
+    let s = Subjects::new();
+    let mut g = c.benchmark_group("record/2 threads");
+    // Reported time = wall time / iterations, where each of the two threads
+    // performs every iteration on the shared subject: the cost one caller
+    // sees per operation under contention.
+    for &(name, f) in SHARED {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for t in 0..2usize {
+                        let (s, vals) = (&s, &vals);
+                        scope.spawn(move || {
+                            let mut i = t * 977;
+                            for _ in 0..iters {
+                                i = (i + 1) & (TABLE - 1);
+                                f(s, black_box(vals[i]));
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        s.bucket.clear();
+    }
+    let mut sync: hdrhistogram::sync::SyncHistogram<u64> =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 30_000_000_000, 2)
+            .unwrap()
+            .into();
+    g.bench_function("hdrhistogram sync::Recorder::record", |b| {
+        b.iter_custom(|iters| {
+            let mut recs = [sync.recorder(), sync.recorder()];
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for (t, rec) in recs.iter_mut().enumerate() {
+                    let vals = &vals;
+                    scope.spawn(move || {
+                        let mut i = t * 977;
+                        for _ in 0..iters {
+                            i = (i + 1) & (TABLE - 1);
+                            rec.saturating_record(black_box(vals[i]));
+                        }
+                    });
+                }
+            });
+            let elapsed = start.elapsed();
+            drop(recs);
+            sync.refresh_timeout(Duration::from_millis(1));
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = one_thread, two_threads
+}
+criterion_main!(benches);

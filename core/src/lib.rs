@@ -1,0 +1,51 @@
+//! The recorder of starpunk-perf: a lock-free, allocation-free recording
+//! path for a blog's requests, SQL statements and named functions.
+//!
+//! - [`RingBuffer`]: the last N [`MetricRecord`]s, many writers, torn-free snapshots.
+//! - [`OperationRegistry`]: names (route templates, SQL patterns) to dense [`OpId`]s.
+//! - [`LatencyHistogram`] over a [`HistogramLayout`]: HdrHistogram's buckets in atomics.
+//! - [`RecentWindow`]: the last 15 minutes in rotating interval histograms.
+//! - [`Sampler`]: the cheap, uncontended sampling decision.
+//! - [`Clock`]: injectable time ([`TscClock`] with `std`, [`FakeClock`] for tests).
+//! - [`Recorder`]: all of the above behind `register`, `record` and `time`.
+//!
+//! The crate is `no_std` with `alloc`; the default `std` feature adds the
+//! TSC clock, thread-local sampling and snapshots into
+//! `hdrhistogram::Histogram`.
+#![no_std]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod clock;
+mod latency_histogram;
+mod layout;
+mod recent_window;
+mod record;
+mod recorder;
+mod registry;
+mod ring_buffer;
+mod sampler;
+mod series;
+mod sync;
+
+#[cfg(feature = "std")]
+pub use clock::TscClock;
+pub use clock::{Clock, FakeClock, WallAnchor};
+#[cfg(feature = "std")]
+pub use latency_histogram::new_hdr;
+pub use latency_histogram::{Counter, LatencyHistogram};
+pub use layout::{CreationError, HistogramLayout};
+pub use recent_window::RecentWindow;
+pub use record::{Category, MetricRecord, OpId};
+pub use recorder::{
+    ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
+};
+pub use registry::{Entry, OperationRegistry};
+pub use ring_buffer::{RingBuffer, RingStats};
+pub use sampler::{splitmix64, RateError, Sampler};
+pub use series::{Series, STATUS_SLOTS};
