@@ -67,7 +67,7 @@ impl Subjects {
         Self {
             recorder,
             op,
-            ring: RingBuffer::new(1_000),
+            ring: RingBuffer::with_shards(1_000, starpunk_perf::STRIPES),
             histogram: LatencyHistogram::new(layout),
             array_queue: crossbeam_queue::ArrayQueue::new(1_000),
             prometheus,
@@ -86,8 +86,13 @@ const SHARED: &[Shared] = &[
     ("starpunk full record (ring + histogram)", |s, v| {
         s.recorder.record(record(s.op, v, v))
     }),
-    ("starpunk ring push", |s, v| s.ring.push(record(s.op, v, v))),
-    ("starpunk histogram record", |s, v| s.histogram.record(v)),
+    ("starpunk ring push", |s, v| {
+        s.ring
+            .push_striped(starpunk_perf::stripe(), record(s.op, v, v))
+    }),
+    ("starpunk histogram record", |s, v| {
+        s.histogram.record_striped(starpunk_perf::stripe(), v)
+    }),
     ("crossbeam ArrayQueue::force_push (32 B)", |s, v| {
         black_box(s.array_queue.force_push([v, v, v, v]));
     }),

@@ -3,7 +3,10 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use crossbeam_utils::CachePadded;
+
 use crate::layout::HistogramLayout;
+use crate::stripe::STRIPES;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// An atomic counter a histogram can keep its buckets in.
@@ -79,8 +82,9 @@ pub struct LatencyHistogram<C: Counter = AtomicU64> {
     layout: HistogramLayout,
     /// `counts.len() == layout.counts_len()`.
     counts: Box<[C]>,
-    /// Sum of recorded values, wrapping (a u64 of nanoseconds holds 584 years).
-    sum: AtomicU64,
+    /// Sum of recorded values, one per stripe so concurrent writers do not
+    /// share its line; wrapping (a u64 of nanoseconds holds 584 years).
+    sums: [CachePadded<AtomicU64>; STRIPES],
     /// Largest recorded value, exact (not saturated).
     max: AtomicU64,
 }
@@ -93,7 +97,7 @@ impl<C: Counter> LatencyHistogram<C> {
         Self {
             layout,
             counts: counts.into_boxed_slice(),
-            sum: AtomicU64::new(0),
+            sums: core::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             max: AtomicU64::new(0),
         }
     }
@@ -106,12 +110,18 @@ impl<C: Counter> LatencyHistogram<C> {
     /// Records `value`. Never allocates, locks or panics.
     #[inline]
     pub fn record(&self, value: u64) {
-        self.record_bucket(value);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.record_striped(0, value);
     }
 
-    /// Records `value` in the counters and the max, leaving the sum alone
-    /// (for interval histograms, whose mean comes from the buckets).
+    /// Records `value`, adding it to the sum of `stripe % STRIPES` (see
+    /// [`stripe`](crate::stripe)). Never allocates, locks or panics.
+    #[inline]
+    pub fn record_striped(&self, stripe: usize, value: u64) {
+        self.record_bucket(value);
+        self.sums[stripe % STRIPES].fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Records `value` in the counters and the max, leaving the sum alone.
     #[inline]
     pub fn record_bucket(&self, value: u64) {
         if let Some(c) = self.counts.get(self.layout.index_for(value)) {
@@ -130,9 +140,12 @@ impl<C: Counter> LatencyHistogram<C> {
             .fold(0, u64::wrapping_add)
     }
 
-    /// Sum of values recorded with [`record`](Self::record).
+    /// Sum of values recorded with [`record`](Self::record) (wrapping).
     pub fn sum(&self) -> u64 {
-        self.sum.load(Ordering::Relaxed)
+        self.sums
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     /// Largest value recorded, or 0.
@@ -156,7 +169,9 @@ impl<C: Counter> LatencyHistogram<C> {
         for c in self.counts.iter() {
             c.reset();
         }
-        self.sum.store(0, Ordering::Relaxed);
+        for s in self.sums.iter() {
+            s.store(0, Ordering::Relaxed);
+        }
         self.max.store(0, Ordering::Relaxed);
     }
 

@@ -4,7 +4,7 @@
 //! - [`RingBuffer`]: the last N [`MetricRecord`]s, many writers, torn-free snapshots.
 //! - [`OperationRegistry`]: names (route templates, SQL patterns) to dense [`OpId`]s.
 //! - [`LatencyHistogram`] over a [`HistogramLayout`]: HdrHistogram's buckets in atomics.
-//! - [`RecentWindow`]: the last 15 minutes in rotating interval histograms.
+//! - [`RecentWindow`]: the last 15 minutes as differences of checkpoints.
 //! - [`Sampler`]: the cheap, uncontended sampling decision.
 //! - [`Clock`]: injectable time ([`TscClock`] with `std`, [`FakeClock`] for tests).
 //! - [`Recorder`]: all of the above behind `register`, `record` and `time`.
@@ -31,6 +31,7 @@ mod registry;
 mod ring_buffer;
 mod sampler;
 mod series;
+mod stripe;
 mod sync;
 
 #[cfg(feature = "std")]
@@ -40,7 +41,7 @@ pub use clock::{Clock, FakeClock, WallAnchor};
 pub use latency_histogram::new_hdr;
 pub use latency_histogram::{Counter, LatencyHistogram};
 pub use layout::{CreationError, HistogramLayout};
-pub use recent_window::RecentWindow;
+pub use recent_window::{RecentWindow, WindowTotals};
 pub use record::{Category, MetricRecord, OpId};
 pub use recorder::{
     ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
@@ -49,3 +50,4 @@ pub use registry::{Entry, OperationRegistry};
 pub use ring_buffer::{RingBuffer, RingStats};
 pub use sampler::{splitmix64, RateError, Sampler};
 pub use series::{Series, STATUS_SLOTS};
+pub use stripe::{stripe, STRIPES};

@@ -1,4 +1,4 @@
-//! "The last 15 minutes" in bounded memory: rotating interval histograms.
+//! "The last 15 minutes" in bounded memory, at no cost to the writers.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -7,75 +7,89 @@ use crate::latency_histogram::LatencyHistogram;
 use crate::layout::HistogramLayout;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-/// One interval: the epoch it holds and its histogram.
-struct Interval {
-    /// `epoch + 1` of the interval the counters belong to; 0 = never used.
+/// One checkpoint: the since-start histogram as it stood at the start of an
+/// interval, folded into the window's coarser layout.
+struct Checkpoint {
+    /// `epoch + 1` of the interval this checkpoint opens; 0 = never taken.
     tag: AtomicU64,
-    /// `u32` counters: one interval would need 2^32 records in a single
-    /// bucket to wrap, far beyond what one process serves in minutes.
-    histogram: LatencyHistogram<AtomicU32>,
+    /// The since-start sum at the checkpoint.
+    sum: AtomicU64,
+    /// Cumulative counts per coarse bucket, wrapping `u32`: the window is a
+    /// difference of two checkpoints' counts, which is exact modulo 2^32, so
+    /// it stays right as long as one window holds fewer than 2^32 records
+    /// in one bucket.
+    counts: Box<[AtomicU32]>,
 }
 
-/// A sliding window made of `slots` intervals of `interval_ns` each.
+/// A sliding window over a [`LatencyHistogram`], made of checkpoints.
 ///
-/// As HdrHistogram's interval recorders do, writers record into the interval
-/// of the current epoch (`now / interval_ns`). The first writer of a new
-/// epoch claims the slot with a compare-exchange on its tag and zeroes it;
-/// records that race with that zeroing may be lost, which a trend view can
-/// bear. A reader sums the intervals whose epochs lie in the window, so the
-/// window covers the last `(slots - 1) * interval_ns` plus the part of the
-/// current interval that has elapsed. At the defaults (4 slots of 5 minutes)
-/// that is the last 15 minutes plus the elapsed part of the current 5.
+/// Writers never touch it: they record only into the since-start histogram.
+/// [`rotate`](Self::rotate), called from a cold path (the shell's one-second
+/// ticker), copies the since-start histogram into the checkpoint of the
+/// current interval the first time it runs in that interval. The window at
+/// `now` is the since-start histogram minus the oldest checkpoint of the
+/// last `slots` intervals: with the defaults (4 intervals of 5 minutes) the
+/// last 15 minutes plus the elapsed part of the current 5. Checkpoints are
+/// kept in a coarser layout (1 significant figure) so four of them cost
+/// less than one since-start histogram.
 ///
 /// # Examples
 ///
 /// ```
-/// use starpunk_perf::{HistogramLayout, RecentWindow};
+/// use starpunk_perf::{HistogramLayout, LatencyHistogram, RecentWindow};
 ///
-/// // 4 intervals of 60 ns: the window at time t holds epochs t/60 - 3 ..= t/60.
-/// let w = RecentWindow::new(HistogramLayout::new(1, 1000, 1).unwrap(), 60, 4);
-/// w.record(0, 5);
-/// w.record(200, 7);
-/// assert_eq!(w.count(200), 2);
-/// assert_eq!(w.count(250), 1); // epoch 4: the record at time 0 has left
-///
+/// let fine = HistogramLayout::new(1, 1_000_000, 2).unwrap();
+/// let coarse = HistogramLayout::new(1, 1_000_000, 1).unwrap();
+/// let h: LatencyHistogram = LatencyHistogram::new(fine);
+/// // 4 intervals of 60 ns: the window at time t starts at epoch t/60 - 3.
+/// let w = RecentWindow::new(coarse, 60, 4);
+/// w.rotate(0, &h);
+/// h.record(5);
+/// w.rotate(250, &h); // epoch 4: the checkpoint of epoch 1 onwards matter
+/// h.record(7);
+/// assert_eq!(w.snapshot(250, &h).len(), 1);
 /// ```
 pub struct RecentWindow {
+    layout: HistogramLayout,
     interval_ns: u64,
-    /// `ceil(2^64 / interval_ns)`: the epoch is a multiply-high, not a
-    /// division (a 64-bit `div` costs more than the rest of a record).
+    /// `ceil(2^64 / interval_ns)`: the epoch is a multiply-high, not a division.
     reciprocal: u64,
-    /// `intervals.len() - 1`; the length is a power of two.
+    /// `checkpoints.len() - 1`; the length is a power of two.
     mask: u64,
-    intervals: Box<[Interval]>,
+    checkpoints: Box<[Checkpoint]>,
+}
+
+/// The window's figures, from [`RecentWindow::totals`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WindowTotals {
+    /// Records in the window.
+    pub count: u64,
+    /// Their exact sum.
+    pub sum: u64,
 }
 
 impl RecentWindow {
-    /// A window of `slots` intervals of `interval_ns` each. `slots` is
-    /// rounded up to a power of two (at least 2), `interval_ns` raised to at
-    /// least 2.
+    /// A window of `slots` intervals of `interval_ns` each, its checkpoints
+    /// kept in `layout`. `slots` is rounded up to a power of two (at least
+    /// 2), `interval_ns` raised to at least 2.
     pub fn new(layout: HistogramLayout, interval_ns: u64, slots: usize) -> Self {
         let slots = slots.clamp(2, 1 << 16).next_power_of_two();
         let interval_ns = interval_ns.max(2);
-        let mut intervals = Vec::with_capacity(slots);
-        intervals.resize_with(slots, || Interval {
+        let mut checkpoints = Vec::with_capacity(slots);
+        checkpoints.resize_with(slots, || Checkpoint {
             tag: AtomicU64::new(0),
-            histogram: LatencyHistogram::new(layout),
+            sum: AtomicU64::new(0),
+            counts: (0..layout.counts_len())
+                .map(|_| AtomicU32::new(0))
+                .collect(),
         });
         Self {
+            layout,
             interval_ns,
             reciprocal: u64::MAX / interval_ns + 1,
             mask: slots as u64 - 1,
-            intervals: intervals.into_boxed_slice(),
+            checkpoints: checkpoints.into_boxed_slice(),
         }
-    }
-
-    /// `now_ns / interval_ns`, give or take one right at a boundary: the
-    /// multiply-high over-estimates the quotient by less than
-    /// `now_ns / 2^64 < 1`.
-    #[inline]
-    fn epoch(&self, now_ns: u64) -> u64 {
-        ((u128::from(now_ns) * u128::from(self.reciprocal)) >> 64) as u64
     }
 
     /// Length of one interval.
@@ -83,76 +97,120 @@ impl RecentWindow {
         self.interval_ns
     }
 
-    /// The span the window covers, not counting the current interval.
-    pub fn span_ns(&self) -> u64 {
-        self.interval_ns
-            .saturating_mul(self.intervals.len() as u64 - 1)
+    /// The checkpoints' layout (the window's precision).
+    pub fn layout(&self) -> &HistogramLayout {
+        &self.layout
     }
 
-    /// Records `value` at time `now_ns`. Never allocates, locks or panics.
+    /// `now_ns / interval_ns`, give or take one right at a boundary: the
+    /// multiply-high over-estimates the quotient by less than `now_ns / 2^64`.
     #[inline]
-    pub fn record(&self, now_ns: u64, value: u64) {
-        let epoch = self.epoch(now_ns);
-        let want = epoch.saturating_add(1);
-        let slot = (epoch & self.mask) as usize;
-        let Some(interval) = self.intervals.get(slot) else {
+    fn epoch(&self, now_ns: u64) -> u64 {
+        ((u128::from(now_ns) * u128::from(self.reciprocal)) >> 64) as u64
+    }
+
+    /// Takes the checkpoint of the interval containing `now_ns`, if not yet
+    /// taken. Cold path: call it at least once per interval (the shell calls
+    /// it every second). Concurrent calls are safe; one of them copies.
+    pub fn rotate<C: crate::latency_histogram::Counter>(
+        &self,
+        now_ns: u64,
+        source: &LatencyHistogram<C>,
+    ) {
+        let want = self.epoch(now_ns).saturating_add(1);
+        let cp = &self.checkpoints[(self.epoch(now_ns) & self.mask) as usize];
+        let tag = cp.tag.load(Ordering::Acquire);
+        if tag >= want {
             return;
-        };
-        let tag = interval.tag.load(Ordering::Acquire);
-        if tag != want {
-            if tag > want {
-                // A writer stalled past its interval's end: too old to count.
-                return;
-            }
-            if interval
-                .tag
-                .compare_exchange(tag, want, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                interval.histogram.reset();
-            }
         }
-        interval.histogram.record_bucket(value);
+        // Claim: mark the slot as being rewritten (tag 0) so readers skip it.
+        if cp
+            .tag
+            .compare_exchange(tag, 0, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        for c in cp.counts.iter() {
+            c.store(0, Ordering::Relaxed);
+        }
+        let sum = source.sum();
+        for (value, n) in source.buckets() {
+            let i = self.layout.index_for(value);
+            cp.counts[i].fetch_add(n as u32, Ordering::Relaxed);
+        }
+        cp.sum.store(sum, Ordering::Relaxed);
+        cp.tag.store(want, Ordering::Release);
     }
 
-    fn live(&self, now_ns: u64) -> impl Iterator<Item = &LatencyHistogram<AtomicU32>> {
+    /// The oldest checkpoint inside the window ending at `now_ns`.
+    fn base(&self, now_ns: u64) -> Option<&Checkpoint> {
         let now_tag = self.epoch(now_ns).saturating_add(1);
-        let oldest_tag = now_tag.saturating_sub(self.intervals.len() as u64 - 1);
-        self.intervals.iter().filter_map(move |i| {
-            let tag = i.tag.load(Ordering::Acquire);
-            (tag >= oldest_tag && tag <= now_tag && tag != 0).then_some(&i.histogram)
-        })
+        let oldest_tag = now_tag.saturating_sub(self.mask);
+        self.checkpoints
+            .iter()
+            .filter_map(|cp| {
+                let tag = cp.tag.load(Ordering::Acquire);
+                (tag != 0 && tag >= oldest_tag && tag <= now_tag).then_some((tag, cp))
+            })
+            .min_by_key(|&(tag, _)| tag)
+            .map(|(_, cp)| cp)
     }
 
-    /// Values recorded in the window that ends at `now_ns`.
-    pub fn count(&self, now_ns: u64) -> u64 {
-        self.live(now_ns).map(|h| h.count()).sum()
+    /// Per coarse bucket, the records of the window ending at `now_ns`:
+    /// `source` now minus the oldest checkpoint in the window (or all of
+    /// `source` when no checkpoint lies in the window yet).
+    pub fn counts<C: crate::latency_histogram::Counter>(
+        &self,
+        now_ns: u64,
+        source: &LatencyHistogram<C>,
+    ) -> (Vec<u64>, WindowTotals) {
+        let mut counts = alloc::vec![0u32; self.layout.counts_len()];
+        for (value, n) in source.buckets() {
+            let i = self.layout.index_for(value);
+            counts[i] = counts[i].wrapping_add(n as u32);
+        }
+        let mut sum = source.sum();
+        if let Some(cp) = self.base(now_ns) {
+            for (c, base) in counts.iter_mut().zip(cp.counts.iter()) {
+                *c = c.wrapping_sub(base.load(Ordering::Relaxed));
+            }
+            sum = sum.wrapping_sub(cp.sum.load(Ordering::Relaxed));
+        }
+        let counts: Vec<u64> = counts.into_iter().map(u64::from).collect();
+        let count = counts.iter().sum();
+        (counts, WindowTotals { count, sum })
     }
 
-    /// The largest value recorded in the window's intervals.
-    pub fn max(&self, now_ns: u64) -> u64 {
-        self.live(now_ns).map(|h| h.max()).max().unwrap_or(0)
+    /// Count and exact sum of the window ending at `now_ns`.
+    pub fn totals<C: crate::latency_histogram::Counter>(
+        &self,
+        now_ns: u64,
+        source: &LatencyHistogram<C>,
+    ) -> WindowTotals {
+        self.counts(now_ns, source).1
     }
 
-    /// Heap and inline bytes.
+    /// Bytes the checkpoints occupy.
     pub fn memory_bytes(&self) -> usize {
         core::mem::size_of::<Self>()
-            + self
-                .intervals
-                .iter()
-                .map(|i| i.histogram.memory_bytes() + core::mem::size_of::<AtomicU64>())
-                .sum::<usize>()
+            + self.checkpoints.len()
+                * (core::mem::size_of::<Checkpoint>()
+                    + self.layout.counts_len() * core::mem::size_of::<AtomicU32>())
     }
 
-    /// The window ending at `now_ns` as one `hdrhistogram::Histogram`.
+    /// The window ending at `now_ns` as an `hdrhistogram::Histogram` of the
+    /// window's layout.
     #[cfg(feature = "std")]
-    pub fn snapshot(&self, now_ns: u64) -> hdrhistogram::Histogram<u64> {
-        let layout = *self.intervals[0].histogram.layout();
-        let mut h = crate::latency_histogram::new_hdr(&layout);
-        for interval in self.live(now_ns) {
-            for (value, n) in interval.buckets() {
-                h.saturating_record_n(value, n);
-            }
+    pub fn snapshot<C: crate::latency_histogram::Counter>(
+        &self,
+        now_ns: u64,
+        source: &LatencyHistogram<C>,
+    ) -> hdrhistogram::Histogram<u64> {
+        let mut h = crate::latency_histogram::new_hdr(&self.layout);
+        let (counts, _) = self.counts(now_ns, source);
+        for (i, n) in counts.into_iter().enumerate().filter(|&(_, n)| n > 0) {
+            h.saturating_record_n(self.layout.value_for(i), n);
         }
         h
     }
@@ -162,7 +220,7 @@ impl core::fmt::Debug for RecentWindow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RecentWindow")
             .field("interval_ns", &self.interval_ns)
-            .field("slots", &self.intervals.len())
+            .field("slots", &self.checkpoints.len())
             .finish()
     }
 }
@@ -171,27 +229,53 @@ impl core::fmt::Debug for RecentWindow {
 mod tests {
     use super::*;
 
-    fn window() -> RecentWindow {
-        RecentWindow::new(HistogramLayout::new(1, 1_000_000, 1).unwrap(), 10, 3)
+    fn fine() -> LatencyHistogram {
+        LatencyHistogram::new(HistogramLayout::new(1, 1_000_000, 2).unwrap())
+    }
+
+    fn window(slots: usize) -> RecentWindow {
+        RecentWindow::new(HistogramLayout::new(1, 1_000_000, 1).unwrap(), 10, slots)
     }
 
     #[test]
     fn old_intervals_leave_the_window() {
-        let w = window();
-        w.record(0, 100); // epoch 0
-        w.record(15, 200); // epoch 1
-        w.record(35, 300); // epoch 3
-        assert_eq!(w.count(35), 3);
-        assert_eq!(w.max(35), 300);
-        // At t = 45 (epoch 4) the window holds epochs 1..=4.
-        assert_eq!(w.count(45), 2);
-        // Epoch 4 reuses slot 0 and clears the epoch 0 record.
-        w.record(41, 50);
-        assert_eq!(w.count(45), 3);
-        assert_eq!(w.max(45), 300);
-        // Far in the future nothing is left.
-        assert_eq!(w.count(10_000), 0);
-        assert_eq!(w.max(10_000), 0);
+        let h = fine();
+        let w = window(4);
+        w.rotate(0, &h); // checkpoint of epoch 0: empty
+        h.record(100);
+        w.rotate(15, &h); // epoch 1
+        h.record(200);
+        w.rotate(35, &h); // epoch 3
+        h.record(300);
+        assert_eq!(w.totals(35, &h), WindowTotals { count: 3, sum: 600 });
+        // Epoch 4: the window starts at epoch 1's checkpoint (after 100).
+        assert_eq!(w.totals(45, &h), WindowTotals { count: 2, sum: 500 });
+        w.rotate(45, &h); // overwrites epoch 0's slot
+        h.record(50);
+        assert_eq!(w.totals(45, &h), WindowTotals { count: 3, sum: 550 });
+        // Epoch 6: the oldest checkpoint in the window is epoch 3's.
+        assert_eq!(w.totals(60, &h), WindowTotals { count: 2, sum: 350 });
+        let snap = w.snapshot(60, &h);
+        assert_eq!(snap.len(), 2);
+        assert!(snap.max() >= 300);
+    }
+
+    #[test]
+    fn without_checkpoints_the_window_is_everything() {
+        let h = fine();
+        let w = window(2);
+        h.record(9);
+        assert_eq!(w.totals(1_000, &h).count, 1);
+    }
+
+    #[test]
+    fn rotation_is_once_per_interval() {
+        let h = fine();
+        let w = window(4);
+        w.rotate(0, &h);
+        h.record(1);
+        w.rotate(5, &h); // same epoch: the checkpoint keeps the empty state
+        assert_eq!(w.totals(5, &h).count, 1);
     }
 
     #[test]
@@ -228,20 +312,15 @@ mod tests {
     }
 
     #[test]
-    fn stalled_writer_is_ignored() {
-        let w = window();
-        w.record(41, 1); // epoch 4 in slot 0
-        w.record(1, 2); // epoch 0 also maps to slot 0: too old
-        assert_eq!(w.count(41), 1);
-    }
-
-    #[test]
     fn extremes_do_not_panic() {
+        let h = fine();
         let w = RecentWindow::new(HistogramLayout::new(1, 2, 0).unwrap(), 0, 0);
         assert_eq!(w.interval_ns(), 2);
-        w.record(u64::MAX, u64::MAX);
-        w.record(0, 0);
-        assert_eq!(w.count(u64::MAX), 1);
-        assert_eq!(w.snapshot(u64::MAX).len(), 1);
+        h.record(u64::MAX);
+        w.rotate(u64::MAX, &h);
+        w.rotate(0, &h);
+        h.record(0);
+        assert_eq!(w.totals(u64::MAX, &h).count, 1);
+        assert_eq!(w.snapshot(u64::MAX, &h).len(), 1);
     }
 }

@@ -70,7 +70,14 @@ pub struct RingStats {
 /// assert_eq!(ring.stats().overwritten, 1);
 /// ```
 pub struct RingBuffer {
-    /// Tickets ever claimed; ticket `t` goes to slot `t % capacity`.
+    /// One or more independent rings; a writer picks one by its stripe so
+    /// that threads do not contend on one `head`.
+    shards: Box<[Shard]>,
+}
+
+/// One ring: the protocol of the module documentation.
+struct Shard {
+    /// Tickets ever claimed; ticket `t` goes to slot `t % slots.len()`.
     head: CachePadded<AtomicU64>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
@@ -80,31 +87,134 @@ pub struct RingBuffer {
 impl RingBuffer {
     /// A ring of `capacity` slots (at least one: zero is raised to one).
     pub fn new(capacity: usize) -> Self {
+        Self::with_shards(capacity, 1)
+    }
+
+    /// A ring of `capacity` slots split into `shards` equal rings (`shards`
+    /// rounded down to a power of two, at most `capacity`). Writers on different stripes
+    /// ([`push_striped`](Self::push_striped)) then never share a counter; a
+    /// snapshot merges the shards by timestamp. Each shard keeps its own
+    /// newest `capacity / shards` records.
+    pub fn with_shards(capacity: usize, shards: usize) -> Self {
         let capacity = capacity.max(1);
-        let mut slots = Vec::with_capacity(capacity);
-        slots.resize_with(capacity, Slot::new);
-        Self {
-            head: CachePadded::new(AtomicU64::new(0)),
-            dropped: CachePadded::new(AtomicU64::new(0)),
-            slots: slots.into_boxed_slice(),
+        let shards = shards.clamp(1, capacity);
+        // A power of two, so picking a shard is a mask, not a division.
+        let shards = 1usize << (usize::BITS - 1 - shards.leading_zeros());
+        let shards = (0..shards)
+            .map(|i| {
+                // Spread the remainder so the sizes add up to `capacity`.
+                let n = capacity / shards + usize::from(i < capacity % shards);
+                let mut slots = Vec::with_capacity(n);
+                slots.resize_with(n, Slot::new);
+                Shard {
+                    head: CachePadded::new(AtomicU64::new(0)),
+                    dropped: CachePadded::new(AtomicU64::new(0)),
+                    slots: slots.into_boxed_slice(),
+                }
+            })
+            .collect();
+        Self { shards }
+    }
+
+    /// Number of slots, all shards together.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.slots.len()).sum()
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Bytes this ring occupies (slots and headers).
+    pub fn memory_bytes(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + self
+                .shards
+                .iter()
+                .map(|s| core::mem::size_of::<Shard>() + core::mem::size_of_val(&*s.slots))
+                .sum::<usize>()
+    }
+
+    /// Stores `record` in the first shard, overwriting its oldest. Never
+    /// blocks, never allocates, never panics.
+    #[inline]
+    pub fn push(&self, record: MetricRecord) {
+        self.push_striped(0, record);
+    }
+
+    /// Stores `record` in shard `stripe % shards`, overwriting its oldest.
+    /// Never blocks, never allocates, never panics.
+    #[inline]
+    pub fn push_striped(&self, stripe: usize, record: MetricRecord) {
+        if let Some(shard) = self.shards.get(stripe & (self.shards.len() - 1)) {
+            shard.push(record);
         }
     }
 
-    /// Number of slots.
-    #[inline]
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
+    /// Counts of written, overwritten and dropped records.
+    pub fn stats(&self) -> RingStats {
+        self.shards.iter().fold(
+            RingStats {
+                capacity: self.capacity(),
+                ..RingStats::default()
+            },
+            |acc, s| {
+                let written = s.head.load(Ordering::Relaxed);
+                RingStats {
+                    written: acc.written + written,
+                    overwritten: acc.overwritten + written.saturating_sub(s.slots.len() as u64),
+                    dropped: acc.dropped + s.dropped.load(Ordering::Relaxed),
+                    ..acc
+                }
+            },
+        )
     }
 
-    /// Bytes this ring occupies (slots and header).
-    pub fn memory_bytes(&self) -> usize {
-        core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.slots)
+    /// Number of records a snapshot would hold if no writer were busy.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.head.load(Ordering::Relaxed).min(s.slots.len() as u64) as usize)
+            .sum()
     }
 
-    /// Stores `record`, overwriting the oldest. Never blocks, never
-    /// allocates, never panics.
+    /// True before the first push.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the ring's complete records to `out`, oldest to newest
+    /// (by ticket within a shard, by timestamp across shards).
+    ///
+    /// Slots being written are skipped; a record is never torn and never one
+    /// that was not pushed. `out` is cleared first. This is the reader's
+    /// (cold) side: it may allocate.
+    pub fn snapshot(&self, out: &mut Vec<MetricRecord>) {
+        let mut tickets = Vec::new();
+        out.clear();
+        for shard in self.shards.iter() {
+            shard.snapshot_with_tickets(&mut tickets);
+            out.extend(tickets.iter().map(|&(_, r)| r));
+        }
+        if self.shards.len() > 1 {
+            // Stable: within a shard, ticket order breaks timestamp ties.
+            out.sort_by_key(|r| r.timestamp_ns);
+        }
+    }
+
+    /// The first shard's records with their tickets (positions in that
+    /// shard's order of pushes), oldest to newest. With one shard (as built
+    /// by [`new`](Self::new)) that is the whole ring.
+    pub fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
+        self.shards[0].snapshot_with_tickets(out);
+    }
+}
+
+impl Shard {
     #[inline]
-    pub fn push(&self, record: MetricRecord) {
+    fn push(&self, record: MetricRecord) {
         let ticket = self.head.fetch_add(1, Ordering::Relaxed);
         // A u64 ticket cannot wrap in practice (584 years at 1 GHz); the
         // wrapping maths keeps the code panic-free even if it did.
@@ -113,7 +223,7 @@ impl RingBuffer {
         // The common case: the previous lap's writer finished (or this is the
         // first lap), so the slot holds exactly `complete - 2 * capacity`.
         let lap = (self.slots.len() as u64).wrapping_mul(2);
-        let expected = if complete > lap { complete - lap } else { 0 };
+        let expected = complete.saturating_sub(lap);
         if let Err(mut cur) =
             slot.seq
                 .compare_exchange(expected, complete | 1, Ordering::Acquire, Ordering::Relaxed)
@@ -146,43 +256,7 @@ impl RingBuffer {
         slot.seq.store(complete, Ordering::Release);
     }
 
-    /// Counts of written, overwritten and dropped records.
-    pub fn stats(&self) -> RingStats {
-        let written = self.head.load(Ordering::Relaxed);
-        RingStats {
-            capacity: self.capacity(),
-            written,
-            overwritten: written.saturating_sub(self.capacity() as u64),
-            dropped: self.dropped.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Number of records a snapshot would hold if no writer were busy.
-    pub fn len(&self) -> usize {
-        let written = self.head.load(Ordering::Relaxed);
-        written.min(self.capacity() as u64) as usize
-    }
-
-    /// True before the first push.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Appends the ring's complete records to `out`, oldest to newest.
-    ///
-    /// Slots being written are skipped; a record is never torn and never one
-    /// that was not pushed. `out` is cleared first. This is the reader's
-    /// (cold) side: it may allocate.
-    pub fn snapshot(&self, out: &mut Vec<MetricRecord>) {
-        let mut tickets = Vec::new();
-        self.snapshot_with_tickets(&mut tickets);
-        out.clear();
-        out.extend(tickets.into_iter().map(|(_, r)| r));
-    }
-
-    /// Like [`snapshot`](Self::snapshot), with each record's ticket (its
-    /// position in the order of all pushes).
-    pub fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
+    fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
         out.clear();
         for slot in self.slots.iter() {
             let s1 = slot.seq.load(Ordering::Acquire);
@@ -209,7 +283,7 @@ impl RingBuffer {
         // was claimed by a writer that dropped its record: its content is
         // older than what the ring promises.
         if let Some(&(newest, _)) = out.last() {
-            let oldest_kept = (newest + 1).saturating_sub(self.capacity() as u64);
+            let oldest_kept = (newest + 1).saturating_sub(self.slots.len() as u64);
             out.retain(|&(t, _)| t >= oldest_kept);
         }
     }
@@ -278,6 +352,24 @@ mod tests {
         let mut out = Vec::new();
         ring.snapshot(&mut out);
         assert_eq!(out, [rec(2)]);
+    }
+
+    #[test]
+    fn shards_split_capacity_and_merge_by_time() {
+        // Three shards round down to two, of 6 and 5 slots.
+        let ring = RingBuffer::with_shards(11, 3);
+        assert_eq!((ring.capacity(), ring.shards()), (11, 2));
+        for n in 0..30 {
+            ring.push_striped(n as usize, rec(n));
+        }
+        let mut out = Vec::new();
+        ring.snapshot(&mut out);
+        let got: Vec<u64> = out.iter().map(|r| r.timestamp_ns).collect();
+        // Even records keep their newest 6, odd ones their newest 5.
+        assert_eq!(got, [18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]);
+        let stats = ring.stats();
+        assert_eq!((stats.written, stats.overwritten), (30, 19));
+        assert_eq!(ring.len(), 11);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Everything kept per operation.
 
+use crossbeam_utils::CachePadded;
+
 use crate::latency_histogram::LatencyHistogram;
 use crate::recent_window::RecentWindow;
 use crate::record::{Category, MetricRecord};
 use crate::recorder::RecorderConfig;
+use crate::stripe::STRIPES;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Distinct HTTP status codes counted exactly per operation; the rest are
@@ -15,15 +18,21 @@ pub const STATUS_SLOTS: usize = 8;
 pub struct Series {
     /// Every recorded duration since start, nanoseconds.
     pub since_start: LatencyHistogram,
-    /// Durations of the last 15 minutes or so.
+    /// Checkpoints of `since_start` for the last 15 minutes; see
+    /// [`Series::rotate`] and [`RecentWindow`].
     pub recent: RecentWindow,
-    bytes: AtomicU64,
-    rows: AtomicU64,
+    /// Bytes and rows, one pair per stripe so writers do not share a line.
+    totals: [CachePadded<Totals>; STRIPES],
     sampled_out: AtomicU64,
     /// `status_codes[i]` is 0 (free) or an HTTP status claimed once by CAS.
     status_codes: [AtomicU32; STATUS_SLOTS],
     status_counts: [AtomicU64; STATUS_SLOTS],
     status_other: AtomicU64,
+}
+
+struct Totals {
+    bytes: AtomicU64,
+    rows: AtomicU64,
 }
 
 impl Series {
@@ -35,8 +44,12 @@ impl Series {
                 config.window_interval_ns,
                 config.window_intervals,
             ),
-            bytes: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
+            totals: core::array::from_fn(|_| {
+                CachePadded::new(Totals {
+                    bytes: AtomicU64::new(0),
+                    rows: AtomicU64::new(0),
+                })
+            }),
             sampled_out: AtomicU64::new(0),
             status_codes: core::array::from_fn(|_| AtomicU32::new(0)),
             status_counts: core::array::from_fn(|_| AtomicU64::new(0)),
@@ -45,14 +58,14 @@ impl Series {
     }
 
     #[inline]
-    pub(crate) fn record(&self, r: &MetricRecord) {
-        self.since_start.record(r.duration_ns);
-        self.recent.record(r.timestamp_ns, r.duration_ns);
+    pub(crate) fn record(&self, stripe: usize, r: &MetricRecord) {
+        self.since_start.record_striped(stripe, r.duration_ns);
+        let totals = &self.totals[stripe % STRIPES];
         if r.bytes != 0 {
-            self.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+            totals.bytes.fetch_add(r.bytes, Ordering::Relaxed);
         }
         if r.rows != 0 {
-            self.rows.fetch_add(r.rows, Ordering::Relaxed);
+            totals.rows.fetch_add(r.rows, Ordering::Relaxed);
         }
         if r.category == Category::Http && r.status != 0 {
             self.count_status(r.status);
@@ -78,6 +91,11 @@ impl Series {
         self.status_other.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes the recent window's checkpoint for the interval of `now_ns`.
+    pub fn rotate(&self, now_ns: u64) {
+        self.recent.rotate(now_ns, &self.since_start);
+    }
+
     #[inline]
     pub(crate) fn skip(&self) {
         self.sampled_out.fetch_add(1, Ordering::Relaxed);
@@ -100,12 +118,18 @@ impl Series {
 
     /// Total response bytes of recorded events.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.totals
+            .iter()
+            .map(|t| t.bytes.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Total rows of recorded events.
     pub fn rows(&self) -> u64 {
-        self.rows.load(Ordering::Relaxed)
+        self.totals
+            .iter()
+            .map(|t| t.rows.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// `(status, count)` for each status seen, then `(0, n)` for the codes
@@ -152,7 +176,7 @@ mod tests {
             ..MetricRecord::default()
         };
         for code in [200, 200, 404, 301, 302, 303, 304, 400, 401, 500, 503] {
-            s.record(&http(code));
+            s.record(0, &http(code));
         }
         let mix: alloc::vec::Vec<_> = s.statuses().collect();
         assert_eq!(

@@ -1,0 +1,58 @@
+//! Which stripe a thread writes to, so threads do not share hot counters.
+
+/// Stripes per striped structure (ring shards, histogram sums): enough to
+/// keep a small server's busy threads apart, few enough to stay small.
+pub const STRIPES: usize = 4;
+
+/// The calling thread's stripe, in `0..STRIPES`.
+///
+/// With `std`, threads get stripes round-robin in the order they first
+/// record (a thread-local read). Without `std`, the stripe comes from the
+/// address of the caller's stack, which differs between threads.
+#[inline]
+pub fn stripe() -> usize {
+    #[cfg(all(feature = "std", not(loom)))]
+    {
+        use crate::sync::{AtomicUsize, Ordering};
+        use std::cell::Cell;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local! {
+            static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        STRIPE.with(|s| {
+            let mut v = s.get();
+            if v == usize::MAX {
+                v = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+                s.set(v);
+            }
+            v
+        })
+    }
+    #[cfg(not(all(feature = "std", not(loom))))]
+    {
+        let marker = 0u8;
+        // Thread stacks are at least 64 KiB apart on every mainstream OS.
+        let addr = core::ptr::addr_of!(marker) as usize;
+        (crate::sampler::splitmix64((addr >> 16) as u64) as usize) % STRIPES
+    }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_per_thread_and_spread_across_threads() {
+        let mine = stripe();
+        assert_eq!(stripe(), mine);
+        let mut all: std::vec::Vec<usize> = (0..2 * STRIPES)
+            .map(|_| std::thread::spawn(stripe).join().unwrap())
+            .collect();
+        all.push(mine);
+        assert!(all.iter().all(|&s| s < STRIPES));
+        all.sort_unstable();
+        all.dedup();
+        // Round-robin: threads started one after another do not all share one.
+        assert!(all.len() >= 2, "{all:?}");
+    }
+}
