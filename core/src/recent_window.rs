@@ -143,6 +143,13 @@ impl RecentWindow {
         cp.tag.store(want, Ordering::Release);
     }
 
+    /// Forgets every checkpoint (after the source histogram is reset).
+    pub fn reset(&self) {
+        for cp in self.checkpoints.iter() {
+            cp.tag.store(0, Ordering::Release);
+        }
+    }
+
     /// The oldest checkpoint inside the window ending at `now_ns`.
     fn base(&self, now_ns: u64) -> Option<&Checkpoint> {
         let now_tag = self.epoch(now_ns).saturating_add(1);

@@ -224,6 +224,15 @@ impl<C: Clock> Recorder<C> {
         }
     }
 
+    /// Forgets every record and zeroes every series (the ADR: metrics are
+    /// cleared on logout). Names and ids stay registered. Cold path.
+    pub fn clear(&self) {
+        self.ring.clear();
+        for (_, entry) in self.registry.iter() {
+            entry.value.reset();
+        }
+    }
+
     /// Counts an event of `op` that sampling left out, so exports can scale.
     #[inline]
     pub fn skip(&self, op: OpId) {

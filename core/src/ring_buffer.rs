@@ -81,6 +81,8 @@ struct Shard {
     head: CachePadded<AtomicU64>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
+    /// Tickets below this were cleared by [`RingBuffer::clear`]; readers skip them.
+    floor: AtomicU64,
     slots: Box<[Slot]>,
 }
 
@@ -109,6 +111,7 @@ impl RingBuffer {
                 Shard {
                     head: CachePadded::new(AtomicU64::new(0)),
                     dropped: CachePadded::new(AtomicU64::new(0)),
+                    floor: AtomicU64::new(0),
                     slots: slots.into_boxed_slice(),
                 }
             })
@@ -176,8 +179,22 @@ impl RingBuffer {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.head.load(Ordering::Relaxed).min(s.slots.len() as u64) as usize)
+            .map(|s| {
+                let head = s.head.load(Ordering::Relaxed);
+                let live = head.saturating_sub(s.floor.load(Ordering::Relaxed));
+                live.min(s.slots.len() as u64) as usize
+            })
             .sum()
+    }
+
+    /// Forgets every record pushed so far: later snapshots hold only records
+    /// pushed after this call. The counts in [`stats`](Self::stats) keep
+    /// running. Cold path; writers are never blocked.
+    pub fn clear(&self) {
+        for s in self.shards.iter() {
+            s.floor
+                .store(s.head.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// True before the first push.
@@ -278,6 +295,8 @@ impl Shard {
                 out.push((s1 / 2 - 1, record));
             }
         }
+        let floor = self.floor.load(Ordering::Relaxed);
+        out.retain(|&(t, _)| t >= floor);
         out.sort_unstable_by_key(|&(ticket, _)| ticket);
         // A slot still holding a lap older than the newest `capacity` tickets
         // was claimed by a writer that dropped its record: its content is
@@ -370,6 +389,21 @@ mod tests {
         let stats = ring.stats();
         assert_eq!((stats.written, stats.overwritten), (30, 19));
         assert_eq!(ring.len(), 11);
+    }
+
+    #[test]
+    fn clear_forgets_earlier_records() {
+        let ring = RingBuffer::with_shards(8, 2);
+        for n in 0..5 {
+            ring.push_striped(n as usize, rec(n));
+        }
+        ring.clear();
+        assert!(ring.is_empty());
+        ring.push(rec(9));
+        let mut out = Vec::new();
+        ring.snapshot(&mut out);
+        assert_eq!(out, [rec(9)]);
+        assert_eq!(ring.stats().written, 6);
     }
 
     #[test]

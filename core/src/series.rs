@@ -96,6 +96,21 @@ impl Series {
         self.recent.rotate(now_ns, &self.since_start);
     }
 
+    /// Zeroes every figure of the series (its id and name stay).
+    pub fn reset(&self) {
+        self.since_start.reset();
+        self.recent.reset();
+        for t in self.totals.iter() {
+            t.bytes.store(0, Ordering::Relaxed);
+            t.rows.store(0, Ordering::Relaxed);
+        }
+        self.sampled_out.store(0, Ordering::Relaxed);
+        for n in self.status_counts.iter() {
+            n.store(0, Ordering::Relaxed);
+        }
+        self.status_other.store(0, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn skip(&self) {
         self.sampled_out.fetch_add(1, Ordering::Relaxed);

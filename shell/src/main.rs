@@ -1,1 +1,77 @@
-fn main() {}
+//! The `starpunk` binary: `starpunk serve` (the default), `--help`.
+
+use std::process::ExitCode;
+
+use starpunk::config::Config;
+
+const USAGE: &str = "starpunk: a self-hosted blog with built-in performance monitoring
+
+Usage:
+  starpunk [serve] [FLAGS]     serve the blog (the default)
+  starpunk --help              this text
+  starpunk --version           the version
+
+Every setting is an environment variable and a flag of `serve`; flags win.
+Booleans accept true/false/1/0/yes/no/on/off in any case. A bad value stops
+start-up with exit status 2 and names the variable, the value and what is
+accepted.
+
+Settings:
+";
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            print!("{USAGE}{}", Config::help());
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("starpunk {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some("serve") => {
+            args.remove(0);
+        }
+        _ => {}
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}{}", Config::help());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(|k| std::env::var(k).ok(), &args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("starpunk: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let site = config.site_url.clone();
+    let monitoring = config.perf.monitoring_enabled;
+    let data_dir = config.data_dir.display().to_string();
+    let running = match starpunk::app::start(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starpunk: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "starpunk: serving {site} (listening on {}, data in {data_dir})",
+        running.server.addr()
+    );
+    if let Some(pw) = &running.generated.admin_password {
+        println!("starpunk: first start: admin password (shown once, stored only as a hash): {pw}");
+    }
+    if let Some(t) = &running.generated.micropub_token {
+        println!("starpunk: first start: Micropub token (shown once, stored only as a hash): {t}");
+    }
+    println!("starpunk: log in at {site}/admin/login");
+    if monitoring {
+        println!("starpunk: performance dashboard at {site}/admin/performance");
+    } else {
+        println!("starpunk: monitoring is off; set STARPUNK_PERF_MONITORING_ENABLED=true to record metrics");
+    }
+    running.server.join();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,494 @@
+//! Configuration from the environment and `starpunk serve` flags, parsed
+//! strictly: a bad value stops start-up with exit status 2 and one line
+//! naming the variable, the value and what is accepted.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Monitoring settings: the seven `STARPUNK_PERF_*` values.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PerfConfig {
+    /// `STARPUNK_PERF_MONITORING_ENABLED`: the master switch.
+    pub monitoring_enabled: bool,
+    /// `STARPUNK_PERF_SLOW_QUERY_THRESHOLD`, seconds.
+    pub slow_query_threshold: f64,
+    /// `STARPUNK_PERF_LOG_QUERIES`: log SQL patterns (never values).
+    pub log_queries: bool,
+    /// `STARPUNK_PERF_MEMORY_TRACKING`.
+    pub memory_tracking: bool,
+    /// `STARPUNK_PERF_SAMPLE_RATE`, 0.0 to 1.0.
+    pub sample_rate: f64,
+    /// `STARPUNK_PERF_BUFFER_SIZE`, records.
+    pub buffer_size: usize,
+    /// `STARPUNK_PERF_DASHBOARD_ENABLED`.
+    pub dashboard_enabled: bool,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        Self {
+            monitoring_enabled: false,
+            slow_query_threshold: 1.0,
+            log_queries: false,
+            memory_tracking: false,
+            sample_rate: 1.0,
+            buffer_size: 1_000,
+            dashboard_enabled: true,
+        }
+    }
+}
+
+/// Everything `starpunk serve` needs.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    /// `STARPUNK_BIND`.
+    pub bind: SocketAddr,
+    /// `STARPUNK_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `STARPUNK_SITE_URL`, without a trailing slash.
+    pub site_url: String,
+    /// `STARPUNK_SITE_NAME`.
+    pub site_name: String,
+    /// `STARPUNK_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+    /// `STARPUNK_MICROPUB_TOKEN`.
+    pub micropub_token: Option<String>,
+    /// `STARPUNK_METRICS_TOKEN`.
+    pub metrics_token: Option<String>,
+    /// The `STARPUNK_PERF_*` values.
+    pub perf: PerfConfig,
+}
+
+// Secrets never reach logs, not even through `{:?}`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("site_url", &self.site_url)
+            .field("site_name", &self.site_name)
+            .field("admin_password", &hidden(&self.admin_password))
+            .field("micropub_token", &hidden(&self.micropub_token))
+            .field("metrics_token", &hidden(&self.metrics_token))
+            .field("perf", &self.perf)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            site_url: "http://127.0.0.1:8000".into(),
+            site_name: "StarPunk".into(),
+            admin_password: None,
+            micropub_token: None,
+            metrics_token: None,
+            perf: PerfConfig::default(),
+        }
+    }
+}
+
+/// A value that does not parse: printed as one line, exit status 2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The variable or flag.
+    pub name: String,
+    /// The value given (secrets are never echoed).
+    pub value: String,
+    /// What is accepted.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.name, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One setting: its variable, its flag, and how to apply a value.
+struct Setting {
+    env: &'static str,
+    flag: &'static str,
+    help: &'static str,
+    secret: bool,
+    boolean: bool,
+    apply: fn(&mut Config, &str) -> Result<(), &'static str>,
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+const BOOL: &str = "one of true/false/1/0/yes/no/on/off (any case)";
+
+fn set_bool(slot: &mut bool, v: &str) -> Result<(), &'static str> {
+    *slot = parse_bool(v).ok_or(BOOL)?;
+    Ok(())
+}
+
+fn non_empty(v: &str, what: &'static str) -> Result<String, &'static str> {
+    if v.trim().is_empty() {
+        Err(what)
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        env: "STARPUNK_BIND",
+        flag: "--bind",
+        help: "address:port to listen on [127.0.0.1:8000]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.bind = v
+                .parse()
+                .map_err(|_| "an address:port such as 127.0.0.1:8000")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_DATA_DIR",
+        flag: "--data-dir",
+        help: "directory of the SQLite database [./data]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.data_dir = PathBuf::from(non_empty(v, "a non-empty path")?);
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_SITE_URL",
+        flag: "--site-url",
+        help: "public URL of the blog [http://127.0.0.1:8000]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            const WHAT: &str =
+                "an http:// or https:// URL with a host, such as https://blog.example";
+            let rest = v
+                .strip_prefix("https://")
+                .or_else(|| v.strip_prefix("http://"))
+                .ok_or(WHAT)?;
+            let host = rest.split('/').next().unwrap_or("");
+            if host.is_empty()
+                || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                || v.contains(['?', '#', '"', '<', '>'])
+            {
+                return Err(WHAT);
+            }
+            c.site_url = v.trim_end_matches('/').to_string();
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_SITE_NAME",
+        flag: "--site-name",
+        help: "name of the blog [StarPunk]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.site_name = non_empty(v, "a non-empty name")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_ADMIN_PASSWORD",
+        flag: "--admin-password",
+        help: "admin password [generated on first start, printed once]",
+        secret: true,
+        boolean: false,
+        apply: |c, v| {
+            if v.chars().count() < 8 {
+                return Err("a password of at least 8 characters");
+            }
+            c.admin_password = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_MICROPUB_TOKEN",
+        flag: "--micropub-token",
+        help: "Micropub bearer token [generated on first start, printed once]",
+        secret: true,
+        boolean: false,
+        apply: |c, v| {
+            c.micropub_token = Some(token(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_METRICS_TOKEN",
+        flag: "--metrics-token",
+        help: "bearer token for /metrics [none: admin session only]",
+        secret: true,
+        boolean: false,
+        apply: |c, v| {
+            c.metrics_token = Some(token(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_MONITORING_ENABLED",
+        flag: "--perf-monitoring-enabled",
+        help: "record performance metrics [false]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.monitoring_enabled, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_SLOW_QUERY_THRESHOLD",
+        flag: "--perf-slow-query-threshold",
+        help: "seconds above which a SQL statement is slow [1.0]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            const WHAT: &str = "a number of seconds greater than 0 (at most 3600)";
+            let s: f64 = v.trim().parse().map_err(|_| WHAT)?;
+            if !(s > 0.0 && s <= 3600.0) {
+                return Err(WHAT);
+            }
+            c.perf.slow_query_threshold = s;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_LOG_QUERIES",
+        flag: "--perf-log-queries",
+        help: "log each SQL pattern and duration, never values [false]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.log_queries, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_MEMORY_TRACKING",
+        flag: "--perf-memory-tracking",
+        help: "track RSS, its high-water mark and per-request change [false]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.memory_tracking, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_SAMPLE_RATE",
+        flag: "--perf-sample-rate",
+        help: "fraction of requests recorded, 0.0 to 1.0 [1.0]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            const WHAT: &str = "a number from 0.0 to 1.0";
+            let r: f64 = v.trim().parse().map_err(|_| WHAT)?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err(WHAT);
+            }
+            c.perf.sample_rate = r;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_BUFFER_SIZE",
+        flag: "--perf-buffer-size",
+        help: "records kept in the ring buffer, 1 to 1000000 [1000]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            const WHAT: &str = "a whole number from 1 to 1000000";
+            let n: usize = v.trim().parse().map_err(|_| WHAT)?;
+            if !(1..=1_000_000).contains(&n) {
+                return Err(WHAT);
+            }
+            c.perf.buffer_size = n;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_DASHBOARD_ENABLED",
+        flag: "--perf-dashboard-enabled",
+        help: "serve /admin/performance [true]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.dashboard_enabled, v),
+    },
+];
+
+fn token(v: &str) -> Result<String, &'static str> {
+    const WHAT: &str = "a token of 16 or more visible ASCII characters";
+    if v.len() < 16 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(WHAT);
+    }
+    Ok(v.to_string())
+}
+
+fn error(s: &Setting, name: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError {
+        name: name.to_string(),
+        value: if s.secret {
+            "<hidden>".into()
+        } else {
+            value.to_string()
+        },
+        expected: expected.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads `STARPUNK_*` variables from `env`, then applies `args`
+    /// (`--flag value`, `--flag=value`, or a bare boolean `--flag`).
+    pub fn load(
+        env: impl Fn(&str) -> Option<String>,
+        args: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        for s in SETTINGS {
+            if let Some(v) = env(s.env) {
+                (s.apply)(&mut c, &v).map_err(|e| error(s, s.env, &v, e))?;
+            }
+        }
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) => (f, Some(v.to_string())),
+                None => (arg.as_str(), None),
+            };
+            let Some(s) = SETTINGS.iter().find(|s| s.flag == flag) else {
+                return Err(ConfigError {
+                    name: "argument".into(),
+                    value: arg.clone(),
+                    expected: "one of the flags listed by `starpunk --help`".into(),
+                });
+            };
+            let value = match inline {
+                Some(v) => v,
+                None if s.boolean && args.get(i + 1).is_none_or(|n| parse_bool(n).is_none()) => {
+                    "true".to_string()
+                }
+                None => {
+                    i += 1;
+                    args.get(i).cloned().ok_or_else(|| ConfigError {
+                        name: flag.to_string(),
+                        value: String::new(),
+                        expected: "a value after the flag".into(),
+                    })?
+                }
+            };
+            (s.apply)(&mut c, &value).map_err(|e| error(s, flag, &value, e))?;
+            i += 1;
+        }
+        Ok(c)
+    }
+
+    /// The settings table for `--help`.
+    pub fn help() -> String {
+        let mut out = String::new();
+        for s in SETTINGS {
+            let flag = if s.boolean {
+                format!("{}[=BOOL]", s.flag)
+            } else {
+                format!("{} VALUE", s.flag)
+            };
+            out.push_str(&format!("  {flag:<38} {:<36} {}\n", s.env, s.help));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], args: &[&str]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Config::load(|k| env.get(k).cloned(), &args)
+    }
+
+    #[test]
+    fn defaults_match_spec() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8000");
+        assert!(!c.perf.monitoring_enabled);
+        assert_eq!(c.perf.buffer_size, 1000);
+    }
+
+    #[test]
+    fn booleans_accept_every_spelling() {
+        for (v, want) in [
+            ("TRUE", true),
+            ("yes", true),
+            ("On", true),
+            ("1", true),
+            ("off", false),
+            ("No", false),
+            ("0", false),
+            ("False", false),
+        ] {
+            let c = load(&[("STARPUNK_PERF_LOG_QUERIES", v)], &[]).unwrap();
+            assert_eq!(c.perf.log_queries, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn flags_override_env_and_bare_booleans_mean_true() {
+        let c = load(
+            &[("STARPUNK_PERF_SAMPLE_RATE", "0.5")],
+            &[
+                "--perf-sample-rate",
+                "0.25",
+                "--perf-monitoring-enabled",
+                "--site-url=https://blog.example/",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.perf.sample_rate, 0.25);
+        assert!(c.perf.monitoring_enabled);
+        assert_eq!(c.site_url, "https://blog.example");
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_accepted() {
+        let e = load(&[("STARPUNK_PERF_SAMPLE_RATE", "1.5")], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid STARPUNK_PERF_SAMPLE_RATE=\"1.5\": expected a number from 0.0 to 1.0"
+        );
+        for (k, v) in [
+            ("STARPUNK_BIND", "nope"),
+            ("STARPUNK_PERF_BUFFER_SIZE", "0"),
+            ("STARPUNK_PERF_BUFFER_SIZE", "1000001"),
+            ("STARPUNK_PERF_SLOW_QUERY_THRESHOLD", "0"),
+            ("STARPUNK_PERF_SLOW_QUERY_THRESHOLD", "NaN"),
+            ("STARPUNK_PERF_MONITORING_ENABLED", "maybe"),
+            ("STARPUNK_SITE_URL", "ftp://x"),
+            ("STARPUNK_SITE_NAME", " "),
+        ] {
+            let e = load(&[(k, v)], &[]).unwrap_err();
+            assert_eq!(e.name, k);
+            assert_eq!(e.value, v);
+        }
+        let e = load(&[("STARPUNK_ADMIN_PASSWORD", "short")], &[]).unwrap_err();
+        assert_eq!(e.value, "<hidden>");
+        assert!(load(&[], &["--nope"]).is_err());
+        assert!(load(&[], &["--bind"]).is_err());
+    }
+}

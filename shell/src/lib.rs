@@ -1,0 +1,14 @@
+//! starpunk: a StarPunk-style blog server with built-in performance
+//! monitoring (ADR-053).
+//!
+//! - [`config`]: environment and flags, strictly parsed.
+//! - [`db`]: the SQLite pool, migrations and every SQL statement.
+//! - [`web`]: routes, handlers, dashboard and the HTTP server.
+//! - [`monitoring`]: all instrumentation, in one place.
+//! - [`app`]: wiring them together and starting.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod monitoring;
+pub mod web;

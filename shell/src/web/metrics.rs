@@ -1,0 +1,205 @@
+//! `/metrics`: Prometheus text exposition format 0.0.4.
+
+use std::fmt::Write;
+
+use rouille::{Request, Response};
+use starpunk_perf::{Category, Series};
+
+use super::auth::ct_eq;
+use super::App;
+
+/// Bucket bounds in seconds (Prometheus' `le`), shared by every histogram.
+pub const BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Escapes a label value: backslash, double quote and newline.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn authorized(app: &App, req: &Request) -> bool {
+    let bearer = req
+        .header("Authorization")
+        .and_then(|h| h.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if let (Some(given), Some(want)) = (bearer, &app.config.metrics_token) {
+        if ct_eq(given, want) {
+            return true;
+        }
+    }
+    matches!(app.session(req), Ok(Some(_)))
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
+    let h = s.since_start.snapshot();
+    let mut cumulative = 0u64;
+    let mut iter = h.iter_recorded().peekable();
+    for le in BUCKETS {
+        let le_ns = (le * 1e9) as u64;
+        while let Some(v) = iter.peek() {
+            if v.value_iterated_to() <= le_ns {
+                cumulative += v.count_at_value();
+                iter.next();
+            } else {
+                break;
+            }
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let count = h.len();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{labels}}} {}",
+        s.since_start.sum() as f64 / 1e9
+    );
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// The exposition text.
+pub fn render(app: &App) -> String {
+    let mut out = String::new();
+    let rss = crate::monitoring::memory::read();
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes Resident memory size in bytes."
+    );
+    let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+    let _ = writeln!(out, "process_resident_memory_bytes {}", rss.rss_bytes);
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_perf_enabled Whether performance monitoring is on."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_perf_enabled gauge");
+    let _ = writeln!(
+        out,
+        "starpunk_perf_enabled {}",
+        u8::from(app.monitor.inner().is_some())
+    );
+    let Some(inner) = app.monitor.inner() else {
+        return out;
+    };
+    let reg = inner.recorder.registry();
+    let stats = inner.recorder.ring().stats();
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_perf_dropped_total Records the ring buffer's writers gave up."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_perf_dropped_total counter");
+    let _ = writeln!(out, "starpunk_perf_dropped_total {}", stats.dropped);
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_perf_sampled_out_total Events sampling left out."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_perf_sampled_out_total counter");
+    let sampled_out: u64 = reg.iter().map(|(_, e)| e.value.sampled_out()).sum();
+    let _ = writeln!(out, "starpunk_perf_sampled_out_total {sampled_out}");
+
+    let http: Vec<_> = reg
+        .iter()
+        .filter(|(_, e)| e.category == Category::Http && e.value.recorded() > 0)
+        .collect();
+    let route_labels = |name: &str| {
+        let (method, route) = name.split_once(' ').unwrap_or(("ANY", name));
+        format!("method=\"{}\",route=\"{}\"", label(method), label(route))
+    };
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_http_request_duration_seconds Time to produce a response."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE starpunk_http_request_duration_seconds histogram"
+    );
+    for (_, e) in &http {
+        histogram(
+            &mut out,
+            "starpunk_http_request_duration_seconds",
+            &route_labels(&e.name),
+            &e.value,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_http_requests_total Recorded responses by status."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_http_requests_total counter");
+    for (_, e) in &http {
+        for (status, n) in e.value.statuses() {
+            let status = if status == 0 {
+                "other".to_string()
+            } else {
+                status.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "starpunk_http_requests_total{{{},status=\"{status}\"}} {n}",
+                route_labels(&e.name)
+            );
+        }
+    }
+    let db: Vec<_> = reg
+        .iter()
+        .filter(|(_, e)| e.category == Category::Db && e.value.recorded() > 0)
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_db_query_duration_seconds SQL statement time by pattern."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_db_query_duration_seconds histogram");
+    for (id, e) in &db {
+        histogram(
+            &mut out,
+            "starpunk_db_query_duration_seconds",
+            &format!("pattern_id=\"{}\"", id.0),
+            &e.value,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_db_query_info The normalised SQL of each pattern_id."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_db_query_info gauge");
+    for (id, e) in &db {
+        let _ = writeln!(
+            out,
+            "starpunk_db_query_info{{pattern_id=\"{}\",pattern=\"{}\"}} 1",
+            id.0,
+            label(&e.name)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_function_duration_seconds Named core operation time."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_function_duration_seconds histogram");
+    for (_, e) in reg
+        .iter()
+        .filter(|(_, e)| e.category == Category::Function && e.value.recorded() > 0)
+    {
+        histogram(
+            &mut out,
+            "starpunk_function_duration_seconds",
+            &format!("function=\"{}\"", label(&e.name)),
+            &e.value,
+        );
+    }
+    out
+}
+
+/// `GET /metrics`: bearer token or admin session.
+pub fn handle(app: &App, req: &Request) -> Response {
+    if !authorized(app, req) {
+        return Response::text(
+            "Unauthorized: send Authorization: Bearer <STARPUNK_METRICS_TOKEN>\n",
+        )
+        .with_status_code(401)
+        .with_unique_header("WWW-Authenticate", "Bearer realm=\"starpunk metrics\"");
+    }
+    Response::from_data("text/plain; version=0.0.4; charset=utf-8", render(app)).with_no_cache()
+}

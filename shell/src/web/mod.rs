@@ -1,0 +1,126 @@
+//! The web layer: one module per area, dispatched from [`App::handle`].
+
+pub mod admin;
+pub mod auth;
+pub mod dashboard;
+pub mod feeds;
+pub mod markdown;
+pub mod metrics;
+pub mod micropub;
+pub mod public;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod views;
+
+use std::sync::Arc;
+
+use rouille::{Request, Response};
+
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::monitoring::Monitor;
+use ratelimit::RateLimiter;
+use routes::{match_route, Matched, Route};
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub db: Db,
+    /// The monitor (disabled inside when monitoring is off).
+    pub monitor: Arc<Monitor>,
+    /// Login attempts per client address.
+    pub login_limit: RateLimiter,
+    /// Dashboard and export requests per client address.
+    pub dashboard_limit: RateLimiter,
+    /// Serves `GET /__test/panic` (tests only; never set from configuration).
+    pub test_routes: bool,
+}
+
+/// An error a handler returns; mapped to a status in one place.
+#[derive(Debug)]
+pub enum WebError {
+    /// 400, with a message for the client.
+    BadRequest(String),
+    /// 404.
+    NotFound,
+    /// The database failed: 503 if busy, 500 otherwise.
+    Db(DbError),
+}
+
+impl From<DbError> for WebError {
+    fn from(e: DbError) -> Self {
+        WebError::Db(e)
+    }
+}
+
+impl WebError {
+    fn into_response(self, site_name: &str) -> Response {
+        let (status, message) = match &self {
+            WebError::BadRequest(m) => (400, m.clone()),
+            WebError::NotFound => (404, "Not found".to_string()),
+            WebError::Db(DbError::PoolTimeout) => (503, "Busy, try again".to_string()),
+            WebError::Db(e) => {
+                eprintln!("starpunk: {e}");
+                (500, "Internal server error".to_string())
+            }
+        };
+        let body = views::page(site_name, &message, None, maud::html! { h2 { (message) } });
+        Response::html(body.into_string()).with_status_code(status)
+    }
+}
+
+/// A handler's result.
+pub type WebResult = Result<Response, WebError>;
+
+impl App {
+    /// Handles one request: routing, instrumentation, errors.
+    pub fn handle(&self, request: &Request) -> Response {
+        let matched = match_route(request.method(), &request.url());
+        let route = matched.route;
+        self.monitor
+            .around_request(route, || self.dispatch(request, &matched))
+    }
+
+    fn dispatch(&self, req: &Request, m: &Matched) -> Response {
+        let param = m.param.as_deref().unwrap_or("");
+        let result = match m.route {
+            Route::Index => public::index(self, req),
+            Route::Note => public::note(self, param),
+            Route::Search => public::search(self, req),
+            Route::Health => Ok(public::health(self)),
+            Route::Style => Ok(Response::from_data("text/css; charset=utf-8", views::STYLE)
+                .with_public_cache(3600)),
+            Route::FeedRss => feeds::rss(self, req),
+            Route::FeedAtom => feeds::atom(self, req),
+            Route::FeedJson => feeds::json(self, req),
+            Route::MicropubPost => Ok(micropub::post(self, req)),
+            Route::MicropubQuery => Ok(micropub::query(self, req)),
+            Route::LoginForm => Ok(auth::login_form(self, req, None)),
+            Route::Login => auth::login(self, req),
+            Route::Logout => auth::logout(self, req),
+            Route::Admin => admin::index(self, req),
+            Route::AdminCreate => admin::create(self, req),
+            Route::AdminEdit => admin::edit_form(self, req, param),
+            Route::AdminUpdate => admin::update(self, req, param),
+            Route::AdminDelete => admin::delete(self, req, param),
+            Route::Dashboard => dashboard::page(self, req),
+            Route::DashboardJson => dashboard::json(self, req),
+            Route::DashboardCsv => dashboard::csv(self, req),
+            Route::Metrics => Ok(metrics::handle(self, req)),
+            Route::TestPanic if self.test_routes => panic!("test panic route"),
+            Route::TestPanic | Route::Unmatched if m.wrong_method => {
+                Ok(Response::text("Method not allowed\n").with_status_code(405))
+            }
+            Route::TestPanic | Route::Unmatched => Err(WebError::NotFound),
+        };
+        result.unwrap_or_else(|e| e.into_response(&self.config.site_name))
+    }
+
+    /// The absolute URL of `path` on this site.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.site_url, path)
+    }
+}
