@@ -123,6 +123,8 @@ fn next_request_id() -> u64 {
 pub struct Monitor {
     inner: Option<Inner>,
     config: PerfConfig,
+    /// When set, query log lines go here instead of stderr (tests).
+    log_capture: Mutex<Option<Vec<String>>>,
 }
 
 /// The enabled monitor's state.
@@ -162,6 +164,7 @@ impl Monitor {
             return Monitor {
                 inner: None,
                 config: config.clone(),
+                log_capture: Mutex::new(None),
             };
         }
         let core = RecorderConfig {
@@ -200,6 +203,7 @@ impl Monitor {
         let monitor = Monitor {
             inner: Some(inner),
             config: config.clone(),
+            log_capture: Mutex::new(None),
         };
         if config.memory_tracking {
             monitor.sample_memory();
@@ -318,12 +322,12 @@ impl Monitor {
         }
         if self.config.log_queries {
             if let Some(e) = inner.recorder.registry().get(pattern) {
-                eprintln!(
+                self.log(&format!(
                     "starpunk: query {:.3} ms rows={} {}",
                     duration as f64 / 1e6,
                     rows,
                     e.name
-                );
+                ));
             }
         }
         let sampled = match ctx {
@@ -345,6 +349,29 @@ impl Monitor {
             inner.recorder.skip(pattern);
         }
         value
+    }
+
+    /// Writes a log line (stderr, or the capture buffer when capturing).
+    fn log(&self, line: &str) {
+        let mut capture = self.log_capture.lock().unwrap_or_else(|p| p.into_inner());
+        match capture.as_mut() {
+            Some(lines) => lines.push(line.to_string()),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Starts keeping log lines in memory instead of writing them (tests).
+    pub fn capture_logs(&self) {
+        *self.log_capture.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// The captured log lines.
+    pub fn captured_logs(&self) -> Vec<String> {
+        self.log_capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Runs `f`, timing it as the named function.
@@ -379,7 +406,7 @@ impl Monitor {
     pub fn tick(&self, second: u64) {
         let Some(inner) = &self.inner else { return };
         inner.recorder.rotate();
-        if self.config.memory_tracking && second % MEMORY_SAMPLE_SECS == 0 {
+        if self.config.memory_tracking && second.is_multiple_of(MEMORY_SAMPLE_SECS) {
             self.sample_memory();
         }
     }

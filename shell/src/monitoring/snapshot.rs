@@ -374,7 +374,7 @@ impl Inner {
         query_patterns.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
 
         let recorded = all_http.len();
-        let (route_patterns, worst_requests) = self.from_ring();
+        let (route_patterns, worst_requests) = self.ring_views();
         let slow_queries = self
             .slow_queries()
             .into_iter()
@@ -450,7 +450,7 @@ impl Inner {
     }
 
     /// Route x pattern (with N+1 flags) and the worst requests per route.
-    fn from_ring(&self) -> (Vec<RoutePattern>, Vec<WorstRequest>) {
+    fn ring_views(&self) -> (Vec<RoutePattern>, Vec<WorstRequest>) {
         let records = self.records();
         // (route, pattern) -> (calls, per request counts)
         let mut pairs: HashMap<(OpId, OpId), (u64, HashMap<u64, u64>)> = HashMap::new();
@@ -492,7 +492,7 @@ impl Inner {
         let anchor = self.recorder.anchor();
         let mut worst = Vec::new();
         for (route, mut reqs) in by_route {
-            reqs.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+            reqs.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
             for r in reqs.into_iter().take(3) {
                 let mut counts: Vec<(String, u64)> = Vec::new();
                 for op in per_request

@@ -1,0 +1,178 @@
+//! Starts a real blog on an ephemeral port for end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use starpunk::app::{self, Running};
+use starpunk::config::{Config, PerfConfig};
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const TOKEN: &str = "micropub-token-0123456789";
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
+
+pub struct Blog {
+    pub running: Option<Running>,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "starpunk-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn config(tag: &str, perf: PerfConfig) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: temp_dir(tag),
+        site_url: "http://127.0.0.1".into(),
+        site_name: "Test Blog".into(),
+        admin_password: Some(PASSWORD.into()),
+        micropub_token: Some(TOKEN.into()),
+        metrics_token: Some(METRICS_TOKEN.into()),
+        perf,
+    }
+}
+
+pub fn monitoring() -> PerfConfig {
+    PerfConfig {
+        monitoring_enabled: true,
+        ..PerfConfig::default()
+    }
+}
+
+/// Starts a blog; `tweak` may change the app before it serves.
+pub fn start_with(
+    tag: &str,
+    perf: PerfConfig,
+    tweak: impl FnOnce(&mut starpunk::web::App),
+) -> Blog {
+    let mut cfg = config(tag, perf);
+    let dir = cfg.data_dir.clone();
+    // The site URL must be the real address; bind first to learn the port.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    cfg.bind = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.site_url = format!("http://127.0.0.1:{port}");
+    let (mut app, generated) = app::build(cfg).unwrap();
+    app.login_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
+    app.dashboard_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
+    tweak(&mut app);
+    let running = app::serve(app, generated).unwrap();
+    Blog {
+        base: format!("http://127.0.0.1:{port}"),
+        running: Some(running),
+        dir,
+    }
+}
+
+pub fn start(tag: &str) -> Blog {
+    start_with(tag, monitoring(), |_| {})
+}
+
+impl Blog {
+    pub fn app(&self) -> &starpunk::web::App {
+        &self.running.as_ref().unwrap().app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client that does not follow redirects.
+    pub fn agent(&self) -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(20))
+            .build()
+    }
+
+    /// Status and body of a GET, whatever the status.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.get_with(&self.agent(), path, &[])
+    }
+
+    pub fn get_with(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut req = agent.get(&self.url(path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        into_parts(req.call())
+    }
+
+    /// Logs in; returns the session cookie header value.
+    pub fn login(&self) -> String {
+        let agent = self.agent();
+        let form = agent.get(&self.url("/admin/login")).call().unwrap();
+        let csrf_cookie = set_cookie(&form, "starpunk_login_csrf");
+        let html = form.into_string().unwrap();
+        let csrf = csrf_in(&html);
+        let resp = agent
+            .post(&self.url("/admin/login"))
+            .set("Cookie", &format!("starpunk_login_csrf={csrf_cookie}"))
+            .send_form(&[("csrf", &csrf), ("password", PASSWORD)])
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        format!("starpunk_session={}", set_cookie(&resp, "starpunk_session"))
+    }
+
+    /// Micropub form create; returns the Location.
+    pub fn micropub_form(&self, content: &str) -> String {
+        let resp = self
+            .agent()
+            .post(&self.url("/micropub"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_form(&[("h", "entry"), ("content", content)])
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.header("Location").unwrap().to_string()
+    }
+}
+
+impl Drop for Blog {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.server.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn into_parts(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+pub fn set_cookie(resp: &ureq::Response, name: &str) -> String {
+    resp.all("Set-Cookie")
+        .into_iter()
+        .find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+pub fn csrf_in(html: &str) -> String {
+    let i =
+        html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
+    html[i..i + 32].to_string()
+}

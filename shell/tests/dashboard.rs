@@ -1,0 +1,463 @@
+//! The dashboard, its exports and the ADR's security points, end to end.
+
+mod common;
+
+use common::*;
+use starpunk::config::PerfConfig;
+use starpunk::web::ratelimit::RateLimiter;
+
+fn traffic(blog: &Blog) {
+    for i in 0..5 {
+        blog.micropub_form(&format!("traffic note {i}"));
+    }
+    for _ in 0..10 {
+        blog.get("/");
+        blog.get("/feed.xml");
+        blog.get("/search?q=traffic");
+    }
+    blog.get("/no/such/page");
+}
+
+#[test]
+fn dashboard_after_real_traffic_agrees_with_the_json() {
+    let blog = start("dash");
+    traffic(&blog);
+    let cookie = blog.login();
+    let agent = blog.agent();
+    let (code, json) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for key in [
+        "uptime_seconds",
+        "config",
+        "requests_total",
+        "endpoints",
+        "slow_queries",
+        "query_patterns",
+        "memory",
+        "database",
+        "buffer",
+    ] {
+        assert!(v.get(key).is_some(), "missing key {key}");
+    }
+    for key in [
+        "monitoring_enabled",
+        "slow_query_threshold",
+        "log_queries",
+        "memory_tracking",
+        "sample_rate",
+        "buffer_size",
+        "dashboard_enabled",
+    ] {
+        assert!(v["config"].get(key).is_some(), "missing config.{key}");
+    }
+    for key in ["rss_bytes", "hwm_bytes", "samples"] {
+        assert!(v["memory"].get(key).is_some(), "missing memory.{key}");
+    }
+    for key in [
+        "pool_in_use",
+        "pool_size",
+        "queries_per_second",
+        "cache_hit_rate",
+    ] {
+        assert!(v["database"].get(key).is_some(), "missing database.{key}");
+    }
+    for key in ["capacity", "len", "overwritten"] {
+        assert!(v["buffer"].get(key).is_some(), "missing buffer.{key}");
+    }
+    let endpoints = v["endpoints"].as_array().unwrap();
+    let home = endpoints
+        .iter()
+        .find(|e| e["name"] == "GET /")
+        .expect("GET / series");
+    assert_eq!(home["count"], 10);
+    assert_eq!(home["status"]["200"], 10);
+    for k in [
+        "count",
+        "mean_ms",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "bytes_mean",
+        "status",
+    ] {
+        assert!(home.get(k).is_some(), "endpoint key {k}");
+    }
+    assert!(home["bytes_mean"].as_f64().unwrap() > 500.0);
+    assert!(home["p50_ms"].as_f64().unwrap() <= home["max_ms"].as_f64().unwrap());
+    assert!(endpoints.iter().any(|e| e["name"] == "(unmatched)"));
+    let patterns = v["query_patterns"].as_array().unwrap();
+    assert!(patterns
+        .iter()
+        .any(|p| p["pattern"].as_str().unwrap().starts_with("SELECT")));
+    for p in patterns {
+        for k in ["pattern", "calls", "total_ms", "mean_ms", "p99_ms", "rows"] {
+            assert!(p.get(k).is_some(), "pattern key {k}");
+        }
+    }
+    assert_eq!(v["buffer"]["capacity"], 1000);
+    assert!(v["requests_total"].as_u64().unwrap() >= 36);
+
+    // The page shows the same figures.
+    let (code, html) = blog.get_with(&agent, "/admin/performance", &[("Cookie", &cookie)]);
+    assert_eq!(code, 200);
+    for id in [
+        "overview",
+        "endpoints",
+        "slow-queries",
+        "query-patterns",
+        "worst-requests",
+        "memory",
+        "database",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "section {id}");
+    }
+    assert!(html.contains("<svg"), "charts are inline SVG");
+    assert!(html.contains("http-equiv=\"refresh\""));
+    let row = format!(
+        "<td>GET /</td><td>{}</td><td>{}</td>",
+        home["count"], home["mean_ms"]
+    );
+    assert!(
+        html.contains(&row),
+        "the page's GET / row matches the JSON: {row}"
+    );
+    let pattern = patterns[0]["pattern"].as_str().unwrap();
+    assert!(html.contains(&maud::html! { (pattern) }.into_string()));
+}
+
+#[test]
+fn csv_export_parses_with_a_header_row() {
+    let blog = start("csv");
+    traffic(&blog);
+    let cookie = blog.login();
+    let (code, body) = blog.get_with(
+        &blog.agent(),
+        "/admin/performance.csv",
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(code, 200);
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "timestamp");
+    assert!(headers.iter().any(|h| h == "duration_ms"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert!(rows.len() > 30, "{} rows", rows.len());
+    let http = rows.iter().filter(|r| &r[1] == "http").count();
+    let db = rows.iter().filter(|r| &r[1] == "db").count();
+    assert!(http >= 30 && db >= 30, "http {http} db {db}");
+    assert!(rows.iter().any(|r| &r[2] == "GET /"));
+    assert!(rows.iter().all(|r| r[4].parse::<f64>().is_ok()));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_with_spec_names() {
+    let blog = start("prom");
+    traffic(&blog);
+    // Bearer token works; the admin session too; nothing else does.
+    let (code, text) = blog.get_with(
+        &blog.agent(),
+        "/metrics",
+        &[("Authorization", &format!("Bearer {METRICS_TOKEN}"))],
+    );
+    assert_eq!(code, 200);
+    let (code, _) = blog.get_with(
+        &blog.agent(),
+        "/metrics",
+        &[("Authorization", "Bearer wrong-wrong-wrong-wrong")],
+    );
+    assert_eq!(code, 401);
+    let cookie = blog.login();
+    assert_eq!(
+        blog.get_with(&blog.agent(), "/metrics", &[("Cookie", &cookie)])
+            .0,
+        200
+    );
+
+    let samples = match prometheus_samples(&text) {
+        Some(s) => s,
+        None => return,
+    };
+    let names: std::collections::HashSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+    for name in [
+        "starpunk_http_request_duration_seconds_bucket",
+        "starpunk_http_request_duration_seconds_sum",
+        "starpunk_http_request_duration_seconds_count",
+        "starpunk_http_requests_total",
+        "starpunk_db_query_duration_seconds_bucket",
+        "starpunk_db_query_info",
+        "process_resident_memory_bytes",
+        "starpunk_perf_dropped_total",
+    ] {
+        assert!(names.contains(name), "missing {name}: {names:?}");
+    }
+    let home = |name: &str| {
+        samples
+            .iter()
+            .filter(|s| s.name == name && s.labels["route"] == "/" && s.labels["method"] == "GET")
+            .collect::<Vec<_>>()
+    };
+    let buckets = home("starpunk_http_request_duration_seconds_bucket");
+    assert_eq!(buckets.len(), 16);
+    assert!(
+        buckets.windows(2).all(|w| w[0].value <= w[1].value),
+        "cumulative"
+    );
+    let inf = buckets.iter().find(|b| b.labels["le"] == "+Inf").unwrap();
+    assert_eq!(inf.value, 10.0);
+    assert_eq!(
+        home("starpunk_http_request_duration_seconds_count")[0].value,
+        10.0
+    );
+    let sum = home("starpunk_http_request_duration_seconds_sum")[0].value;
+    assert!(sum > 0.0 && sum < 10.0, "seconds, not nanoseconds: {sum}");
+    let ok = samples
+        .iter()
+        .find(|s| {
+            s.name == "starpunk_http_requests_total"
+                && s.labels["route"] == "/"
+                && s.labels["status"] == "200"
+        })
+        .unwrap();
+    assert_eq!(ok.value, 10.0);
+    let infos: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.name == "starpunk_db_query_info")
+        .map(|s| s.labels["pattern"].as_str())
+        .collect();
+    assert!(
+        infos
+            .iter()
+            .any(|p| p.starts_with("SELECT") && p.contains('?') && p.contains(',')),
+        "{infos:?}"
+    );
+    // Label values are bounded: no raw paths.
+    assert!(!text.contains("/no/such/page"));
+}
+
+struct Sample {
+    name: String,
+    labels: std::collections::HashMap<String, String>,
+    value: f64,
+}
+
+/// Parses exposition text with Python's `prometheus_client` (the reference
+/// parser; `.ci/run` installs it). Without it: fails in CI, skips elsewhere.
+fn prometheus_samples(text: &str) -> Option<Vec<Sample>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": fam.type})
+print(json.dumps(out))
+"#;
+    use std::io::Write;
+    let child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return skip_or_fail(&format!("python3 not found: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'prometheus_client'") {
+        return skip_or_fail("prometheus_client is not installed (pip install prometheus_client)");
+    }
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition: {stderr}\n{text}"
+    );
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    Some(
+        v.into_iter()
+            .map(|s| Sample {
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect(),
+    )
+}
+
+fn skip_or_fail<T>(why: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+#[test]
+fn every_interpolated_string_is_escaped() {
+    let blog = start("escape");
+    blog.micropub_form("<script>alert('note')</script>");
+    blog.get("/%3Cscript%3Ealert('route')%3C/script%3E");
+    {
+        let conn = blog.app().db.conn().unwrap();
+        let rows = conn
+            .query(
+                "SELECT 1 AS \"<script>alert('pattern')</script>\"",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
+        assert_eq!(rows, [1]);
+    }
+    let (_, home) = blog.get("/");
+    assert!(!home.contains("<script>"), "note escaped on the home page");
+    assert!(home.contains("&lt;script&gt;"));
+    let cookie = blog.login();
+    let (_, dash) = blog.get_with(&blog.agent(), "/admin/performance", &[("Cookie", &cookie)]);
+    assert!(
+        dash.contains("alert('pattern')")
+            || dash.contains("alert(&#39;pattern&#39;)")
+            || dash.contains("&lt;script&gt;alert"),
+        "the pattern is shown"
+    );
+    assert!(
+        !dash.contains("<script>"),
+        "dashboard has no live script tag"
+    );
+    assert!(
+        !dash.contains("alert('route')"),
+        "raw paths never reach the dashboard"
+    );
+}
+
+#[test]
+fn logout_clears_the_metrics() {
+    let blog = start("logout");
+    traffic(&blog);
+    let cookie = blog.login();
+    let agent = blog.agent();
+    let (_, html) = blog.get_with(&agent, "/admin", &[("Cookie", &cookie)]);
+    let csrf = csrf_in(&html);
+    let inner = blog.app().monitor.inner().unwrap();
+    assert!(inner.recorder.ring().len() > 10);
+    let r = agent
+        .post(&blog.url("/admin/logout"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf", &csrf)])
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // The logout request itself may be recorded after the clear.
+    assert!(
+        inner.recorder.ring().len() <= 2,
+        "{}",
+        inner.recorder.ring().len()
+    );
+    let home = inner
+        .recorder
+        .registry()
+        .lookup(starpunk_perf::Category::Http, "GET /")
+        .unwrap();
+    assert_eq!(inner.recorder.series(home).unwrap().recorded(), 0);
+    // The old session is gone.
+    let (code, _) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn dashboard_and_login_are_rate_limited() {
+    let blog = start_with("ratelimit", monitoring(), |app| {
+        app.dashboard_limit = RateLimiter::new(3, 1);
+        app.login_limit = RateLimiter::new(2, 1);
+    });
+    for _ in 0..3 {
+        assert_eq!(blog.get("/admin/performance.json").0, 401);
+    }
+    let resp = blog
+        .agent()
+        .get(&blog.url("/admin/performance.json"))
+        .call();
+    match resp {
+        Err(ureq::Error::Status(429, r)) => {
+            let wait: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+            assert!(wait >= 1);
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let post = || {
+        into_parts(
+            blog.agent()
+                .post(&blog.url("/admin/login"))
+                .send_form(&[("password", "x")]),
+        )
+        .0
+    };
+    assert_eq!(post(), 403);
+    assert_eq!(post(), 403);
+    assert_eq!(post(), 429);
+}
+
+#[test]
+fn disabled_dashboard_is_404_and_disabled_monitoring_says_so() {
+    let off = PerfConfig {
+        monitoring_enabled: true,
+        dashboard_enabled: false,
+        ..PerfConfig::default()
+    };
+    let blog = start_with("nodash", off, |_| {});
+    let cookie = blog.login();
+    for path in [
+        "/admin/performance",
+        "/admin/performance.json",
+        "/admin/performance.csv",
+    ] {
+        assert_eq!(
+            blog.get_with(&blog.agent(), path, &[("Cookie", &cookie)]).0,
+            404,
+            "{path}"
+        );
+    }
+    let blog = start_with("nomon", PerfConfig::default(), |_| {});
+    let cookie = blog.login();
+    let (code, html) = blog.get_with(&blog.agent(), "/admin/performance", &[("Cookie", &cookie)]);
+    assert_eq!(code, 200);
+    assert!(html.contains("Monitoring is disabled"));
+    assert!(blog.app().monitor.inner().is_none());
+}
+
+#[test]
+fn sampling_keeps_errors_and_counts_what_it_leaves_out() {
+    let perf = PerfConfig {
+        monitoring_enabled: true,
+        sample_rate: 0.0,
+        ..PerfConfig::default()
+    };
+    let blog = start_with("sampling", perf, |app| app.test_routes = true);
+    for _ in 0..20 {
+        blog.get("/");
+    }
+    blog.get("/__test/panic");
+    let reg = blog.app().monitor.inner().unwrap().recorder.registry();
+    let home = reg
+        .get(reg.lookup(starpunk_perf::Category::Http, "GET /").unwrap())
+        .unwrap();
+    assert_eq!((home.value.recorded(), home.value.sampled_out()), (0, 20));
+    let panic = reg
+        .get(
+            reg.lookup(starpunk_perf::Category::Http, "GET /__test/panic")
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(panic.value.recorded(), 1, "a 5xx is always kept");
+}
