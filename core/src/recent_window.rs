@@ -123,6 +123,13 @@ impl RecentWindow {
         if tag >= want {
             return;
         }
+        // The very first checkpoint (after creation or `reset`) stands for
+        // the empty state: everything recorded so far happened inside this
+        // interval, so it belongs in the window.
+        let first = self
+            .checkpoints
+            .iter()
+            .all(|c| c.tag.load(Ordering::Acquire) == 0);
         // Claim: mark the slot as being rewritten (tag 0) so readers skip it.
         if cp
             .tag
@@ -134,12 +141,14 @@ impl RecentWindow {
         for c in cp.counts.iter() {
             c.store(0, Ordering::Relaxed);
         }
-        let sum = source.sum();
-        for (value, n) in source.buckets() {
-            let i = self.layout.index_for(value);
-            cp.counts[i].fetch_add(n as u32, Ordering::Relaxed);
+        if !first {
+            for (value, n) in source.buckets() {
+                let i = self.layout.index_for(value);
+                cp.counts[i].fetch_add(n as u32, Ordering::Relaxed);
+            }
         }
-        cp.sum.store(sum, Ordering::Relaxed);
+        cp.sum
+            .store(if first { 0 } else { source.sum() }, Ordering::Relaxed);
         cp.tag.store(want, Ordering::Release);
     }
 
@@ -276,6 +285,21 @@ mod tests {
     }
 
     #[test]
+    fn the_first_checkpoint_is_the_empty_state() {
+        let h = fine();
+        let w = window(4);
+        h.record(1);
+        w.rotate(5, &h); // first ever: records before it stay in the window
+        h.record(2);
+        assert_eq!(w.totals(5, &h), WindowTotals { count: 2, sum: 3 });
+        w.reset();
+        h.reset();
+        h.record(4);
+        w.rotate(15, &h);
+        assert_eq!(w.totals(15, &h), WindowTotals { count: 1, sum: 4 });
+    }
+
+    #[test]
     fn rotation_is_once_per_interval() {
         let h = fine();
         let w = window(4);
@@ -327,7 +351,8 @@ mod tests {
         w.rotate(u64::MAX, &h);
         w.rotate(0, &h);
         h.record(0);
-        assert_eq!(w.totals(u64::MAX, &h).count, 1);
-        assert_eq!(w.snapshot(u64::MAX, &h).len(), 1);
+        // The first checkpoint (at u64::MAX) is the empty state.
+        assert_eq!(w.totals(u64::MAX, &h).count, 2);
+        assert_eq!(w.snapshot(u64::MAX, &h).len(), 2);
     }
 }

@@ -24,6 +24,7 @@ fn dashboard_after_real_traffic_agrees_with_the_json() {
     traffic(&blog);
     let cookie = blog.login();
     let agent = blog.agent();
+    blog.app().monitor.tick(1); // the ticker's window checkpoint
     let (code, json) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -87,6 +88,9 @@ fn dashboard_after_real_traffic_agrees_with_the_json() {
     assert!(home["bytes_mean"].as_f64().unwrap() > 500.0);
     assert!(home["p50_ms"].as_f64().unwrap() <= home["max_ms"].as_f64().unwrap());
     assert!(endpoints.iter().any(|e| e["name"] == "(unmatched)"));
+    let recent = v["endpoints_recent"].as_array().unwrap();
+    let home_recent = recent.iter().find(|e| e["name"] == "GET /").expect("GET / in the last 15 minutes");
+    assert_eq!(home_recent["count"], 10);
     let patterns = v["query_patterns"].as_array().unwrap();
     assert!(patterns
         .iter()

@@ -133,10 +133,10 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> Markup {
             title { (title) }
             @for (i, (label, value)) in bars.iter().enumerate() {
                 @let y = 5.0 + row * i as f64;
-                @let w = 300.0 * value / max;
-                text x="0" y=(y + 14.0) font-size="11" { (label.chars().take(40).collect::<String>()) }
-                rect x="250" y=(y + 3.0) width=(format!("{w:.1}")) height="14" fill="#0b5cad" {}
-                text x=(format!("{:.1}", 255.0 + w)) y=(y + 14.0) font-size="11" { (format!("{value:.2}")) " " (unit) }
+                @let w = 260.0 * value / max;
+                text x="0" y=(y + 14.0) font-size="11" { (label.chars().take(38).collect::<String>()) }
+                rect x="240" y=(y + 3.0) width=(format!("{w:.1}")) height="14" fill="#0b5cad" {}
+                text x=(format!("{:.1}", 245.0 + w)) y=(y + 14.0) font-size="11" { (format!("{value:.2}")) " " (unit) }
             }
         }
     }

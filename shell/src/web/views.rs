@@ -40,6 +40,8 @@ pub fn page(site_name: &str, title: &str, extra_head: Option<Markup>, body: Mark
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " - " (site_name) }
                 link rel="stylesheet" href="/style.css";
+                // No favicon request (and no 404 in the browser console).
+                link rel="icon" href="data:,";
                 link rel="alternate" type="application/rss+xml" title=(site_name) href="/feed.xml";
                 link rel="alternate" type="application/atom+xml" title=(site_name) href="/feed.atom";
                 link rel="alternate" type="application/feed+json" title=(site_name) href="/feed.json";
