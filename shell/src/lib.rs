@@ -11,4 +11,5 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod monitoring;
+pub mod tune;
 pub mod web;

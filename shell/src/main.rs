@@ -8,6 +8,7 @@ const USAGE: &str = "starpunk: a self-hosted blog with built-in performance moni
 
 Usage:
   starpunk [serve] [FLAGS]     serve the blog (the default)
+  starpunk tune [FLAGS]        recommend sample rate and buffer size (tune --help)
   starpunk --help              this text
   starpunk --version           the version
 
@@ -32,6 +33,23 @@ fn main() -> ExitCode {
         }
         Some("serve") => {
             args.remove(0);
+        }
+        Some("tune") => {
+            let rest = &args[1..];
+            if rest.iter().any(|a| a == "--help" || a == "-h") {
+                print!("{}", starpunk::tune::HELP);
+                return ExitCode::SUCCESS;
+            }
+            return match starpunk::tune::parse(rest) {
+                Ok(w) => {
+                    starpunk::tune::run(&w);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("starpunk tune: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         _ => {}
     }

@@ -89,7 +89,10 @@ fn dashboard_after_real_traffic_agrees_with_the_json() {
     assert!(home["p50_ms"].as_f64().unwrap() <= home["max_ms"].as_f64().unwrap());
     assert!(endpoints.iter().any(|e| e["name"] == "(unmatched)"));
     let recent = v["endpoints_recent"].as_array().unwrap();
-    let home_recent = recent.iter().find(|e| e["name"] == "GET /").expect("GET / in the last 15 minutes");
+    let home_recent = recent
+        .iter()
+        .find(|e| e["name"] == "GET /")
+        .expect("GET / in the last 15 minutes");
     assert_eq!(home_recent["count"], 10);
     let patterns = v["query_patterns"].as_array().unwrap();
     assert!(patterns

@@ -56,7 +56,12 @@ pub fn json(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, false)? {
         return Ok(r);
     }
-    Ok(Response::json(&snapshot(app)).with_no_cache())
+    Ok(Response::from_data("application/json", json_body(&snapshot(app))).with_no_cache())
+}
+
+/// The JSON export's body.
+pub fn json_body(s: &PerfSnapshot) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
 }
 
 /// Quotes a CSV field when needed (RFC 4180).

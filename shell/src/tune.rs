@@ -1,0 +1,379 @@
+//! `starpunk tune`: measures the monitor's costs on this machine and turns
+//! them, with the expected traffic, into STARPUNK_PERF_SAMPLE_RATE and
+//! STARPUNK_PERF_BUFFER_SIZE. The model is explained in docs/PERFORMANCE.md.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use starpunk_perf::{Category, Clock, MetricRecord, Recorder, RecorderConfig, TscClock};
+
+use crate::config::PerfConfig;
+use crate::monitoring::{Function, Monitor};
+use crate::web::routes::Route;
+
+/// Bytes per ring slot.
+pub const SLOT_BYTES: f64 = 64.0;
+/// Bytes per series (see docs/ARCHITECTURE.md).
+pub const SERIES_BYTES: f64 = 27_904.0;
+
+/// The traffic the owner expects, from flags.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Requests per second at peak.
+    pub requests_per_second: f64,
+    /// SQL statements per request.
+    pub queries_per_request: f64,
+    /// History the ring should cover, minutes.
+    pub window_minutes: f64,
+    /// CPU time of one request without monitoring, milliseconds.
+    pub request_ms: f64,
+    /// The overhead allowed, percent of request time.
+    pub target_percent: f64,
+    /// Distinct routes, patterns and functions expected.
+    pub series: f64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 10.0,
+            queries_per_request: 3.0,
+            window_minutes: 15.0,
+            request_ms: 0.25,
+            target_percent: 1.0,
+            series: 40.0,
+        }
+    }
+}
+
+/// What was measured on this machine, nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Costs {
+    /// One `Recorder::record`.
+    pub record_ns: f64,
+    /// One clock pair (start and end of a measurement).
+    pub clock_pair_ns: f64,
+    /// The hook path of one request (wrapper, `q` statements, one function)
+    /// at sample rate 1.0, minus the same with monitoring disabled.
+    pub hook_ns: f64,
+    /// The same at sample rate 0.0 (the decision and counters only).
+    pub hook_sampled_out_ns: f64,
+}
+
+/// The recommendation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Advice {
+    /// STARPUNK_PERF_SAMPLE_RATE.
+    pub sample_rate: f64,
+    /// STARPUNK_PERF_BUFFER_SIZE.
+    pub buffer_size: usize,
+    /// Predicted overhead at that rate, percent of request time.
+    pub overhead_percent: f64,
+    /// Predicted overhead at rate 1.0, percent.
+    pub overhead_at_full_percent: f64,
+    /// Minutes of history the buffer holds at that traffic.
+    pub window_minutes: f64,
+    /// Bytes the ring and series take.
+    pub memory_bytes: f64,
+    /// Share of one core the monitor uses at that traffic, percent.
+    pub core_percent: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_per_iter(iters: u64, mut f: impl FnMut(u64)) -> f64 {
+    let start = Instant::now();
+    for i in 0..iters {
+        f(i);
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn hook(monitor: &Monitor, queries: u32) {
+    black_box(monitor.around_request(Route::Note, || {
+        for _ in 0..queries {
+            black_box(
+                monitor.around_query("SELECT id, slug FROM notes WHERE slug = ?1", || (1u8, 1)),
+            );
+        }
+        monitor.time(Function::Search, || black_box(1u8));
+        rouille::Response::text("")
+    }));
+}
+
+/// Measures the costs (about a second of work).
+pub fn measure(queries_per_request: f64) -> Costs {
+    let recorder = Recorder::new(RecorderConfig::default(), TscClock::new())
+        .expect("the default configuration is valid");
+    let op = recorder.register(Category::Function, "tune");
+    let record_ns = median(
+        (0..5)
+            .map(|_| {
+                time_per_iter(200_000, |i| {
+                    recorder.record(MetricRecord {
+                        timestamp_ns: i,
+                        duration_ns: (i * 7919) % 50_000_000,
+                        operation: op,
+                        ..MetricRecord::default()
+                    })
+                })
+            })
+            .collect(),
+    );
+    let clock = TscClock::new();
+    let clock_pair_ns = median(
+        (0..5)
+            .map(|_| {
+                time_per_iter(200_000, |_| {
+                    let a = clock.now_ns();
+                    black_box(clock.now_ns() - a);
+                })
+            })
+            .collect(),
+    );
+    let q = queries_per_request.round().clamp(0.0, 1000.0) as u32;
+    let per = |cfg: PerfConfig| {
+        let m = Monitor::new(&cfg);
+        median(
+            (0..5)
+                .map(|_| time_per_iter(20_000, |_| hook(&m, q)))
+                .collect(),
+        )
+    };
+    let off = per(PerfConfig::default());
+    let on = per(PerfConfig {
+        monitoring_enabled: true,
+        ..PerfConfig::default()
+    });
+    let sampled_out = per(PerfConfig {
+        monitoring_enabled: true,
+        sample_rate: 0.0,
+        ..PerfConfig::default()
+    });
+    Costs {
+        record_ns,
+        clock_pair_ns,
+        hook_ns: (on - off).max(0.0),
+        hook_sampled_out_ns: (sampled_out - off).max(0.0),
+    }
+}
+
+/// The model: overhead(r) = (C0 + r (C1 - C0)) / T, where C1 is the hook
+/// cost at rate 1, C0 at rate 0, T the request's own time. The rate is the
+/// largest (in steps of 0.01) that keeps overhead within the target; the
+/// buffer holds `window` of the records that rate produces.
+pub fn advise(w: &Workload, c: &Costs) -> Advice {
+    let t_ns = (w.request_ms * 1e6).max(1.0);
+    let c0 = c.hook_sampled_out_ns.min(c.hook_ns);
+    let c1 = c.hook_ns;
+    let overhead = |r: f64| (c0 + r * (c1 - c0)) / t_ns * 100.0;
+    let mut rate = 1.0;
+    if overhead(1.0) > w.target_percent {
+        rate = if c1 > c0 {
+            ((w.target_percent / 100.0 * t_ns - c0) / (c1 - c0)).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        rate = (rate * 100.0).floor() / 100.0;
+        rate = rate.max(0.01);
+    }
+    let events = 1.0 + w.queries_per_request + 1.0;
+    let records_per_s = (w.requests_per_second * events * rate).max(1e-9);
+    let wanted = (records_per_s * w.window_minutes * 60.0).ceil();
+    let buffer_size = wanted.clamp(1_000.0, 1_000_000.0) as usize;
+    Advice {
+        sample_rate: rate,
+        buffer_size,
+        overhead_percent: overhead(rate),
+        overhead_at_full_percent: overhead(1.0),
+        window_minutes: buffer_size as f64 / records_per_s / 60.0,
+        memory_bytes: buffer_size as f64 * SLOT_BYTES + w.series * SERIES_BYTES,
+        core_percent: w.requests_per_second * (c0 + rate * (c1 - c0)) / 1e9 * 100.0,
+    }
+}
+
+/// `starpunk tune --help`.
+pub const HELP: &str =
+    "starpunk tune: recommend STARPUNK_PERF_SAMPLE_RATE and STARPUNK_PERF_BUFFER_SIZE
+
+Measures, on this machine, the cost of one record, of one clock pair and of
+the whole monitoring hook path of a request; then, for the traffic you
+expect, prints the sample rate that keeps monitoring within the overhead
+target, the buffer size that holds the history you want, the predicted
+overhead, the window the buffer covers and the memory it takes.
+
+Usage: starpunk tune [FLAGS]
+
+Flags (defaults in brackets):
+  --requests-per-second N   peak requests per second [10]
+  --queries-per-request N   SQL statements per request [3]
+  --window-minutes N        history the ring buffer should hold [15]
+  --request-ms N            CPU time of one request without monitoring [0.25]
+  --target-percent N        overhead allowed, percent of request time [1]
+  --series N                distinct routes + SQL patterns + functions [40]
+
+The model (docs/PERFORMANCE.md): overhead(r) = (C0 + r (C1 - C0)) / T with
+C1 the measured hook cost per request at rate 1, C0 at rate 0 and T the
+request time; buffer = records per second x window, clamped to 1000..1000000.
+";
+
+/// Parses the flags of `starpunk tune`.
+pub fn parse(args: &[String]) -> Result<Workload, String> {
+    let mut w = Workload::default();
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (args[i].clone(), None),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))?
+            }
+        };
+        let n: f64 = value
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| format!("invalid {flag}={value:?}: expected a non-negative number"))?;
+        let slot = match flag.as_str() {
+            "--requests-per-second" => &mut w.requests_per_second,
+            "--queries-per-request" => &mut w.queries_per_request,
+            "--window-minutes" => &mut w.window_minutes,
+            "--request-ms" => &mut w.request_ms,
+            "--target-percent" => &mut w.target_percent,
+            "--series" => &mut w.series,
+            _ => return Err(format!("unknown flag {flag:?}: see `starpunk tune --help`")),
+        };
+        if flag == "--request-ms" && n == 0.0 {
+            return Err(format!(
+                "invalid {flag}={value:?}: expected a number above 0"
+            ));
+        }
+        *slot = n;
+        i += 1;
+    }
+    Ok(w)
+}
+
+/// Runs `starpunk tune`, printing the report.
+pub fn run(w: &Workload) {
+    let c = measure(w.queries_per_request);
+    let a = advise(w, &c);
+    println!("Measured on this machine:");
+    println!(
+        "  one record (ring + histogram):        {:>8.1} ns",
+        c.record_ns
+    );
+    println!(
+        "  one clock pair (TSC):                 {:>8.1} ns",
+        c.clock_pair_ns
+    );
+    println!(
+        "  hook path per request ({} SQL + 1 fn): {:>8.1} ns at rate 1.0, {:.1} ns at rate 0",
+        w.queries_per_request, c.hook_ns, c.hook_sampled_out_ns
+    );
+    println!(
+        "For {} requests/s of {} ms with {} SQL statements each:",
+        w.requests_per_second, w.request_ms, w.queries_per_request
+    );
+    println!(
+        "  overhead at rate 1.0:  {:.3} % of request time",
+        a.overhead_at_full_percent
+    );
+    println!();
+    println!("STARPUNK_PERF_SAMPLE_RATE={}", a.sample_rate);
+    println!("STARPUNK_PERF_BUFFER_SIZE={}", a.buffer_size);
+    println!();
+    println!(
+        "  predicted overhead:    {:.3} % of request time (target {} %)",
+        a.overhead_percent, w.target_percent
+    );
+    println!(
+        "  monitor CPU:           {:.4} % of one core",
+        a.core_percent
+    );
+    println!("  history in the buffer: {:.1} minutes", a.window_minutes);
+    println!(
+        "  memory:                {:.0} KiB (ring {} x 64 B + {} series x 27.3 KiB)",
+        a.memory_bytes / 1024.0,
+        a.buffer_size,
+        w.series
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn costs() -> Costs {
+        Costs {
+            record_ns: 15.0,
+            clock_pair_ns: 20.0,
+            hook_ns: 500.0,
+            hook_sampled_out_ns: 50.0,
+        }
+    }
+
+    #[test]
+    fn full_rate_when_cheap_and_buffer_covers_the_window() {
+        let w = Workload::default();
+        let a = advise(&w, &costs());
+        assert_eq!(a.sample_rate, 1.0);
+        // 10 req/s x 5 records x 900 s = 45,000 records.
+        assert_eq!(a.buffer_size, 45_000);
+        assert!((a.window_minutes - 15.0).abs() < 1e-9);
+        assert!((a.overhead_percent - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rate_drops_to_meet_the_target() {
+        let w = Workload {
+            request_ms: 0.02,
+            ..Workload::default()
+        };
+        let a = advise(&w, &costs());
+        // overhead(r) = (50 + 450 r) / 20000 <= 1 % -> r <= 0.333
+        assert_eq!(a.sample_rate, 0.33);
+        assert!(a.overhead_percent <= 1.0);
+        let tiny = Workload {
+            request_ms: 0.001,
+            ..Workload::default()
+        };
+        assert_eq!(advise(&tiny, &costs()).sample_rate, 0.01);
+    }
+
+    #[test]
+    fn buffer_is_clamped_and_flags_parse_strictly() {
+        let w = Workload {
+            requests_per_second: 10_000.0,
+            window_minutes: 60.0,
+            ..Workload::default()
+        };
+        assert_eq!(advise(&w, &costs()).buffer_size, 1_000_000);
+        let quiet = Workload {
+            requests_per_second: 0.01,
+            ..Workload::default()
+        };
+        assert_eq!(advise(&quiet, &costs()).buffer_size, 1_000);
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let w = parse(&args(&[
+            "--requests-per-second",
+            "50",
+            "--window-minutes=5",
+        ]))
+        .unwrap();
+        assert_eq!((w.requests_per_second, w.window_minutes), (50.0, 5.0));
+        assert!(parse(&args(&["--requests-per-second", "-1"])).is_err());
+        assert!(parse(&args(&["--request-ms", "0"])).is_err());
+        assert!(parse(&args(&["--nope", "1"])).is_err());
+        assert!(parse(&args(&["--series"])).is_err());
+    }
+}
