@@ -67,7 +67,7 @@ impl Subjects {
         Self {
             recorder,
             op,
-            ring: RingBuffer::with_shards(1_000, starpunk_perf::STRIPES),
+            ring: RingBuffer::new(1_000),
             histogram: LatencyHistogram::new(layout),
             array_queue: crossbeam_queue::ArrayQueue::new(1_000),
             prometheus,
@@ -86,10 +86,7 @@ const SHARED: &[Shared] = &[
     ("starpunk full record (ring + histogram)", |s, v| {
         s.recorder.record(record(s.op, v, v))
     }),
-    ("starpunk ring push", |s, v| {
-        s.ring
-            .push_striped(starpunk_perf::stripe(), record(s.op, v, v))
-    }),
+    ("starpunk ring push", |s, v| s.ring.push(record(s.op, v, v))),
     ("starpunk histogram record", |s, v| {
         s.histogram.record_striped(starpunk_perf::stripe(), v)
     }),

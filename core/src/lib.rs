@@ -47,7 +47,7 @@ pub use recorder::{
     ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
 };
 pub use registry::{Entry, OperationRegistry};
-pub use ring_buffer::{RingBuffer, RingStats};
+pub use ring_buffer::{RingBuffer, RingStats, SlotConflict};
 pub use sampler::{splitmix64, RateError, Sampler};
 pub use series::{Series, STATUS_SLOTS};
 pub use stripe::{stripe, STRIPES};

@@ -223,12 +223,22 @@ impl RecentWindow {
         now_ns: u64,
         source: &LatencyHistogram<C>,
     ) -> hdrhistogram::Histogram<u64> {
+        self.snapshot_with_totals(now_ns, source).0
+    }
+
+    /// [`snapshot`](Self::snapshot) and [`totals`](Self::totals) in one pass.
+    #[cfg(feature = "std")]
+    pub fn snapshot_with_totals<C: crate::latency_histogram::Counter>(
+        &self,
+        now_ns: u64,
+        source: &LatencyHistogram<C>,
+    ) -> (hdrhistogram::Histogram<u64>, WindowTotals) {
         let mut h = crate::latency_histogram::new_hdr(&self.layout);
-        let (counts, _) = self.counts(now_ns, source);
+        let (counts, totals) = self.counts(now_ns, source);
         for (i, n) in counts.into_iter().enumerate().filter(|&(_, n)| n > 0) {
             h.saturating_record_n(self.layout.value_for(i), n);
         }
-        h
+        (h, totals)
     }
 }
 

@@ -25,9 +25,6 @@ pub struct RecorderConfig {
     pub window_intervals: usize,
     /// Fraction of events recorded (`STARPUNK_PERF_SAMPLE_RATE`).
     pub sample_rate: f64,
-    /// Independent shards of the ring, so concurrent writers do not share
-    /// one index (each keeps `buffer_size / ring_shards` records).
-    pub ring_shards: usize,
 }
 
 /// Lowest discernible duration: 1 µs (resolution 512 ns below 65 µs).
@@ -53,7 +50,6 @@ impl Default for RecorderConfig {
             window_interval_ns: 300_000_000_000,
             window_intervals: 4,
             sample_rate: 1.0,
-            ring_shards: crate::stripe::STRIPES,
         }
     }
 }
@@ -142,7 +138,7 @@ impl<C: Clock> Recorder<C> {
             clock,
             anchor,
             sampler,
-            ring: RingBuffer::with_shards(config.buffer_size, config.ring_shards),
+            ring: RingBuffer::new(config.buffer_size),
             registry,
         })
     }
@@ -206,7 +202,7 @@ impl<C: Clock> Recorder<C> {
     #[inline]
     pub fn record(&self, record: MetricRecord) {
         let stripe = crate::stripe::stripe();
-        self.ring.push_striped(stripe, record);
+        self.ring.push(record);
         if record.category != Category::Memory {
             if let Some(series) = self.series(record.operation) {
                 series.record(stripe, &record);

@@ -47,6 +47,10 @@ pub struct RingStats {
     pub dropped: u64,
 }
 
+/// Why [`RingBuffer::push_at`] did not store a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotConflict;
+
 /// A fixed-capacity circular buffer of [`MetricRecord`]s.
 ///
 /// Any number of threads [`push`](Self::push) at once; each claims a slot
@@ -61,7 +65,7 @@ pub struct RingStats {
 ///
 /// let ring = RingBuffer::new(2);
 /// for d in 1..=3 {
-///     ring.push(MetricRecord { duration_ns: d, ..MetricRecord::default() });
+///     ring.push(MetricRecord { timestamp_ns: d, duration_ns: d, ..MetricRecord::default() });
 /// }
 /// let mut out = Vec::new();
 /// ring.snapshot(&mut out);
@@ -70,14 +74,7 @@ pub struct RingStats {
 /// assert_eq!(ring.stats().overwritten, 1);
 /// ```
 pub struct RingBuffer {
-    /// One or more independent rings; a writer picks one by its stripe so
-    /// that threads do not contend on one `head`.
-    shards: Box<[Shard]>,
-}
-
-/// One ring: the protocol of the module documentation.
-struct Shard {
-    /// Tickets ever claimed; ticket `t` goes to slot `t % slots.len()`.
+    /// Tickets ever claimed; ticket `t` goes to slot `t % capacity`.
     head: CachePadded<AtomicU64>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
@@ -89,153 +86,54 @@ struct Shard {
 impl RingBuffer {
     /// A ring of `capacity` slots (at least one: zero is raised to one).
     pub fn new(capacity: usize) -> Self {
-        Self::with_shards(capacity, 1)
-    }
-
-    /// A ring of `capacity` slots split into `shards` equal rings (`shards`
-    /// rounded down to a power of two, at most `capacity`). Writers on different stripes
-    /// ([`push_striped`](Self::push_striped)) then never share a counter; a
-    /// snapshot merges the shards by timestamp. Each shard keeps its own
-    /// newest `capacity / shards` records.
-    pub fn with_shards(capacity: usize, shards: usize) -> Self {
         let capacity = capacity.max(1);
-        let shards = shards.clamp(1, capacity);
-        // A power of two, so picking a shard is a mask, not a division.
-        let shards = 1usize << (usize::BITS - 1 - shards.leading_zeros());
-        let shards = (0..shards)
-            .map(|i| {
-                // Spread the remainder so the sizes add up to `capacity`.
-                let n = capacity / shards + usize::from(i < capacity % shards);
-                let mut slots = Vec::with_capacity(n);
-                slots.resize_with(n, Slot::new);
-                Shard {
-                    head: CachePadded::new(AtomicU64::new(0)),
-                    dropped: CachePadded::new(AtomicU64::new(0)),
-                    floor: AtomicU64::new(0),
-                    slots: slots.into_boxed_slice(),
-                }
-            })
-            .collect();
-        Self { shards }
+        let mut slots = Vec::with_capacity(capacity);
+        slots.resize_with(capacity, Slot::new);
+        Self {
+            head: CachePadded::new(AtomicU64::new(0)),
+            dropped: CachePadded::new(AtomicU64::new(0)),
+            floor: AtomicU64::new(0),
+            slots: slots.into_boxed_slice(),
+        }
     }
 
-    /// Number of slots, all shards together.
+    /// Number of slots.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.slots.len()).sum()
+        self.slots.len()
     }
 
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Bytes this ring occupies (slots and headers).
+    /// Bytes this ring occupies (slots and header).
     pub fn memory_bytes(&self) -> usize {
-        core::mem::size_of::<Self>()
-            + self
-                .shards
-                .iter()
-                .map(|s| core::mem::size_of::<Shard>() + core::mem::size_of_val(&*s.slots))
-                .sum::<usize>()
+        core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.slots)
     }
 
-    /// Stores `record` in the first shard, overwriting its oldest. Never
-    /// blocks, never allocates, never panics.
+    /// Stores `record`, overwriting the oldest. Never blocks, never
+    /// allocates, never panics.
     #[inline]
     pub fn push(&self, record: MetricRecord) {
-        self.push_striped(0, record);
+        let ticket = self.claim(1);
+        if self.push_at(ticket, record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Stores `record` in shard `stripe % shards`, overwriting its oldest.
-    /// Never blocks, never allocates, never panics.
+    /// Claims `n` consecutive tickets with one increment; returns the first.
     #[inline]
-    pub fn push_striped(&self, stripe: usize, record: MetricRecord) {
-        if let Some(shard) = self.shards.get(stripe & (self.shards.len() - 1)) {
-            shard.push(record);
-        }
+    pub fn claim(&self, n: u64) -> u64 {
+        self.head.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Counts of written, overwritten and dropped records.
-    pub fn stats(&self) -> RingStats {
-        self.shards.iter().fold(
-            RingStats {
-                capacity: self.capacity(),
-                ..RingStats::default()
-            },
-            |acc, s| {
-                let written = s.head.load(Ordering::Relaxed);
-                RingStats {
-                    written: acc.written + written,
-                    overwritten: acc.overwritten + written.saturating_sub(s.slots.len() as u64),
-                    dropped: acc.dropped + s.dropped.load(Ordering::Relaxed),
-                    ..acc
-                }
-            },
-        )
-    }
-
-    /// Number of records a snapshot would hold if no writer were busy.
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let head = s.head.load(Ordering::Relaxed);
-                let live = head.saturating_sub(s.floor.load(Ordering::Relaxed));
-                live.min(s.slots.len() as u64) as usize
-            })
-            .sum()
-    }
-
-    /// Forgets every record pushed so far: later snapshots hold only records
-    /// pushed after this call. The counts in [`stats`](Self::stats) keep
-    /// running. Cold path; writers are never blocked.
-    pub fn clear(&self) {
-        for s in self.shards.iter() {
-            s.floor
-                .store(s.head.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-
-    /// True before the first push.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Appends the ring's complete records to `out`, oldest to newest
-    /// (by ticket within a shard, by timestamp across shards).
-    ///
-    /// Slots being written are skipped; a record is never torn and never one
-    /// that was not pushed. `out` is cleared first. This is the reader's
-    /// (cold) side: it may allocate.
-    pub fn snapshot(&self, out: &mut Vec<MetricRecord>) {
-        let mut tickets = Vec::new();
-        out.clear();
-        for shard in self.shards.iter() {
-            shard.snapshot_with_tickets(&mut tickets);
-            out.extend(tickets.iter().map(|&(_, r)| r));
-        }
-        if self.shards.len() > 1 {
-            // Stable: within a shard, ticket order breaks timestamp ties.
-            out.sort_by_key(|r| r.timestamp_ns);
-        }
-    }
-
-    /// The first shard's records with their tickets (positions in that
-    /// shard's order of pushes), oldest to newest. With one shard (as built
-    /// by [`new`](Self::new)) that is the whole ring.
-    pub fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
-        self.shards[0].snapshot_with_tickets(out);
-    }
-}
-
-impl Shard {
+    /// Stores `record` under a ticket from [`claim`](Self::claim). Fails,
+    /// storing nothing, when the slot is being written by another writer or
+    /// already holds a newer lap (the ticket is stale).
     #[inline]
-    fn push(&self, record: MetricRecord) {
-        let ticket = self.head.fetch_add(1, Ordering::Relaxed);
+    pub fn push_at(&self, ticket: u64, record: MetricRecord) -> Result<(), SlotConflict> {
         // A u64 ticket cannot wrap in practice (584 years at 1 GHz); the
         // wrapping maths keeps the code panic-free even if it did.
-        let slot = &self.slots[(ticket % self.slots.len() as u64) as usize];
+        let Some(slot) = self.slots.get((ticket % self.slots.len() as u64) as usize) else {
+            return Err(SlotConflict);
+        };
         let complete = ticket.wrapping_add(1).wrapping_mul(2);
         // The common case: the previous lap's writer finished (or this is the
         // first lap), so the slot holds exactly `complete - 2 * capacity`.
@@ -245,12 +143,11 @@ impl Shard {
             slot.seq
                 .compare_exchange(expected, complete | 1, Ordering::Acquire, Ordering::Relaxed)
         {
-            // Odd: another writer is in the slot. Larger: a newer lap wrote
-            // it. Either way this record gives way and is counted.
             loop {
+                // Odd: another writer is in the slot. Larger: a newer lap
+                // wrote it. Either way this record gives way.
                 if cur & 1 == 1 || cur > complete {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return Err(SlotConflict);
                 }
                 // An older, complete lap (its successor gave up): take it.
                 match slot.seq.compare_exchange(
@@ -271,9 +168,70 @@ impl Shard {
             word.store(value, Ordering::Relaxed);
         }
         slot.seq.store(complete, Ordering::Release);
+        Ok(())
     }
 
-    fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
+    /// Counts of written, overwritten and dropped records.
+    pub fn stats(&self) -> RingStats {
+        let written = self.head.load(Ordering::Relaxed);
+        RingStats {
+            capacity: self.capacity(),
+            written,
+            overwritten: written.saturating_sub(self.capacity() as u64),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Number of complete records a snapshot would hold now (a scan of the
+    /// slots' sequence words; cold path).
+    pub fn len(&self) -> usize {
+        let floor = self.floor.load(Ordering::Relaxed);
+        let ticket = |slot: &Slot| {
+            let s = slot.seq.load(Ordering::Acquire);
+            (s != 0 && s & 1 == 0 && s / 2 > floor).then(|| s / 2 - 1)
+        };
+        let Some(newest) = self.slots.iter().filter_map(ticket).max() else {
+            return 0;
+        };
+        let oldest = (newest + 1).saturating_sub(self.capacity() as u64);
+        self.slots
+            .iter()
+            .filter_map(ticket)
+            .filter(|&t| t >= oldest)
+            .count()
+    }
+
+    /// True before the first push.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every record pushed so far: later snapshots hold only records
+    /// pushed after this call. The counts in [`stats`](Self::stats) keep
+    /// running. Cold path; writers are never blocked.
+    pub fn clear(&self) {
+        self.floor
+            .store(self.head.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Appends the ring's complete records to `out`, oldest to newest by
+    /// timestamp (ticket order breaks ties).
+    ///
+    /// Slots being written are skipped; a record is never torn and never one
+    /// that was not pushed. `out` is cleared first. This is the reader's
+    /// (cold) side: it may allocate.
+    pub fn snapshot(&self, out: &mut Vec<MetricRecord>) {
+        let mut tickets = Vec::new();
+        self.snapshot_with_tickets(&mut tickets);
+        out.clear();
+        out.extend(tickets.iter().map(|&(_, r)| r));
+        // Stable: ticket order within equal timestamps.
+        out.sort_by_key(|r| r.timestamp_ns);
+    }
+
+    /// The complete records with their tickets (positions in the order of
+    /// claims), in ticket order.
+    pub fn snapshot_with_tickets(&self, out: &mut Vec<(u64, MetricRecord)>) {
         out.clear();
         for slot in self.slots.iter() {
             let s1 = slot.seq.load(Ordering::Acquire);
@@ -299,10 +257,10 @@ impl Shard {
         out.retain(|&(t, _)| t >= floor);
         out.sort_unstable_by_key(|&(ticket, _)| ticket);
         // A slot still holding a lap older than the newest `capacity` tickets
-        // was claimed by a writer that dropped its record: its content is
-        // older than what the ring promises.
+        // was claimed by a writer that gave up: its content is older than
+        // what the ring promises.
         if let Some(&(newest, _)) = out.last() {
-            let oldest_kept = (newest + 1).saturating_sub(self.slots.len() as u64);
+            let oldest_kept = (newest + 1).saturating_sub(self.capacity() as u64);
             out.retain(|&(t, _)| t >= oldest_kept);
         }
     }
@@ -374,28 +332,22 @@ mod tests {
     }
 
     #[test]
-    fn shards_split_capacity_and_merge_by_time() {
-        // Three shards round down to two, of 6 and 5 slots.
-        let ring = RingBuffer::with_shards(11, 3);
-        assert_eq!((ring.capacity(), ring.shards()), (11, 2));
-        for n in 0..30 {
-            ring.push_striped(n as usize, rec(n));
+    fn snapshot_orders_by_timestamp() {
+        let ring = RingBuffer::new(4);
+        for n in [5, 3, 9] {
+            ring.push(rec(n));
         }
         let mut out = Vec::new();
         ring.snapshot(&mut out);
-        let got: Vec<u64> = out.iter().map(|r| r.timestamp_ns).collect();
-        // Even records keep their newest 6, odd ones their newest 5.
-        assert_eq!(got, [18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]);
-        let stats = ring.stats();
-        assert_eq!((stats.written, stats.overwritten), (30, 19));
-        assert_eq!(ring.len(), 11);
+        let times: Vec<u64> = out.iter().map(|r| r.timestamp_ns).collect();
+        assert_eq!(times, [3, 5, 9]);
     }
 
     #[test]
     fn clear_forgets_earlier_records() {
-        let ring = RingBuffer::with_shards(8, 2);
+        let ring = RingBuffer::new(8);
         for n in 0..5 {
-            ring.push_striped(n as usize, rec(n));
+            ring.push(rec(n));
         }
         ring.clear();
         assert!(ring.is_empty());

@@ -239,7 +239,7 @@ impl Monitor {
             .0
             .fetch_add(1, Ordering::Relaxed);
         let rss_before = if self.config.memory_tracking {
-            memory::read().rss_bytes
+            memory::rss_fast()
         } else {
             0
         };
@@ -265,7 +265,7 @@ impl Monitor {
         };
         if sampled || status >= 500 {
             let memory_delta = if self.config.memory_tracking {
-                memory::read().rss_bytes as i64 - rss_before as i64
+                memory::rss_fast() as i64 - rss_before as i64
             } else {
                 0
             };

@@ -262,8 +262,7 @@ fn since_start(name: &str, s: &Series) -> EndpointStats {
 }
 
 fn recent(name: &str, s: &Series, now: u64) -> EndpointStats {
-    let h = s.recent.snapshot(now, &s.since_start);
-    let totals = s.recent.totals(now, &s.since_start);
+    let (h, totals) = s.recent.snapshot_with_totals(now, &s.since_start);
     let count = h.len();
     EndpointStats {
         name: name.to_string(),
