@@ -20,8 +20,10 @@ fn full_monitor() -> Monitor {
     });
     let inner = monitor.inner().unwrap();
     let rec = &inner.recorder;
-    // Fill the registry to capacity: routes and functions are registered
-    // already; the rest are SQL patterns.
+    // Fill the registry to capacity: every route, then SQL patterns.
+    for route in starpunk::web::routes::Route::ALL {
+        inner.route_op(route);
+    }
     let mut i = 0;
     while rec.registry().len() < rec.registry().capacity() {
         rec.register(

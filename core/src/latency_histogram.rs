@@ -3,10 +3,8 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crossbeam_utils::CachePadded;
-
 use crate::layout::HistogramLayout;
-use crate::stripe::STRIPES;
+use crate::stripe::{LinePadded, STRIPES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// An atomic counter a histogram can keep its buckets in.
@@ -84,7 +82,7 @@ pub struct LatencyHistogram<C: Counter = AtomicU64> {
     counts: Box<[C]>,
     /// Sum of recorded values, one per stripe so concurrent writers do not
     /// share its line; wrapping (a u64 of nanoseconds holds 584 years).
-    sums: [CachePadded<AtomicU64>; STRIPES],
+    sums: [LinePadded<AtomicU64>; STRIPES],
     /// Largest recorded value, exact (not saturated).
     max: AtomicU64,
 }
@@ -97,7 +95,7 @@ impl<C: Counter> LatencyHistogram<C> {
         Self {
             layout,
             counts: counts.into_boxed_slice(),
-            sums: core::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            sums: core::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
             max: AtomicU64::new(0),
         }
     }

@@ -132,7 +132,7 @@ impl<C: Clock> Recorder<C> {
             clock_ns: clock.now_ns(),
         };
         let registry =
-            OperationRegistry::new(config.max_series, "(other)", |_| Series::new(&config));
+            OperationRegistry::new(config.max_series, "(other)", |c| Series::new(&config, c));
         Ok(Self {
             config,
             clock,
@@ -187,7 +187,7 @@ impl<C: Clock> Recorder<C> {
     /// Interns `name` (cold path: may lock and allocate, once per name).
     pub fn register(&self, category: Category, name: &str) -> OpId {
         self.registry
-            .register(category, name, |_| Series::new(&self.config))
+            .register(category, name, |c| Series::new(&self.config, c))
     }
 
     /// The series of `op`, if that id was handed out.
@@ -388,6 +388,8 @@ mod tests {
     #[test]
     fn defaults_fit_the_one_mebibyte_budget_at_32_series() {
         let rec = Recorder::new(RecorderConfig::default(), FakeClock::new(0)).unwrap();
+        // Worst case: every one of the 32 series an HTTP route (the only
+        // kind with a recent window).
         for i in 0..32 {
             rec.register(Category::Http, &alloc::format!("GET /route/{i}"));
         }

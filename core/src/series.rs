@@ -1,12 +1,11 @@
 //! Everything kept per operation.
 
-use crossbeam_utils::CachePadded;
-
 use crate::latency_histogram::LatencyHistogram;
+use crate::layout::HistogramLayout;
 use crate::recent_window::RecentWindow;
 use crate::record::{Category, MetricRecord};
 use crate::recorder::RecorderConfig;
-use crate::stripe::STRIPES;
+use crate::stripe::{LinePadded, STRIPES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Distinct HTTP status codes counted exactly per operation; the rest are
@@ -19,10 +18,11 @@ pub struct Series {
     /// Every recorded duration since start, nanoseconds.
     pub since_start: LatencyHistogram,
     /// Checkpoints of `since_start` for the last 15 minutes; see
-    /// [`Series::rotate`] and [`RecentWindow`].
-    pub recent: RecentWindow,
+    /// [`Series::rotate`] and [`RecentWindow`]. Kept for HTTP series only
+    /// (the dashboard's "last 15 minutes" is per route).
+    pub recent: Option<RecentWindow>,
     /// Bytes and rows, one pair per stripe so writers do not share a line.
-    totals: [CachePadded<Totals>; STRIPES],
+    totals: [LinePadded<Totals>; STRIPES],
     sampled_out: AtomicU64,
     /// `status_codes[i]` is 0 (free) or an HTTP status claimed once by CAS.
     status_codes: [AtomicU32; STATUS_SLOTS],
@@ -36,16 +36,24 @@ struct Totals {
 }
 
 impl Series {
-    pub(crate) fn new(config: &RecorderConfig) -> Self {
+    pub(crate) fn new(config: &RecorderConfig, category: Category) -> Self {
+        // A memory series holds samples in the ring only: its histogram is
+        // never recorded into, so it gets the smallest layout there is.
+        let layout = match category {
+            Category::Memory => HistogramLayout::new(1, 2, 0).unwrap_or(config.layout),
+            _ => config.layout,
+        };
         Self {
-            since_start: LatencyHistogram::new(config.layout),
-            recent: RecentWindow::new(
-                config.window_layout,
-                config.window_interval_ns,
-                config.window_intervals,
-            ),
+            since_start: LatencyHistogram::new(layout),
+            recent: (category == Category::Http).then(|| {
+                RecentWindow::new(
+                    config.window_layout,
+                    config.window_interval_ns,
+                    config.window_intervals,
+                )
+            }),
             totals: core::array::from_fn(|_| {
-                CachePadded::new(Totals {
+                LinePadded(Totals {
                     bytes: AtomicU64::new(0),
                     rows: AtomicU64::new(0),
                 })
@@ -93,13 +101,17 @@ impl Series {
 
     /// Takes the recent window's checkpoint for the interval of `now_ns`.
     pub fn rotate(&self, now_ns: u64) {
-        self.recent.rotate(now_ns, &self.since_start);
+        if let Some(recent) = &self.recent {
+            recent.rotate(now_ns, &self.since_start);
+        }
     }
 
     /// Zeroes every figure of the series (its id and name stay).
     pub fn reset(&self) {
         self.since_start.reset();
-        self.recent.reset();
+        if let Some(recent) = &self.recent {
+            recent.reset();
+        }
         for t in self.totals.iter() {
             t.bytes.store(0, Ordering::Relaxed);
             t.rows.store(0, Ordering::Relaxed);
@@ -164,7 +176,7 @@ impl Series {
             - core::mem::size_of::<LatencyHistogram>()
             - core::mem::size_of::<RecentWindow>()
             + self.since_start.memory_bytes()
-            + self.recent.memory_bytes()
+            + self.recent.as_ref().map_or(0, RecentWindow::memory_bytes)
     }
 }
 
@@ -183,7 +195,7 @@ mod tests {
 
     #[test]
     fn status_mix_exact_then_other() {
-        let s = Series::new(&RecorderConfig::default());
+        let s = Series::new(&RecorderConfig::default(), Category::Http);
         let http = |status| MetricRecord {
             category: Category::Http,
             status,

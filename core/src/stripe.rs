@@ -56,3 +56,18 @@ mod tests {
         assert!(all.len() >= 2, "{all:?}");
     }
 }
+
+/// One value on its own 64-byte cache line (crossbeam's `CachePadded` uses
+/// 128 bytes on x86-64 to defeat the adjacent-line prefetcher; per-series
+/// stripes use 64 to keep a series small, see docs/ARCHITECTURE.md).
+#[repr(align(64))]
+#[derive(Debug, Default)]
+pub struct LinePadded<T>(pub T);
+
+impl<T> core::ops::Deref for LinePadded<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}

@@ -468,3 +468,51 @@ fn sampling_keeps_errors_and_counts_what_it_leaves_out() {
         .unwrap();
     assert_eq!(panic.value.recorded(), 1, "a 5xx is always kept");
 }
+
+#[test]
+fn the_monitor_stays_within_one_mebibyte_after_traffic_on_every_route() {
+    let perf = PerfConfig {
+        monitoring_enabled: true,
+        memory_tracking: true,
+        ..PerfConfig::default()
+    };
+    let blog = start_with("heap", perf, |_| {});
+    let loc = blog.micropub_form("heap note");
+    let path = loc.strip_prefix(&blog.base).unwrap().to_string();
+    for _ in 0..300 {
+        for p in [
+            "/",
+            path.as_str(),
+            "/feed.xml",
+            "/feed.atom",
+            "/feed.json",
+            "/search?q=heap",
+            "/health",
+            "/style.css",
+            "/nope",
+        ] {
+            blog.get(p);
+        }
+    }
+    let cookie = blog.login();
+    for p in [
+        "/admin",
+        "/admin/performance",
+        "/admin/performance.json",
+        "/admin/performance.csv",
+        "/metrics",
+    ] {
+        assert_eq!(
+            blog.get_with(&blog.agent(), p, &[("Cookie", &cookie)]).0,
+            200,
+            "{p}"
+        );
+    }
+    blog.app().monitor.sample_memory();
+    let inner = blog.app().monitor.inner().unwrap();
+    let bytes = inner.recorder.memory_bytes();
+    let series = inner.recorder.registry().len();
+    eprintln!("monitor after traffic on every route: {bytes} bytes, {series} series");
+    assert_eq!(inner.recorder.ring().len(), 1_000, "the ring is full");
+    assert!(bytes <= 1 << 20, "{bytes} bytes for {series} series");
+}

@@ -9,7 +9,7 @@ pub mod sql_pattern;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -133,9 +133,11 @@ pub struct Inner {
     /// The core recorder.
     pub recorder: Recorder<TscClock>,
     slow_threshold_ns: u64,
-    route_ops: Vec<OpId>,
-    function_ops: Vec<OpId>,
-    memory_op: OpId,
+    /// Series ids of routes and functions, registered on first use so an
+    /// unused route costs no series memory; `u32::MAX` until then.
+    route_ops: Vec<AtomicU32>,
+    function_ops: Vec<AtomicU32>,
+    memory_op: AtomicU32,
     slow_log: Mutex<VecDeque<SlowQuery>>,
     memory_samples: Mutex<VecDeque<(u64, u64)>>,
     last_memory: Mutex<memory::MemoryReading>,
@@ -174,17 +176,10 @@ impl Monitor {
         };
         let recorder = Recorder::new(core, TscClock::new())
             .expect("PerfConfig was validated when it was parsed");
-        // Register every route and function up front so their ids are
-        // stable and the request path never registers.
-        let route_ops = Route::ALL
-            .iter()
-            .map(|r| recorder.register(Category::Http, r.template()))
-            .collect();
-        let function_ops = Function::ALL
-            .iter()
-            .map(|f| recorder.register(Category::Function, f.name()))
-            .collect();
-        let memory_op = recorder.register(Category::Memory, "process.rss");
+        let unset = || AtomicU32::new(u32::MAX);
+        let route_ops = Route::ALL.iter().map(|_| unset()).collect();
+        let function_ops = Function::ALL.iter().map(|_| unset()).collect();
+        let memory_op = unset();
         let inner = Inner {
             id: NEXT_MONITOR.fetch_add(1, Ordering::Relaxed),
             recorder,
@@ -232,7 +227,7 @@ impl Monitor {
         let Some(inner) = &self.inner else {
             return handler();
         };
-        let route_op = inner.route_ops[route as usize];
+        let route_op = inner.route_op(route);
         let request_id = next_request_id();
         let sampled = inner.recorder.sampler().decide_local(false);
         inner.requests_seen[starpunk_perf::stripe()]
@@ -379,10 +374,7 @@ impl Monitor {
         let Some(inner) = &self.inner else {
             return f();
         };
-        let op = inner.function_ops[Function::ALL
-            .iter()
-            .position(|g| *g == function)
-            .unwrap_or(0)];
+        let op = inner.function_op(function);
         let ctx = CURRENT.with(Cell::get).filter(|c| c.monitor == inner.id);
         if !ctx.map_or_else(
             || inner.recorder.sampler().decide_local(false),
@@ -429,7 +421,7 @@ impl Monitor {
         inner.recorder.record(MetricRecord {
             timestamp_ns: now,
             memory_delta: reading.rss_bytes as i64,
-            operation: inner.memory_op,
+            operation: inner.lazy(&inner.memory_op, Category::Memory, "process.rss"),
             parent: OpId::NONE,
             category: Category::Memory,
             ..MetricRecord::default()
@@ -492,9 +484,34 @@ impl Inner {
         })
     }
 
+    /// The id in `slot`, registering `name` the first time (the cold path:
+    /// one registry lock per name and process).
+    fn lazy(&self, slot: &AtomicU32, category: Category, name: &str) -> OpId {
+        let id = slot.load(Ordering::Relaxed);
+        if id != u32::MAX {
+            return OpId(id);
+        }
+        let id = self.recorder.register(category, name);
+        slot.store(id.0, Ordering::Relaxed);
+        id
+    }
+
     /// The series id of `route`.
     pub fn route_op(&self, route: Route) -> OpId {
-        self.route_ops[route as usize]
+        self.lazy(
+            &self.route_ops[route as usize],
+            Category::Http,
+            route.template(),
+        )
+    }
+
+    /// The series id of `function`.
+    pub fn function_op(&self, function: Function) -> OpId {
+        let i = Function::ALL
+            .iter()
+            .position(|g| *g == function)
+            .unwrap_or(0);
+        self.lazy(&self.function_ops[i], Category::Function, function.name())
     }
 
     /// Slow statements, oldest first.

@@ -261,10 +261,10 @@ fn since_start(name: &str, s: &Series) -> EndpointStats {
     }
 }
 
-fn recent(name: &str, s: &Series, now: u64) -> EndpointStats {
-    let (h, totals) = s.recent.snapshot_with_totals(now, &s.since_start);
+fn recent(name: &str, s: &Series, now: u64) -> Option<EndpointStats> {
+    let (h, totals) = s.recent.as_ref()?.snapshot_with_totals(now, &s.since_start);
     let count = h.len();
-    EndpointStats {
+    Some(EndpointStats {
         name: name.to_string(),
         count,
         sampled_out: 0,
@@ -279,7 +279,7 @@ fn recent(name: &str, s: &Series, now: u64) -> EndpointStats {
         max_ms: ms(if count > 0 { h.max() as f64 } else { 0.0 }),
         bytes_mean: 0.0,
         status: BTreeMap::new(),
-    }
+    })
 }
 
 impl Monitor {
@@ -337,8 +337,7 @@ impl Inner {
                     s.since_start.add_to(&mut all_http);
                     http_sum = http_sum.wrapping_add(s.since_start.sum());
                     endpoints.push(e);
-                    let r = recent(&entry.name, s, now);
-                    if r.count > 0 {
+                    if let Some(r) = recent(&entry.name, s, now).filter(|r| r.count > 0) {
                         endpoints_recent.push(r);
                     }
                 }
