@@ -310,14 +310,7 @@ fn admin_writes_edits_and_deletes_with_csrf() {
     assert_eq!(r.status(), 303);
     assert_eq!(blog.get(&note_path).0, 404);
     // The session cookie is HttpOnly and SameSite=Strict.
-    let form = agent.get(&blog.url("/admin/login")).call().unwrap();
-    let c = set_cookie(&form, "starpunk_login_csrf");
-    let html = form.into_string().unwrap();
-    let r = agent
-        .post(&blog.url("/admin/login"))
-        .set("Cookie", &format!("starpunk_login_csrf={c}"))
-        .send_form(&[("csrf", &csrf_in(&html)), ("password", PASSWORD)])
-        .unwrap();
+    let r = blog.login_attempt(PASSWORD);
     let header = r
         .all("Set-Cookie")
         .into_iter()
@@ -329,14 +322,7 @@ fn admin_writes_edits_and_deletes_with_csrf() {
         "{header}"
     );
     // A wrong password is refused.
-    let form = agent.get(&blog.url("/admin/login")).call().unwrap();
-    let c = set_cookie(&form, "starpunk_login_csrf");
-    let html = form.into_string().unwrap();
-    let r = agent
-        .post(&blog.url("/admin/login"))
-        .set("Cookie", &format!("starpunk_login_csrf={c}"))
-        .send_form(&[("csrf", &csrf_in(&html)), ("password", "wrong password")]);
-    assert_eq!(into_parts(r).0, 401);
+    assert_eq!(blog.login_attempt("wrong password").status(), 401);
 }
 
 #[test]

@@ -202,15 +202,7 @@ fn dashboard_renders_in_headless_chromium() {
     }
     d.goto(&blog.url("/admin/performance"));
     assert_eq!(d.call("GET", "/title", None), "Performance - Test Blog");
-    for id in [
-        "overview",
-        "endpoints",
-        "slow-queries",
-        "query-patterns",
-        "worst-requests",
-        "memory",
-        "database",
-    ] {
+    for id in DASHBOARD_SECTIONS {
         d.find(&format!("section#{id}"));
     }
     // Every chart is laid out with a real size and drew something.

@@ -109,15 +109,7 @@ fn dashboard_after_real_traffic_agrees_with_the_json() {
     // The page shows the same figures.
     let (code, html) = blog.get_with(&agent, "/admin/performance", &[("Cookie", &cookie)]);
     assert_eq!(code, 200);
-    for id in [
-        "overview",
-        "endpoints",
-        "slow-queries",
-        "query-patterns",
-        "worst-requests",
-        "memory",
-        "database",
-    ] {
+    for id in DASHBOARD_SECTIONS {
         assert!(html.contains(&format!("id=\"{id}\"")), "section {id}");
     }
     assert!(html.contains("<svg"), "charts are inline SVG");

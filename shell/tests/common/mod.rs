@@ -12,6 +12,17 @@ pub const PASSWORD: &str = "correct horse battery";
 pub const TOKEN: &str = "micropub-token-0123456789";
 pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
+/// The `id`s of the dashboard's sections.
+pub const DASHBOARD_SECTIONS: [&str; 7] = [
+    "overview",
+    "endpoints",
+    "slow-queries",
+    "query-patterns",
+    "worst-requests",
+    "memory",
+    "database",
+];
+
 pub struct Blog {
     pub running: Option<Running>,
     pub base: String,
@@ -115,18 +126,26 @@ impl Blog {
         into_parts(req.call())
     }
 
-    /// Logs in; returns the session cookie header value.
-    pub fn login(&self) -> String {
+    /// Fetches the login form and posts `password` with its CSRF token;
+    /// the response, whatever its status.
+    pub fn login_attempt(&self, password: &str) -> ureq::Response {
         let agent = self.agent();
         let form = agent.get(&self.url("/admin/login")).call().unwrap();
         let csrf_cookie = set_cookie(&form, "starpunk_login_csrf");
         let html = form.into_string().unwrap();
-        let csrf = csrf_in(&html);
-        let resp = agent
+        let sent = agent
             .post(&self.url("/admin/login"))
             .set("Cookie", &format!("starpunk_login_csrf={csrf_cookie}"))
-            .send_form(&[("csrf", &csrf), ("password", PASSWORD)])
-            .unwrap();
+            .send_form(&[("csrf", &csrf_in(&html)), ("password", password)]);
+        match sent {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    /// Logs in; returns the session cookie header value.
+    pub fn login(&self) -> String {
+        let resp = self.login_attempt(PASSWORD);
         assert_eq!(resp.status(), 303);
         format!("starpunk_session={}", set_cookie(&resp, "starpunk_session"))
     }
