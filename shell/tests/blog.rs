@@ -554,3 +554,18 @@ fn future_schema(dir: &std::path::Path) {
     let conn = app.db.conn().unwrap();
     conn.execute("PRAGMA user_version = 999", []).unwrap();
 }
+
+#[test]
+fn oversized_bodies_get_413_and_nothing_is_stored() {
+    let blog = start("413");
+    let big = "x".repeat(2 << 20);
+    let r = blog
+        .agent()
+        .post(&blog.url("/micropub"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .set("Content-Type", "application/x-www-form-urlencoded")
+        .send_string(&format!("h=entry&content={big}"));
+    assert_eq!(into_parts(r).0, 413);
+    assert_eq!(blog.app().db.conn().unwrap().count_notes().unwrap(), 0);
+    assert_eq!(blog.get("/health").0, 200);
+}
