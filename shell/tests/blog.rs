@@ -443,7 +443,24 @@ fn keep_alive_responses_over_2kib_do_not_wait_for_delayed_acks() {
         ));
     }
     let addr = blog.base.trim_start_matches("http://").to_string();
-    let mut stream = TcpStream::connect(&addr).unwrap();
+    // With Nagle on, every response here waits ~40 ms for a delayed ACK. A
+    // loaded CI machine may stall one request of a run for other reasons,
+    // so a run may be retried, but never more than twice: with Nagle every
+    // run fails.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let slowest = keep_alive_run(&addr);
+        runs.push(slowest);
+        if slowest < Duration::from_millis(30) {
+            return;
+        }
+    }
+    panic!("slowest keep-alive response of each run: {runs:?}");
+}
+
+/// 20 sequential requests for `/` on one keep-alive connection; the slowest.
+fn keep_alive_run(addr: &str) -> Duration {
+    let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -473,11 +490,7 @@ fn keep_alive_responses_over_2kib_do_not_wait_for_delayed_acks() {
         assert!(body.len() > 2048, "page is {} bytes", body.len());
         slowest = slowest.max(start.elapsed());
     }
-    // With Nagle on, every response here waits ~40 ms for a delayed ACK.
-    assert!(
-        slowest < Duration::from_millis(25),
-        "slowest keep-alive response took {slowest:?}"
-    );
+    slowest
 }
 
 #[test]
