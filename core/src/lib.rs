@@ -50,4 +50,4 @@ pub use registry::{Entry, OperationRegistry};
 pub use ring_buffer::{RingBuffer, RingStats, SlotConflict};
 pub use sampler::{splitmix64, RateError, Sampler};
 pub use series::{Series, STATUS_SLOTS};
-pub use stripe::{stripe, STRIPES};
+pub use stripe::{stripe, LinePadded, STRIPES};

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
+use starpunk_perf::{
+    Category, LinePadded, MetricRecord, OpId, Recorder, RecorderConfig, TscClock, STRIPES,
+};
 
 use crate::config::PerfConfig;
 use crate::web::routes::Route;
@@ -142,20 +144,11 @@ pub struct Inner {
     memory_samples: Mutex<VecDeque<(u64, u64)>>,
     last_memory: Mutex<memory::MemoryReading>,
     /// Requests seen (sampled or not), for requests per second.
-    requests_seen: [crossbeam_utils_padded::Padded; 4],
-    queries_seen: [crossbeam_utils_padded::Padded; 4],
+    requests_seen: [LinePadded<AtomicU64>; STRIPES],
+    queries_seen: [LinePadded<AtomicU64>; STRIPES],
     started: Instant,
     /// One record's cost, measured at start on a scratch recorder.
     pub record_cost_ns: f64,
-}
-
-/// Cache-padded counters without pulling crossbeam into the shell's API.
-mod crossbeam_utils_padded {
-    use std::sync::atomic::AtomicU64;
-    /// One counter on its own cache line pair.
-    #[repr(align(128))]
-    #[derive(Default)]
-    pub struct Padded(pub AtomicU64);
 }
 
 impl Monitor {
@@ -190,8 +183,8 @@ impl Monitor {
             slow_log: Mutex::new(VecDeque::with_capacity(SLOW_LOG_LEN)),
             memory_samples: Mutex::new(VecDeque::with_capacity(MEMORY_SAMPLES)),
             last_memory: Mutex::new(memory::MemoryReading::default()),
-            requests_seen: Default::default(),
-            queries_seen: Default::default(),
+            requests_seen: std::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
+            queries_seen: std::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
         };
@@ -230,9 +223,7 @@ impl Monitor {
         let route_op = inner.route_op(route);
         let request_id = next_request_id();
         let sampled = inner.recorder.sampler().decide_local(false);
-        inner.requests_seen[starpunk_perf::stripe()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        inner.requests_seen[starpunk_perf::stripe() % STRIPES].fetch_add(1, Ordering::Relaxed);
         let rss_before = if self.config.memory_tracking {
             memory::rss_fast()
         } else {
@@ -296,9 +287,7 @@ impl Monitor {
         let (value, rows) = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
         let pattern = inner.pattern_id(sql);
-        inner.queries_seen[starpunk_perf::stripe()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        inner.queries_seen[starpunk_perf::stripe() % STRIPES].fetch_add(1, Ordering::Relaxed);
         let route = ctx.map_or(OpId::NONE, |c| c.route);
         let slow = duration >= inner.slow_threshold_ns;
         if slow {
@@ -440,7 +429,7 @@ impl Monitor {
             s.clear();
         }
         for c in inner.requests_seen.iter().chain(&inner.queries_seen) {
-            c.0.store(0, Ordering::Relaxed);
+            c.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -539,7 +528,7 @@ impl Inner {
     pub fn requests_seen(&self) -> u64 {
         self.requests_seen
             .iter()
-            .map(|c| c.0.load(Ordering::Relaxed))
+            .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
 
@@ -547,7 +536,7 @@ impl Inner {
     pub fn queries_seen(&self) -> u64 {
         self.queries_seen
             .iter()
-            .map(|c| c.0.load(Ordering::Relaxed))
+            .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
 
