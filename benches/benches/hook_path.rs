@@ -10,21 +10,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use starpunk::config::PerfConfig;
-use starpunk::monitoring::{Function, Monitor};
-use starpunk::web::routes::Route;
+use starpunk::monitoring::Monitor;
 
 fn request(monitor: &Monitor) -> rouille::Response {
-    monitor.around_request(Route::Note, || {
-        for sql in [
-            "SELECT id, slug, content FROM notes WHERE slug = ?1 AND deleted_at IS NULL",
-            "SELECT count(*) FROM notes WHERE deleted_at IS NULL",
-            "SELECT value FROM settings WHERE key = ?1",
-        ] {
-            black_box(monitor.around_query(sql, || (black_box(1u32), 1)));
-        }
-        monitor.time(Function::Search, || black_box(2u32));
-        rouille::Response::text("ok")
-    })
+    starpunk::tune::hook_path(monitor, 3)
 }
 
 fn bench(c: &mut Criterion) {

@@ -57,44 +57,28 @@ impl std::error::Error for StartError {}
 pub fn build(config: Config) -> Result<(App, Generated), StartError> {
     let monitor = Arc::new(Monitor::new(&config.perf));
     let db = Db::open(&config.data_dir, monitor.clone()).map_err(StartError::Db)?;
-    let mut generated = Generated::default();
-    {
-        let conn = db.conn().map_err(StartError::Db)?;
-        match (
-            &config.admin_password,
-            conn.setting(PASSWORD_KEY).map_err(StartError::Db)?,
-        ) {
-            (Some(pw), stored) => {
-                let current = stored.is_some_and(|phc| crate::web::auth::verify_password(pw, &phc));
-                if !current {
-                    conn.set_setting(PASSWORD_KEY, &hash_password(pw))
-                        .map_err(StartError::Db)?;
-                }
-            }
-            (None, Some(_)) => {}
-            (None, None) => {
-                let pw = random_token(12);
-                conn.set_setting(PASSWORD_KEY, &hash_password(&pw))
-                    .map_err(StartError::Db)?;
-                generated.admin_password = Some(pw);
-            }
-        }
-        match (
-            &config.micropub_token,
-            conn.setting(MICROPUB_KEY).map_err(StartError::Db)?,
-        ) {
-            (Some(t), _) => conn
-                .set_setting(MICROPUB_KEY, &sha256_hex(t))
-                .map_err(StartError::Db)?,
-            (None, Some(_)) => {}
-            (None, None) => {
-                let t = random_token(24);
-                conn.set_setting(MICROPUB_KEY, &sha256_hex(&t))
-                    .map_err(StartError::Db)?;
-                generated.micropub_token = Some(t);
-            }
-        }
-    }
+    let conn = db.conn().map_err(StartError::Db)?;
+    let generated = Generated {
+        admin_password: ensure_secret(
+            &conn,
+            PASSWORD_KEY,
+            config.admin_password.as_deref(),
+            12,
+            hash_password,
+            crate::web::auth::verify_password,
+        )
+        .map_err(StartError::Db)?,
+        micropub_token: ensure_secret(
+            &conn,
+            MICROPUB_KEY,
+            config.micropub_token.as_deref(),
+            24,
+            sha256_hex,
+            |secret, stored| stored == sha256_hex(secret),
+        )
+        .map_err(StartError::Db)?,
+    };
+    drop(conn);
     let app = App {
         config,
         db,
@@ -104,6 +88,35 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
         test_routes: false,
     };
     Ok((app, generated))
+}
+
+/// Stores only a hash of a secret under `key`: the configured secret
+/// (re-hashed only when the stored hash no longer matches it), or, when none
+/// is configured and none is stored yet, a generated one of `random_bytes`,
+/// returned so it can be printed once.
+fn ensure_secret(
+    conn: &crate::db::Conn<'_>,
+    key: &str,
+    configured: Option<&str>,
+    random_bytes: usize,
+    hash: fn(&str) -> String,
+    matches: fn(&str, &str) -> bool,
+) -> Result<Option<String>, DbError> {
+    let stored = conn.setting(key)?;
+    match (configured, stored) {
+        (Some(secret), stored) => {
+            if !stored.is_some_and(|h| matches(secret, &h)) {
+                conn.set_setting(key, &hash(secret))?;
+            }
+            Ok(None)
+        }
+        (None, Some(_)) => Ok(None),
+        (None, None) => {
+            let secret = random_token(random_bytes);
+            conn.set_setting(key, &hash(&secret))?;
+            Ok(Some(secret))
+        }
+    }
 }
 
 /// Serves `app` and starts the monitor's ticker.

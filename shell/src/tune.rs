@@ -92,16 +92,22 @@ fn time_per_iter(iters: u64, mut f: impl FnMut(u64)) -> f64 {
     start.elapsed().as_nanos() as f64 / iters as f64
 }
 
-fn hook(monitor: &Monitor, queries: u32) {
-    black_box(monitor.around_request(Route::Note, || {
-        for _ in 0..queries {
-            black_box(
-                monitor.around_query("SELECT id, slug FROM notes WHERE slug = ?1", || (1u8, 1)),
-            );
+/// One request's worth of monitoring with empty bodies: the request
+/// wrapper, `queries` SQL statements (cycling through three patterns) and one
+/// function guard. What `starpunk tune` and the `hook_path` bench measure.
+pub fn hook_path(monitor: &Monitor, queries: u32) -> rouille::Response {
+    const STATEMENTS: [&str; 3] = [
+        "SELECT id, slug, content FROM notes WHERE slug = ?1 AND deleted_at IS NULL",
+        "SELECT count(*) FROM notes WHERE deleted_at IS NULL",
+        "SELECT value FROM settings WHERE key = ?1",
+    ];
+    monitor.around_request(Route::Note, || {
+        for sql in STATEMENTS.iter().cycle().take(queries as usize) {
+            black_box(monitor.around_query(sql, || (black_box(1u8), 1)));
         }
         monitor.time(Function::Search, || black_box(1u8));
         rouille::Response::text("")
-    }));
+    })
 }
 
 /// Measures the costs (about a second of work).
@@ -139,7 +145,11 @@ pub fn measure(queries_per_request: f64) -> Costs {
         let m = Monitor::new(&cfg);
         median(
             (0..5)
-                .map(|_| time_per_iter(20_000, |_| hook(&m, q)))
+                .map(|_| {
+                    time_per_iter(20_000, |_| {
+                        black_box(hook_path(&m, q));
+                    })
+                })
                 .collect(),
         )
     };

@@ -1,7 +1,7 @@
 //! RSS 2.0, Atom 1.0 and JSON Feed 1.1 of the newest notes, with ETags.
 
 use rouille::{Request, Response};
-use time::format_description::well_known::{Rfc2822, Rfc3339};
+use time::format_description::well_known::Rfc2822;
 
 use super::markdown;
 use super::{App, WebResult};
@@ -29,12 +29,16 @@ pub fn xml_escape(s: &str) -> String {
     out
 }
 
-/// The notes of a feed, or a 304 when the client's copy is current.
-fn load(
+/// Serves one feed: 304 when the client's `If-None-Match` names the current
+/// version, else the newest notes rendered by `render` (timed as feed
+/// generation), with an `ETag`.
+fn serve(
     app: &App,
     req: &Request,
     kind: &str,
-) -> Result<Result<(Vec<Note>, String), Response>, super::WebError> {
+    content_type: &'static str,
+    render: impl FnOnce(&[Note]) -> String,
+) -> WebResult {
     let conn = app.db.conn()?;
     let (newest, count) = conn.feed_version()?;
     let etag = format!(
@@ -47,11 +51,18 @@ fn load(
             .any(|t| t.trim().trim_start_matches("W/") == etag)
     });
     if matches {
-        return Ok(Err(Response::text("")
+        return Ok(Response::text("")
             .with_status_code(304)
-            .with_unique_header("ETag", etag)));
+            .with_unique_header("ETag", etag));
     }
-    Ok(Ok((conn.published_notes(FEED_SIZE, 0)?, etag)))
+    let notes = conn.published_notes(FEED_SIZE, 0)?;
+    drop(conn);
+    let body = app
+        .monitor
+        .time(Function::FeedGeneration, || render(&notes));
+    Ok(Response::from_data(content_type, body)
+        .with_unique_header("ETag", etag)
+        .with_unique_header("Cache-Control", "public, max-age=60"))
 }
 
 fn rfc2822(rfc3339: &str) -> String {
@@ -60,70 +71,69 @@ fn rfc2822(rfc3339: &str) -> String {
         .unwrap_or_default()
 }
 
-fn finish(body: String, content_type: &'static str, etag: String) -> Response {
-    Response::from_data(content_type, body)
-        .with_unique_header("ETag", etag)
-        .with_unique_header("Cache-Control", "public, max-age=60")
-}
-
 /// `GET /feed.xml`.
 pub fn rss(app: &App, req: &Request) -> WebResult {
-    let (notes, etag) = match load(app, req, "rss")? {
-        Ok(v) => v,
-        Err(not_modified) => return Ok(not_modified),
-    };
-    let body = app.monitor.time(Function::FeedGeneration, || {
-        let site = xml_escape(&app.config.site_url);
-        let name = xml_escape(&app.config.site_name);
-        let mut out = format!(
+    serve(
+        app,
+        req,
+        "rss",
+        "application/rss+xml; charset=utf-8",
+        |notes| {
+            let site = xml_escape(&app.config.site_url);
+            let name = xml_escape(&app.config.site_name);
+            let mut out = format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
              <rss version=\"2.0\" xmlns:atom=\"http://www.w3.org/2005/Atom\">\n<channel>\n\
              <title>{name}</title>\n<link>{site}/</link>\n<description>Notes from {name}</description>\n\
              <atom:link href=\"{site}/feed.xml\" rel=\"self\" type=\"application/rss+xml\"/>\n"
         );
-        if let Some(n) = notes.first() {
-            out.push_str(&format!("<lastBuildDate>{}</lastBuildDate>\n", rfc2822(&n.updated_at)));
-        }
-        for n in &notes {
-            let url = xml_escape(&app.url(&format!("/notes/{}", n.slug)));
-            out.push_str(&format!(
+            if let Some(n) = notes.first() {
+                out.push_str(&format!(
+                    "<lastBuildDate>{}</lastBuildDate>\n",
+                    rfc2822(&n.updated_at)
+                ));
+            }
+            for n in notes {
+                let url = xml_escape(&app.url(&format!("/notes/{}", n.slug)));
+                out.push_str(&format!(
                 "<item>\n<title>{}</title>\n<link>{url}</link>\n<guid isPermaLink=\"true\">{url}</guid>\n\
                  <pubDate>{}</pubDate>\n<description>{}</description>\n</item>\n",
                 xml_escape(&markdown::summary(&n.content, 80)),
                 rfc2822(&n.published_at),
                 xml_escape(&markdown::render(&n.content)),
             ));
-        }
-        out.push_str("</channel>\n</rss>\n");
-        out
-    });
-    Ok(finish(body, "application/rss+xml; charset=utf-8", etag))
+            }
+            out.push_str("</channel>\n</rss>\n");
+            out
+        },
+    )
 }
 
 /// `GET /feed.atom`.
 pub fn atom(app: &App, req: &Request) -> WebResult {
-    let (notes, etag) = match load(app, req, "atom")? {
-        Ok(v) => v,
-        Err(not_modified) => return Ok(not_modified),
-    };
-    let body = app.monitor.time(Function::FeedGeneration, || {
-        let site = xml_escape(&app.config.site_url);
-        let name = xml_escape(&app.config.site_name);
-        let updated = notes
-            .iter()
-            .map(|n| n.updated_at.as_str())
-            .max()
-            .unwrap_or("1970-01-01T00:00:00Z");
-        let mut out = format!(
+    serve(
+        app,
+        req,
+        "atom",
+        "application/atom+xml; charset=utf-8",
+        |notes| {
+            let site = xml_escape(&app.config.site_url);
+            let name = xml_escape(&app.config.site_name);
+            let updated = notes
+                .iter()
+                .map(|n| n.updated_at.as_str())
+                .max()
+                .unwrap_or("1970-01-01T00:00:00Z");
+            let mut out = format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n\
              <id>{site}/</id>\n<title>{name}</title>\n<updated>{}</updated>\n\
              <link rel=\"self\" type=\"application/atom+xml\" href=\"{site}/feed.atom\"/>\n\
              <link rel=\"alternate\" type=\"text/html\" href=\"{site}/\"/>\n<author><name>{name}</name></author>\n",
             xml_escape(updated)
         );
-        for n in &notes {
-            let url = xml_escape(&app.url(&format!("/notes/{}", n.slug)));
-            out.push_str(&format!(
+            for n in notes {
+                let url = xml_escape(&app.url(&format!("/notes/{}", n.slug)));
+                out.push_str(&format!(
                 "<entry>\n<id>{url}</id>\n<title>{}</title>\n<published>{}</published>\n<updated>{}</updated>\n\
                  <link rel=\"alternate\" type=\"text/html\" href=\"{url}\"/>\n<content type=\"html\">{}</content>\n</entry>\n",
                 xml_escape(&markdown::summary(&n.content, 80)),
@@ -131,51 +141,47 @@ pub fn atom(app: &App, req: &Request) -> WebResult {
                 xml_escape(&n.updated_at),
                 xml_escape(&markdown::render(&n.content)),
             ));
-        }
-        out.push_str("</feed>\n");
-        out
-    });
-    Ok(finish(body, "application/atom+xml; charset=utf-8", etag))
+            }
+            out.push_str("</feed>\n");
+            out
+        },
+    )
 }
 
 /// `GET /feed.json`.
 pub fn json(app: &App, req: &Request) -> WebResult {
-    let (notes, etag) = match load(app, req, "json")? {
-        Ok(v) => v,
-        Err(not_modified) => return Ok(not_modified),
-    };
-    let body = app.monitor.time(Function::FeedGeneration, || {
-        let items: Vec<serde_json::Value> = notes
-            .iter()
-            .map(|n| {
-                let url = app.url(&format!("/notes/{}", n.slug));
-                serde_json::json!({
-                    "id": url,
-                    "url": url,
-                    "title": markdown::summary(&n.content, 80),
-                    "content_html": markdown::render(&n.content),
-                    "date_published": n.published_at,
-                    "date_modified": n.updated_at,
+    serve(
+        app,
+        req,
+        "json",
+        "application/feed+json; charset=utf-8",
+        |notes| {
+            let items: Vec<serde_json::Value> = notes
+                .iter()
+                .map(|n| {
+                    let url = app.url(&format!("/notes/{}", n.slug));
+                    serde_json::json!({
+                        "id": url,
+                        "url": url,
+                        "title": markdown::summary(&n.content, 80),
+                        "content_html": markdown::render(&n.content),
+                        "date_published": n.published_at,
+                        "date_modified": n.updated_at,
+                    })
                 })
+                .collect();
+            serde_json::json!({
+                "version": "https://jsonfeed.org/version/1.1",
+                "title": app.config.site_name,
+                "home_page_url": app.url("/"),
+                "feed_url": app.url("/feed.json"),
+                "authors": [{ "name": app.config.site_name, "url": app.url("/") }],
+                "language": "en",
+                "items": items,
             })
-            .collect();
-        serde_json::json!({
-            "version": "https://jsonfeed.org/version/1.1",
-            "title": app.config.site_name,
-            "home_page_url": app.url("/"),
-            "feed_url": app.url("/feed.json"),
-            "authors": [{ "name": app.config.site_name, "url": app.url("/") }],
-            "language": "en",
-            "items": items,
-        })
-        .to_string()
-    });
-    Ok(finish(body, "application/feed+json; charset=utf-8", etag))
-}
-
-/// Keeps the RFC 3339 format in one place for tests.
-pub fn is_rfc3339(s: &str) -> bool {
-    time::OffsetDateTime::parse(s, &Rfc3339).is_ok()
+            .to_string()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -196,6 +202,6 @@ mod tests {
             rfc2822("2026-11-26T20:35:12Z"),
             "Thu, 26 Nov 2026 20:35:12 +0000"
         );
-        assert!(is_rfc3339("2026-11-26T20:35:12Z"));
+        assert!(parse_time("2026-11-26T20:35:12Z").is_some());
     }
 }

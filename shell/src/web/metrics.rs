@@ -100,10 +100,12 @@ pub fn render(app: &App) -> String {
     let sampled_out: u64 = reg.iter().map(|(_, e)| e.value.sampled_out()).sum();
     let _ = writeln!(out, "starpunk_perf_sampled_out_total {sampled_out}");
 
-    let http: Vec<_> = reg
-        .iter()
-        .filter(|(_, e)| e.category == Category::Http && e.value.recorded() > 0)
-        .collect();
+    let with_data = |category: Category| -> Vec<_> {
+        reg.iter()
+            .filter(|(_, e)| e.category == category && e.value.recorded() > 0)
+            .collect()
+    };
+    let http = with_data(Category::Http);
     let route_labels = |name: &str| {
         let (method, route) = name.split_once(' ').unwrap_or(("ANY", name));
         format!("method=\"{}\",route=\"{}\"", label(method), label(route))
@@ -143,10 +145,7 @@ pub fn render(app: &App) -> String {
             );
         }
     }
-    let db: Vec<_> = reg
-        .iter()
-        .filter(|(_, e)| e.category == Category::Db && e.value.recorded() > 0)
-        .collect();
+    let db = with_data(Category::Db);
     let _ = writeln!(
         out,
         "# HELP starpunk_db_query_duration_seconds SQL statement time by pattern."
@@ -178,10 +177,7 @@ pub fn render(app: &App) -> String {
         "# HELP starpunk_function_duration_seconds Named core operation time."
     );
     let _ = writeln!(out, "# TYPE starpunk_function_duration_seconds histogram");
-    for (_, e) in reg
-        .iter()
-        .filter(|(_, e)| e.category == Category::Function && e.value.recorded() > 0)
-    {
+    for (_, e) in with_data(Category::Function) {
         histogram(
             &mut out,
             "starpunk_function_duration_seconds",
