@@ -15,7 +15,10 @@ pub trait Counter: Send + Sync {
     fn increment(&self);
     /// Reads the counter (relaxed).
     fn get(&self) -> u64;
-    /// Sets it back to zero (relaxed).
+    /// Sets it back to zero (relaxed). A `swap`, not a `store`: every
+    /// write to a counter is then a read-modify-write, which keeps loom
+    /// exact (it can misorder a plain store racing an RMW, tokio-rs/loom
+    /// #282 and #389); on a cold path the difference costs nothing.
     fn reset(&self);
 }
 
@@ -34,7 +37,7 @@ impl Counter for AtomicU64 {
     }
     #[inline]
     fn reset(&self) {
-        self.store(0, Ordering::Relaxed);
+        self.swap(0, Ordering::Relaxed);
     }
 }
 
@@ -53,7 +56,7 @@ impl Counter for AtomicU32 {
     }
     #[inline]
     fn reset(&self) {
-        self.store(0, Ordering::Relaxed);
+        self.swap(0, Ordering::Relaxed);
     }
 }
 
@@ -168,9 +171,9 @@ impl<C: Counter> LatencyHistogram<C> {
             c.reset();
         }
         for s in self.sums.iter() {
-            s.store(0, Ordering::Relaxed);
+            s.swap(0, Ordering::Relaxed);
         }
-        self.max.store(0, Ordering::Relaxed);
+        self.max.swap(0, Ordering::Relaxed);
     }
 
     /// Heap and inline bytes of this histogram.

@@ -30,6 +30,7 @@ mod recorder;
 mod registry;
 mod ring_buffer;
 mod sampler;
+mod seq_lock;
 mod series;
 mod stripe;
 mod sync;
@@ -47,7 +48,7 @@ pub use recorder::{
     ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
 };
 pub use registry::{Entry, OperationRegistry};
-pub use ring_buffer::{RingBuffer, RingStats, SlotConflict};
+pub use ring_buffer::{RingBuffer, RingStats};
 pub use sampler::{splitmix64, RateError, Sampler};
-pub use series::{Series, STATUS_SLOTS};
+pub use series::{MemoryDeltas, Series, STATUS_SLOTS};
 pub use stripe::{stripe, LinePadded, STRIPES};

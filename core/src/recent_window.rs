@@ -3,15 +3,22 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::latency_histogram::LatencyHistogram;
+use crate::latency_histogram::{Counter, LatencyHistogram};
 use crate::layout::HistogramLayout;
+use crate::seq_lock::SeqLock;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// One checkpoint: the since-start histogram as it stood at the start of an
-/// interval, folded into the window's coarser layout.
+/// interval, folded into the window's coarser layout. Every field is
+/// written only by [`RecentWindow::rotate`] or [`RecentWindow::reset`]
+/// inside the window's [`SeqLock`], and read only inside its read side.
 struct Checkpoint {
-    /// `epoch + 1` of the interval this checkpoint opens; 0 = never taken.
+    /// `epoch + 1` of the interval this checkpoint opens; 0 = never taken
+    /// (or forgotten by a reset).
     tag: AtomicU64,
+    /// Clock reading when it was taken; 0 for the empty state (the first
+    /// checkpoint after creation or a reset, which stands for "since then").
+    taken_ns: AtomicU64,
     /// The since-start sum at the checkpoint.
     sum: AtomicU64,
     /// Cumulative counts per coarse bucket, wrapping `u32`: the window is a
@@ -32,6 +39,18 @@ struct Checkpoint {
 /// last 15 minutes plus the elapsed part of the current 5. Checkpoints are
 /// kept in a coarser layout (1 significant figure) so four of them cost
 /// less than one since-start histogram.
+///
+/// # Protocol
+///
+/// Rotation and [`reset`](Self::reset) write inside a sequence lock;
+/// readers ([`counts`](Self::counts) and everything built on it) load the
+/// checkpoint *before* the since-start histogram and retry when a writer
+/// went through meanwhile. Between resets the since-start counters only
+/// grow, and a checkpoint holds values the reader's later loads of the same
+/// counters can only equal or exceed (read-read coherence through the
+/// lock's release and acquire), so every per-bucket difference is a real,
+/// non-negative count. A reset zeroes the source inside the same lock, so
+/// no reader pairs a pre-reset checkpoint with a post-reset source.
 ///
 /// # Examples
 ///
@@ -56,6 +75,8 @@ pub struct RecentWindow {
     reciprocal: u64,
     /// `checkpoints.len() - 1`; the length is a power of two.
     mask: u64,
+    /// Serialises rotation and reset; readers validate against it.
+    lock: SeqLock,
     checkpoints: Box<[Checkpoint]>,
 }
 
@@ -66,6 +87,9 @@ pub struct WindowTotals {
     pub count: u64,
     /// Their exact sum.
     pub sum: u64,
+    /// Clock reading at which the window starts, or `None` when it reaches
+    /// back to the source's creation or last reset.
+    pub since_ns: Option<u64>,
 }
 
 impl RecentWindow {
@@ -78,6 +102,7 @@ impl RecentWindow {
         let mut checkpoints = Vec::with_capacity(slots);
         checkpoints.resize_with(slots, || Checkpoint {
             tag: AtomicU64::new(0),
+            taken_ns: AtomicU64::new(0),
             sum: AtomicU64::new(0),
             counts: (0..layout.counts_len())
                 .map(|_| AtomicU32::new(0))
@@ -88,6 +113,7 @@ impl RecentWindow {
             interval_ns,
             reciprocal: u64::MAX / interval_ns + 1,
             mask: slots as u64 - 1,
+            lock: SeqLock::new(),
             checkpoints: checkpoints.into_boxed_slice(),
         }
     }
@@ -111,62 +137,72 @@ impl RecentWindow {
 
     /// Takes the checkpoint of the interval containing `now_ns`, if not yet
     /// taken. Cold path: call it at least once per interval (the shell calls
-    /// it every second). Concurrent calls are safe; one of them copies.
-    pub fn rotate<C: crate::latency_histogram::Counter>(
-        &self,
-        now_ns: u64,
-        source: &LatencyHistogram<C>,
-    ) {
-        let want = self.epoch(now_ns).saturating_add(1);
-        let cp = &self.checkpoints[(self.epoch(now_ns) & self.mask) as usize];
-        let tag = cp.tag.load(Ordering::Acquire);
-        if tag >= want {
+    /// it every second). Concurrent calls are safe: while one rotation or a
+    /// reset is inside, the others return at once (the next tick retries).
+    pub fn rotate<C: Counter>(&self, now_ns: u64, source: &LatencyHistogram<C>) {
+        let epoch = self.epoch(now_ns);
+        let want = epoch.saturating_add(1);
+        let cp = &self.checkpoints[(epoch & self.mask) as usize];
+        // Unlocked peek: a stale tag only means taking the lock to re-check.
+        if cp.tag.load(Ordering::Relaxed) >= want {
             return;
         }
-        // The very first checkpoint (after creation or `reset`) stands for
-        // the empty state: everything recorded so far happened inside this
-        // interval, so it belongs in the window.
-        let first = self
-            .checkpoints
-            .iter()
-            .all(|c| c.tag.load(Ordering::Acquire) == 0);
-        // Claim: mark the slot as being rewritten (tag 0) so readers skip it.
-        if cp
-            .tag
-            .compare_exchange(tag, 0, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        for c in cp.counts.iter() {
-            c.store(0, Ordering::Relaxed);
-        }
-        if !first {
-            for (value, n) in source.buckets() {
-                let i = self.layout.index_for(value);
-                cp.counts[i].fetch_add(n as u32, Ordering::Relaxed);
+        self.lock.try_write(|| {
+            if cp.tag.load(Ordering::Relaxed) >= want {
+                return;
             }
-        }
-        cp.sum
-            .store(if first { 0 } else { source.sum() }, Ordering::Relaxed);
-        cp.tag.store(want, Ordering::Release);
+            // The very first checkpoint (after creation or `reset`) stands
+            // for the empty state: everything recorded so far happened
+            // inside this interval, so it belongs in the window.
+            let first = self
+                .checkpoints
+                .iter()
+                .all(|c| c.tag.load(Ordering::Relaxed) == 0);
+            // Folded into plain memory first, then stored: each counter
+            // of the checkpoint gets one store inside the lock.
+            let mut folded = alloc::vec![0u32; cp.counts.len()];
+            if !first {
+                for (value, n) in source.buckets() {
+                    let i = self.layout.index_for(value);
+                    folded[i] = folded[i].wrapping_add(n as u32);
+                }
+            }
+            for (c, n) in cp.counts.iter().zip(folded) {
+                c.store(n, Ordering::Relaxed);
+            }
+            if first {
+                cp.sum.store(0, Ordering::Relaxed);
+                cp.taken_ns.store(0, Ordering::Relaxed);
+            } else {
+                cp.sum.store(source.sum(), Ordering::Relaxed);
+                cp.taken_ns.store(now_ns.max(1), Ordering::Relaxed);
+            }
+            cp.tag.store(want, Ordering::Relaxed);
+        });
     }
 
-    /// Forgets every checkpoint (after the source histogram is reset).
-    pub fn reset(&self) {
-        for cp in self.checkpoints.iter() {
-            cp.tag.store(0, Ordering::Release);
-        }
+    /// Zeroes `source` and forgets every checkpoint, as one step for
+    /// readers: none sees a checkpoint of before the reset with the source
+    /// of after it. Waits for a rotation in progress. Records racing the
+    /// reset land on either side of it.
+    pub fn reset<C: Counter>(&self, source: &LatencyHistogram<C>) {
+        self.lock.write(|| {
+            for cp in self.checkpoints.iter() {
+                cp.tag.store(0, Ordering::Relaxed);
+            }
+            source.reset();
+        });
     }
 
-    /// The oldest checkpoint inside the window ending at `now_ns`.
+    /// The oldest checkpoint inside the window ending at `now_ns`. Call
+    /// inside the lock's read side.
     fn base(&self, now_ns: u64) -> Option<&Checkpoint> {
         let now_tag = self.epoch(now_ns).saturating_add(1);
         let oldest_tag = now_tag.saturating_sub(self.mask);
         self.checkpoints
             .iter()
             .filter_map(|cp| {
-                let tag = cp.tag.load(Ordering::Acquire);
+                let tag = cp.tag.load(Ordering::Relaxed);
                 (tag != 0 && tag >= oldest_tag && tag <= now_tag).then_some((tag, cp))
             })
             .min_by_key(|&(tag, _)| tag)
@@ -176,34 +212,57 @@ impl RecentWindow {
     /// Per coarse bucket, the records of the window ending at `now_ns`:
     /// `source` now minus the oldest checkpoint in the window (or all of
     /// `source` when no checkpoint lies in the window yet).
-    pub fn counts<C: crate::latency_histogram::Counter>(
+    pub fn counts<C: Counter>(
         &self,
         now_ns: u64,
         source: &LatencyHistogram<C>,
     ) -> (Vec<u64>, WindowTotals) {
-        let mut counts = alloc::vec![0u32; self.layout.counts_len()];
-        for (value, n) in source.buckets() {
-            let i = self.layout.index_for(value);
-            counts[i] = counts[i].wrapping_add(n as u32);
-        }
-        let mut sum = source.sum();
-        if let Some(cp) = self.base(now_ns) {
-            for (c, base) in counts.iter_mut().zip(cp.counts.iter()) {
-                *c = c.wrapping_sub(base.load(Ordering::Relaxed));
+        let len = self.layout.counts_len();
+        let mut base = alloc::vec![0u32; len];
+        let mut counts = alloc::vec![0u32; len];
+        let (sum, since_ns) = self.lock.read(|| {
+            // The checkpoint first, then the source: see "Protocol".
+            let (base_sum, since) = match self.base(now_ns) {
+                Some(cp) => {
+                    for (b, c) in base.iter_mut().zip(cp.counts.iter()) {
+                        *b = c.load(Ordering::Relaxed);
+                    }
+                    let taken = cp.taken_ns.load(Ordering::Relaxed);
+                    (
+                        cp.sum.load(Ordering::Relaxed),
+                        (taken != 0).then_some(taken),
+                    )
+                }
+                None => {
+                    base.fill(0);
+                    (0, None)
+                }
+            };
+            counts.fill(0);
+            for (value, n) in source.buckets() {
+                let i = self.layout.index_for(value);
+                counts[i] = counts[i].wrapping_add(n as u32);
             }
-            sum = sum.wrapping_sub(cp.sum.load(Ordering::Relaxed));
-        }
-        let counts: Vec<u64> = counts.into_iter().map(u64::from).collect();
+            (source.sum().wrapping_sub(base_sum), since)
+        });
+        let counts: Vec<u64> = counts
+            .iter()
+            .zip(&base)
+            .map(|(c, b)| u64::from(c.wrapping_sub(*b)))
+            .collect();
         let count = counts.iter().sum();
-        (counts, WindowTotals { count, sum })
+        (
+            counts,
+            WindowTotals {
+                count,
+                sum,
+                since_ns,
+            },
+        )
     }
 
     /// Count and exact sum of the window ending at `now_ns`.
-    pub fn totals<C: crate::latency_histogram::Counter>(
-        &self,
-        now_ns: u64,
-        source: &LatencyHistogram<C>,
-    ) -> WindowTotals {
+    pub fn totals<C: Counter>(&self, now_ns: u64, source: &LatencyHistogram<C>) -> WindowTotals {
         self.counts(now_ns, source).1
     }
 
@@ -218,7 +277,7 @@ impl RecentWindow {
     /// The window ending at `now_ns` as an `hdrhistogram::Histogram` of the
     /// window's layout.
     #[cfg(feature = "std")]
-    pub fn snapshot<C: crate::latency_histogram::Counter>(
+    pub fn snapshot<C: Counter>(
         &self,
         now_ns: u64,
         source: &LatencyHistogram<C>,
@@ -228,7 +287,7 @@ impl RecentWindow {
 
     /// [`snapshot`](Self::snapshot) and [`totals`](Self::totals) in one pass.
     #[cfg(feature = "std")]
-    pub fn snapshot_with_totals<C: crate::latency_histogram::Counter>(
+    pub fn snapshot_with_totals<C: Counter>(
         &self,
         now_ns: u64,
         source: &LatencyHistogram<C>,
@@ -259,6 +318,10 @@ mod tests {
         LatencyHistogram::new(HistogramLayout::new(1, 1_000_000, 2).unwrap())
     }
 
+    fn cs(t: WindowTotals) -> (u64, u64) {
+        (t.count, t.sum)
+    }
+
     fn window(slots: usize) -> RecentWindow {
         RecentWindow::new(HistogramLayout::new(1, 1_000_000, 1).unwrap(), 10, slots)
     }
@@ -273,14 +336,16 @@ mod tests {
         h.record(200);
         w.rotate(35, &h); // epoch 3
         h.record(300);
-        assert_eq!(w.totals(35, &h), WindowTotals { count: 3, sum: 600 });
+        assert_eq!(cs(w.totals(35, &h)), (3, 600));
         // Epoch 4: the window starts at epoch 1's checkpoint (after 100).
-        assert_eq!(w.totals(45, &h), WindowTotals { count: 2, sum: 500 });
+        assert_eq!(cs(w.totals(45, &h)), (2, 500));
         w.rotate(45, &h); // overwrites epoch 0's slot
         h.record(50);
-        assert_eq!(w.totals(45, &h), WindowTotals { count: 3, sum: 550 });
+        assert_eq!(cs(w.totals(45, &h)), (3, 550));
         // Epoch 6: the oldest checkpoint in the window is epoch 3's.
-        assert_eq!(w.totals(60, &h), WindowTotals { count: 2, sum: 350 });
+        assert_eq!(cs(w.totals(60, &h)), (2, 350));
+        // It starts where epoch 3's checkpoint was taken.
+        assert_eq!(w.totals(60, &h).since_ns, Some(35));
         let snap = w.snapshot(60, &h);
         assert_eq!(snap.len(), 2);
         assert!(snap.max() >= 300);
@@ -301,12 +366,12 @@ mod tests {
         h.record(1);
         w.rotate(5, &h); // first ever: records before it stay in the window
         h.record(2);
-        assert_eq!(w.totals(5, &h), WindowTotals { count: 2, sum: 3 });
-        w.reset();
-        h.reset();
+        assert_eq!(cs(w.totals(5, &h)), (2, 3));
+        w.reset(&h);
+        assert_eq!(h.count(), 0);
         h.record(4);
         w.rotate(15, &h);
-        assert_eq!(w.totals(15, &h), WindowTotals { count: 1, sum: 4 });
+        assert_eq!(cs(w.totals(15, &h)), (1, 4));
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct MetricRecord {
     pub status: u16,
     /// What was measured.
     pub category: Category,
+    /// Kept in the ring although the sampler left it out (a 5xx response,
+    /// a slow statement): detail views show it, sample-based estimates
+    /// leave it out so it cannot bias them.
+    pub forced: bool,
 }
 
 const _: () = assert!(core::mem::size_of::<MetricRecord>() <= 64);
@@ -116,7 +120,8 @@ impl MetricRecord {
     /// Packs the record into the ring's seven words.
     ///
     /// Word layout: 0 timestamp, 1 duration, 2 bytes, 3 rows, 4 memory delta,
-    /// 5 `operation | parent << 32`, 6 `category | status << 8 | request_id << 24`.
+    /// 5 `operation | parent << 32`, 6 `category | forced << 7 | status << 8 |
+    /// request_id << 24`.
     #[inline]
     pub(crate) fn to_words(self) -> [u64; Self::WORDS] {
         [
@@ -127,6 +132,7 @@ impl MetricRecord {
             self.memory_delta as u64,
             u64::from(self.operation.0) | (u64::from(self.parent.0) << 32),
             u64::from(self.category as u8)
+                | (u64::from(self.forced) << 7)
                 | (u64::from(self.status) << 8)
                 | ((self.request_id & Self::REQUEST_ID_MASK) << 24),
         ]
@@ -144,7 +150,8 @@ impl MetricRecord {
             memory_delta: w[4] as i64,
             operation: OpId(w[5] as u32),
             parent: OpId((w[5] >> 32) as u32),
-            category: Category::from_u8(w[6] as u8)?,
+            category: Category::from_u8(w[6] as u8 & 0x7F)?,
+            forced: w[6] & 0x80 != 0,
             status: (w[6] >> 8) as u16,
             request_id: w[6] >> 24,
         })
@@ -169,6 +176,7 @@ mod tests {
                 parent: OpId((v >> 1) as u32),
                 status: v as u16,
                 category: Category::Memory,
+                forced: v != 0,
             };
             assert_eq!(MetricRecord::from_words(r.to_words()), Some(r));
         }

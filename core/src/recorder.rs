@@ -201,12 +201,29 @@ impl<C: Clock> Recorder<C> {
     /// ring only.
     #[inline]
     pub fn record(&self, record: MetricRecord) {
-        let stripe = crate::stripe::stripe();
         self.ring.push(record);
+        self.aggregate(record);
+    }
+
+    /// Records `record` in its operation's series only, not in the ring:
+    /// for an event the sampler left out. The series' counts, sums and
+    /// quantiles stay exact; only the ring (the detail views) is thinned.
+    /// Never allocates, locks or panics.
+    #[inline]
+    pub fn aggregate(&self, record: MetricRecord) {
         if record.category != Category::Memory {
             if let Some(series) = self.series(record.operation) {
-                series.record(stripe, &record);
+                series.record(crate::stripe::stripe(), &record);
             }
+        }
+    }
+
+    /// Adds one request's change of resident memory to the series of `op`
+    /// (see [`Series::memory_deltas`]). Never allocates, locks or panics.
+    #[inline]
+    pub fn record_memory_delta(&self, op: OpId, delta: i64) {
+        if let Some(series) = self.series(op) {
+            series.record_memory_delta(crate::stripe::stripe(), delta);
         }
     }
 
@@ -226,14 +243,6 @@ impl<C: Clock> Recorder<C> {
         self.ring.clear();
         for (_, entry) in self.registry.iter() {
             entry.value.reset();
-        }
-    }
-
-    /// Counts an event of `op` that sampling left out, so exports can scale.
-    #[inline]
-    pub fn skip(&self, op: OpId) {
-        if let Some(series) = self.series(op) {
-            series.skip();
         }
     }
 
@@ -381,8 +390,28 @@ mod tests {
         });
         assert_eq!(rec.series(op).unwrap().since_start.count(), 0);
         assert_eq!(rec.ring().len(), 2);
-        rec.skip(op);
-        assert_eq!(rec.series(op).unwrap().sampled_out(), 1);
+    }
+
+    #[test]
+    fn aggregate_counts_without_the_ring() {
+        let rec = Recorder::new(RecorderConfig::default(), FakeClock::new(0)).unwrap();
+        let op = rec.register(Category::Http, "GET /");
+        let r = MetricRecord {
+            category: Category::Http,
+            operation: op,
+            duration_ns: 2_000,
+            status: 200,
+            bytes: 100,
+            ..MetricRecord::default()
+        };
+        rec.record(r);
+        rec.aggregate(r);
+        rec.aggregate(MetricRecord { status: 503, ..r });
+        rec.record_memory_delta(op, 4096);
+        let s = rec.series(op).unwrap();
+        assert_eq!((s.count(), s.bytes(), s.status_classes()[5]), (3, 300, 1));
+        assert_eq!(s.memory_deltas().n, 1);
+        assert_eq!(rec.ring().len(), 1);
     }
 
     #[test]

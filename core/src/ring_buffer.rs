@@ -42,14 +42,18 @@ pub struct RingStats {
     pub written: u64,
     /// Records pushed out by newer ones: `written - capacity`, or zero.
     pub overwritten: u64,
-    /// Records a writer gave up because another writer held its slot
-    /// (a writer a whole lap behind). Zero unless the ring is tiny.
+    /// Records a writer gave up: between taking its ticket and claiming
+    /// its slot, it was overtaken by a writer a whole lap ahead (the slot
+    /// was being written or already held a newer record). Rare but not
+    /// zero under contention: a writer descheduled for the time the others
+    /// take to fill the ring loses its record. The histograms still count
+    /// it; only the ring misses it.
     pub dropped: u64,
 }
 
 /// Why [`RingBuffer::push_at`] did not store a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotConflict;
+pub(crate) struct SlotConflict;
 
 /// A fixed-capacity circular buffer of [`MetricRecord`]s.
 ///
@@ -119,8 +123,9 @@ impl RingBuffer {
     }
 
     /// Claims `n` consecutive tickets with one increment; returns the first.
+    /// Crate-private: a ticket not from here could wedge a slot for good.
     #[inline]
-    pub fn claim(&self, n: u64) -> u64 {
+    pub(crate) fn claim(&self, n: u64) -> u64 {
         self.head.fetch_add(n, Ordering::Relaxed)
     }
 
@@ -128,7 +133,7 @@ impl RingBuffer {
     /// storing nothing, when the slot is being written by another writer or
     /// already holds a newer lap (the ticket is stale).
     #[inline]
-    pub fn push_at(&self, ticket: u64, record: MetricRecord) -> Result<(), SlotConflict> {
+    pub(crate) fn push_at(&self, ticket: u64, record: MetricRecord) -> Result<(), SlotConflict> {
         // A u64 ticket cannot wrap in practice (584 years at 1 GHz); the
         // wrapping maths keeps the code panic-free even if it did.
         let Some(slot) = self.slots.get((ticket % self.slots.len() as u64) as usize) else {
@@ -291,6 +296,7 @@ mod tests {
             parent: OpId::NONE,
             status: 200,
             category: Category::Http,
+            forced: n % 2 == 0,
         }
     }
 

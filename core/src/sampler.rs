@@ -95,8 +95,20 @@ pub fn splitmix64(mut z: u64) -> u64 {
 #[cfg(feature = "std")]
 fn thread_entropy() -> u64 {
     use std::cell::Cell;
+    /// Each thread's first state is drawn from this sequence (Weyl steps
+    /// through splitmix64), so no two threads share a stream; the stack
+    /// address of the first call mixes in a per-process difference. A
+    /// plain std atomic, never loom's: a seed counter is no protocol to
+    /// model, and loom's atomics cannot live in a `static`.
+    static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    fn seed() -> u64 {
+        let n = SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = 0u8;
+        let addr = core::ptr::addr_of!(marker) as u64;
+        splitmix64(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ splitmix64(addr))
+    }
     std::thread_local! {
-        static STATE: Cell<u64> = Cell::new(splitmix64(&STATE as *const _ as u64));
+        static STATE: Cell<u64> = Cell::new(seed());
     }
     STATE.with(|s| {
         let next = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -116,6 +128,28 @@ mod tests {
         assert!((9_000..11_000).contains(&kept), "kept {kept}");
         let kept = (0..100_000).filter(|_| s.decide_local(false)).count();
         assert!((9_000..11_000).contains(&kept), "kept {kept}");
+    }
+
+    #[test]
+    fn threads_draw_independent_decisions() {
+        let run = || -> std::vec::Vec<bool> {
+            let s = Sampler::new(0.5).unwrap();
+            (0..64).map(|_| s.decide_local(false)).collect()
+        };
+        let runs: std::vec::Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(run).join().unwrap())
+            .collect();
+        // Four threads, 64 decisions each: identical streams would make
+        // every pair equal; independent ones agree on about half.
+        for (i, a) in runs.iter().enumerate() {
+            for b in &runs[i + 1..] {
+                let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+                assert!(
+                    same < 56,
+                    "{same} of 64 decisions equal: threads share a stream"
+                );
+            }
+        }
     }
 
     #[test]

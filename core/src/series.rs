@@ -5,34 +5,61 @@ use crate::layout::HistogramLayout;
 use crate::recent_window::RecentWindow;
 use crate::record::{Category, MetricRecord};
 use crate::recorder::RecorderConfig;
+use crate::seq_lock::SeqLock;
 use crate::stripe::{LinePadded, STRIPES};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-/// Distinct HTTP status codes counted exactly per operation; the rest are
-/// counted together under "other".
+/// Distinct HTTP status codes counted one by one per operation; later
+/// codes are counted per class (`5xx`, `4xx`, ...), so no class is ever lost.
 pub const STATUS_SLOTS: usize = 8;
 
 /// Per-operation aggregates: since-start and recent latency, bytes, rows,
-/// status mix and the events sampling left out.
+/// status mix and the RSS change per request.
+///
+/// Every event of the operation lands here, sampled or not (the sampler
+/// only thins the ring): counts, sums and quantiles are exact at any
+/// sample rate.
 pub struct Series {
-    /// Every recorded duration since start, nanoseconds.
+    /// Every duration since start (or the last reset), nanoseconds.
     pub since_start: LatencyHistogram,
     /// Checkpoints of `since_start` for the last 15 minutes; see
     /// [`Series::rotate`] and [`RecentWindow`]. Kept for HTTP series only
     /// (the dashboard's "last 15 minutes" is per route).
     pub recent: Option<RecentWindow>,
-    /// Bytes and rows, one pair per stripe so writers do not share a line.
+    /// Serialises [`reset`](Self::reset) against [`read`](Self::read).
+    lock: SeqLock,
+    /// Bytes, rows and memory changes, one set per stripe so writers do not
+    /// share a line (five words: one 64-byte line each).
     totals: [LinePadded<Totals>; STRIPES],
-    sampled_out: AtomicU64,
-    /// `status_codes[i]` is 0 (free) or an HTTP status claimed once by CAS.
+    /// `status_codes[i]` is 0 (free) or an HTTP status in 100..=599,
+    /// claimed once by CAS.
     status_codes: [AtomicU32; STATUS_SLOTS],
     status_counts: [AtomicU64; STATUS_SLOTS],
-    status_other: AtomicU64,
+    /// Codes that found no slot, by class: index `c` counts `c`xx codes
+    /// (1 to 5); index 0 counts codes outside 100..=599.
+    status_overflow: [AtomicU64; 6],
 }
 
 struct Totals {
     bytes: AtomicU64,
     rows: AtomicU64,
+    /// Events with a measured RSS change, their sum (wrapping) and the
+    /// largest.
+    memory_n: AtomicU64,
+    memory_sum: AtomicI64,
+    memory_max: AtomicI64,
+}
+
+/// The RSS change per event of a series, from
+/// [`Recorder::record_memory_delta`](crate::Recorder::record_memory_delta).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryDeltas {
+    /// Events measured.
+    pub n: u64,
+    /// Sum of their changes, bytes.
+    pub sum: i64,
+    /// The largest change, bytes (0 when none was measured).
+    pub max: i64,
 }
 
 impl Series {
@@ -52,16 +79,19 @@ impl Series {
                     config.window_intervals,
                 )
             }),
+            lock: SeqLock::new(),
             totals: core::array::from_fn(|_| {
                 LinePadded(Totals {
                     bytes: AtomicU64::new(0),
                     rows: AtomicU64::new(0),
+                    memory_n: AtomicU64::new(0),
+                    memory_sum: AtomicI64::new(0),
+                    memory_max: AtomicI64::new(i64::MIN),
                 })
             }),
-            sampled_out: AtomicU64::new(0),
             status_codes: core::array::from_fn(|_| AtomicU32::new(0)),
             status_counts: core::array::from_fn(|_| AtomicU64::new(0)),
-            status_other: AtomicU64::new(0),
+            status_overflow: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -81,7 +111,22 @@ impl Series {
     }
 
     #[inline]
+    pub(crate) fn record_memory_delta(&self, stripe: usize, delta: i64) {
+        let totals = &self.totals[stripe % STRIPES];
+        totals.memory_n.fetch_add(1, Ordering::Relaxed);
+        totals.memory_sum.fetch_add(delta, Ordering::Relaxed);
+        if delta > totals.memory_max.load(Ordering::Relaxed) {
+            totals.memory_max.fetch_max(delta, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
     fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100);
+        if !(1..=5).contains(&class) {
+            self.status_overflow[0].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let status = u32::from(status);
         for (code, count) in self.status_codes.iter().zip(&self.status_counts) {
             let mut c = code.load(Ordering::Relaxed);
@@ -96,7 +141,7 @@ impl Series {
                 return;
             }
         }
-        self.status_other.fetch_add(1, Ordering::Relaxed);
+        self.status_overflow[class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes the recent window's checkpoint for the interval of `now_ns`.
@@ -106,68 +151,99 @@ impl Series {
         }
     }
 
-    /// Zeroes every figure of the series (its id and name stay).
+    /// Zeroes every figure of the series (its id and name stay). A
+    /// [`read`](Self::read) never sees it half done; records racing it
+    /// land on either side. Cold path.
     pub fn reset(&self) {
-        self.since_start.reset();
-        if let Some(recent) = &self.recent {
-            recent.reset();
-        }
-        for t in self.totals.iter() {
-            t.bytes.store(0, Ordering::Relaxed);
-            t.rows.store(0, Ordering::Relaxed);
-        }
-        self.sampled_out.store(0, Ordering::Relaxed);
-        for n in self.status_counts.iter() {
-            n.store(0, Ordering::Relaxed);
-        }
-        self.status_other.store(0, Ordering::Relaxed);
+        self.lock.write(|| {
+            match &self.recent {
+                // The window zeroes its source inside its own lock.
+                Some(recent) => recent.reset(&self.since_start),
+                None => self.since_start.reset(),
+            }
+            // Swaps, not stores: see `Counter::reset`.
+            for t in self.totals.iter() {
+                t.bytes.swap(0, Ordering::Relaxed);
+                t.rows.swap(0, Ordering::Relaxed);
+                t.memory_n.swap(0, Ordering::Relaxed);
+                t.memory_sum.swap(0, Ordering::Relaxed);
+                t.memory_max.swap(i64::MIN, Ordering::Relaxed);
+            }
+            for n in self.status_counts.iter().chain(&self.status_overflow) {
+                n.swap(0, Ordering::Relaxed);
+            }
+        });
     }
 
-    #[inline]
-    pub(crate) fn skip(&self) {
-        self.sampled_out.fetch_add(1, Ordering::Relaxed);
+    /// Runs `f` on this series until no [`reset`](Self::reset) went
+    /// through meanwhile, so every figure `f` reads comes from one side of
+    /// any reset. `f` may run more than once; it must only read.
+    pub fn read<R>(&self, mut f: impl FnMut(&Self) -> R) -> R {
+        self.lock.read(|| f(self))
     }
 
-    /// Recorded events (the since-start histogram's count).
-    pub fn recorded(&self) -> u64 {
+    /// Events recorded (the since-start histogram's count).
+    pub fn count(&self) -> u64 {
         self.since_start.count()
     }
 
-    /// Events sampling left out.
-    pub fn sampled_out(&self) -> u64 {
-        self.sampled_out.load(Ordering::Relaxed)
-    }
-
-    /// Events seen: recorded plus sampled out.
-    pub fn seen(&self) -> u64 {
-        self.recorded() + self.sampled_out()
-    }
-
-    /// Total response bytes of recorded events.
+    /// Total response bytes.
     pub fn bytes(&self) -> u64 {
         self.totals
             .iter()
             .map(|t| t.bytes.load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 
-    /// Total rows of recorded events.
+    /// Total rows.
     pub fn rows(&self) -> u64 {
         self.totals
             .iter()
             .map(|t| t.rows.load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 
-    /// `(status, count)` for each status seen, then `(0, n)` for the codes
-    /// past the first [`STATUS_SLOTS`] distinct ones, when `n > 0`.
+    /// The RSS changes recorded for this series.
+    pub fn memory_deltas(&self) -> MemoryDeltas {
+        let mut m = MemoryDeltas::default();
+        let mut max = i64::MIN;
+        for t in self.totals.iter() {
+            m.n = m.n.wrapping_add(t.memory_n.load(Ordering::Relaxed));
+            m.sum = m.sum.wrapping_add(t.memory_sum.load(Ordering::Relaxed));
+            max = max.max(t.memory_max.load(Ordering::Relaxed));
+        }
+        m.max = if m.n == 0 { 0 } else { max };
+        m
+    }
+
+    /// `(status, count)` for each status with its own slot, then
+    /// `(class, count)` for the codes that found none, where `class` is a
+    /// single digit: `5` means "other 5xx codes", `0` codes outside
+    /// 100..=599. Only non-zero counts.
     pub fn statuses(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
         self.status_codes
             .iter()
             .zip(&self.status_counts)
             .map(|(c, n)| (c.load(Ordering::Relaxed) as u16, n.load(Ordering::Relaxed)))
             .filter(|&(c, n)| c != 0 && n != 0)
-            .chain(Some((0, self.status_other.load(Ordering::Relaxed))).filter(|&(_, n)| n > 0))
+            .chain(
+                self.status_overflow
+                    .iter()
+                    .enumerate()
+                    .map(|(class, n)| (class as u16, n.load(Ordering::Relaxed)))
+                    .filter(|&(_, n)| n > 0),
+            )
+    }
+
+    /// Exact counts per status class: index `c` for `c`xx (1 to 5), index 0
+    /// for codes outside 100..=599.
+    pub fn status_classes(&self) -> [u64; 6] {
+        let mut classes = [0u64; 6];
+        for (code, n) in self.statuses() {
+            let class = if code < 10 { code } else { code / 100 };
+            classes[usize::from(class).min(5)] += n;
+        }
+        classes
     }
 
     /// Bytes this series occupies.
@@ -183,8 +259,7 @@ impl Series {
 impl core::fmt::Debug for Series {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Series")
-            .field("recorded", &self.recorded())
-            .field("sampled_out", &self.sampled_out())
+            .field("count", &self.count())
             .finish()
     }
 }
@@ -193,16 +268,21 @@ impl core::fmt::Debug for Series {
 mod tests {
     use super::*;
 
-    #[test]
-    fn status_mix_exact_then_other() {
-        let s = Series::new(&RecorderConfig::default(), Category::Http);
-        let http = |status| MetricRecord {
+    fn http(status: u16) -> MetricRecord {
+        MetricRecord {
             category: Category::Http,
             status,
             bytes: 10,
             ..MetricRecord::default()
-        };
-        for code in [200, 200, 404, 301, 302, 303, 304, 400, 401, 500, 503] {
+        }
+    }
+
+    #[test]
+    fn status_mix_exact_then_per_class() {
+        let s = Series::new(&RecorderConfig::default(), Category::Http);
+        for code in [
+            200, 200, 404, 301, 302, 303, 304, 400, 401, 500, 503, 503, 42,
+        ] {
             s.record(0, &http(code));
         }
         let mix: alloc::vec::Vec<_> = s.statuses().collect();
@@ -217,10 +297,44 @@ mod tests {
                 (304, 1),
                 (400, 1),
                 (401, 1),
-                (0, 2)
+                (0, 1),
+                (5, 3)
             ]
         );
-        assert_eq!(s.bytes(), 110);
-        assert_eq!(s.recorded(), 11);
+        assert_eq!(s.status_classes(), [1, 0, 2, 4, 3, 3]);
+        assert_eq!(s.bytes(), 130);
+        assert_eq!(s.count(), 13);
+    }
+
+    #[test]
+    fn a_5xx_after_eight_other_codes_is_still_an_error() {
+        let s = Series::new(&RecorderConfig::default(), Category::Http);
+        for code in [200, 201, 204, 301, 302, 304, 400, 404] {
+            s.record(0, &http(code));
+        }
+        s.record(1, &http(500));
+        assert_eq!(s.status_classes()[5], 1);
+    }
+
+    #[test]
+    fn memory_deltas_and_reset() {
+        let s = Series::new(&RecorderConfig::default(), Category::Http);
+        assert_eq!(s.memory_deltas(), MemoryDeltas::default());
+        s.record_memory_delta(0, -4096);
+        s.record_memory_delta(1, 8192);
+        s.record_memory_delta(2, 0);
+        assert_eq!(
+            s.memory_deltas(),
+            MemoryDeltas {
+                n: 3,
+                sum: 4096,
+                max: 8192
+            }
+        );
+        s.record(0, &http(200));
+        s.reset();
+        assert_eq!(s.memory_deltas(), MemoryDeltas::default());
+        assert_eq!((s.count(), s.bytes(), s.statuses().count()), (0, 0, 0));
+        assert_eq!(s.read(Series::count), 0);
     }
 }

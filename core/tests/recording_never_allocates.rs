@@ -74,8 +74,9 @@ fn recording_path_does_not_allocate() {
                 rec.record(record);
                 recorded += 1;
             } else {
-                rec.skip(op);
+                rec.aggregate(record);
             }
+            rec.record_memory_delta(op, v as i64);
             rec.time_fn(op, || ());
             let _ = starpunk_perf::Clock::now_ns(&tsc);
         }
@@ -90,7 +91,6 @@ fn recording_path_does_not_allocate() {
         }
     });
     assert_eq!(n, 0, "the recording path allocated {n} times");
-    // The work really happened (so the zero above is meaningful).
     // The work really happened (so the zero above is meaningful): every
     // sampled record, every timing and the three extremes reached the ring.
     assert!(recorded > 5_000 && recorded < 20_000, "{recorded}");

@@ -6,7 +6,8 @@
 use loom::sync::Arc;
 use loom::thread;
 use starpunk_perf::{
-    Category, HistogramLayout, LatencyHistogram, MetricRecord, OpId, OperationRegistry, RingBuffer,
+    Category, FakeClock, HistogramLayout, LatencyHistogram, MetricRecord, OpId, OperationRegistry,
+    RecentWindow, Recorder, RecorderConfig, RingBuffer,
 };
 
 /// A record whose every field is a function of `id`, so a torn mix shows.
@@ -22,6 +23,7 @@ fn record(id: u64) -> MetricRecord {
         parent: OpId(id as u32 + 17),
         status: id as u16 + 200,
         category: Category::Http,
+        forced: id % 2 == 1,
     }
 }
 
@@ -182,5 +184,132 @@ fn registration_past_capacity_gets_the_overflow_id() {
         // A reader on another thread sees the winner's complete entry.
         let winner = reg.get(OpId(0)).unwrap();
         assert!(winner.name == "a" || winner.name == "b");
+    });
+}
+
+/// The smallest layout there is (3 counters): loom explores every
+/// interleaving of every counter access, so size matters.
+fn tiny() -> HistogramLayout {
+    HistogramLayout::new(1, 2, 0).unwrap()
+}
+
+/// A window of 2 intervals of 10 ns over `h`, with checkpoints of epoch 0
+/// (the empty state) and epoch 1 (after one record), and one more record
+/// since: a read at 15 sees 2 records from the epoch-0 base.
+fn window_with_history() -> (Arc<LatencyHistogram>, Arc<RecentWindow>) {
+    let h = Arc::new(LatencyHistogram::new(tiny()));
+    let w = Arc::new(RecentWindow::new(tiny(), 10, 2));
+    w.rotate(0, &h);
+    h.record(1);
+    w.rotate(15, &h);
+    h.record(1);
+    (h, w)
+}
+
+#[test]
+fn window_rotation_never_shows_a_checkpoint_being_rewritten() {
+    loom::model(|| {
+        let (h, w) = window_with_history();
+        // Epoch 2 reuses slot 0, which holds epoch 0: the oldest checkpoint
+        // of a read at 15, so the reader below races its rewrite.
+        let rotator = {
+            let (h, w) = (h.clone(), w.clone());
+            thread::spawn(move || w.rotate(25, &h))
+        };
+        let reader = {
+            let (h, w) = (h.clone(), w.clone());
+            thread::spawn(move || {
+                let t = w.totals(15, &h);
+                // Base epoch 0 (the empty state): 2 records; base epoch 1
+                // (once slot 0 holds epoch 2, outside this read's window):
+                // 1. Anything else mixed a checkpoint being rewritten in.
+                assert!(
+                    (t.count, t.sum) == (2, 2) || (t.count, t.sum) == (1, 1),
+                    "impossible read {t:?}"
+                );
+            })
+        };
+        rotator.join().unwrap();
+        reader.join().unwrap();
+        // At 25 the window starts at epoch 1's checkpoint (one record).
+        let t = w.totals(25, &h);
+        assert_eq!((t.count, t.sum), (1, 1));
+    });
+}
+
+#[test]
+fn window_reset_is_one_step_for_readers_and_writers() {
+    loom::model(|| {
+        let (h, w) = window_with_history();
+        let resetter = {
+            let (h, w) = (h.clone(), w.clone());
+            thread::spawn(move || w.reset(&h))
+        };
+        // One thread records, then reads: both race the reset. (A third
+        // thread makes the model take tens of minutes; this pair covers
+        // reset against record and reset against read.)
+        let recorder_reader = {
+            let (h, w) = (h.clone(), w.clone());
+            thread::spawn(move || {
+                h.record(1);
+                let t = w.totals(15, &h);
+                // Before the reset: 3. After: 0 or 1 (this thread's
+                // record, on either side of it). A pre-reset checkpoint
+                // against a post-reset source would wrap to about 2^32.
+                assert!(
+                    matches!((t.count, t.sum), (3, 3) | (1, 1) | (0, 0)),
+                    "impossible read {t:?}"
+                );
+            })
+        };
+        resetter.join().unwrap();
+        recorder_reader.join().unwrap();
+        assert!(w.totals(15, &h).count <= 1);
+    });
+}
+
+#[test]
+fn series_reset_is_all_or_nothing_for_readers() {
+    loom::model(|| {
+        let config = RecorderConfig {
+            buffer_size: 1,
+            max_series: 1,
+            layout: tiny(),
+            window_layout: tiny(),
+            window_interval_ns: 10,
+            window_intervals: 2,
+            sample_rate: 1.0,
+        };
+        let rec = Arc::new(Recorder::new(config, FakeClock::new(0)).unwrap());
+        let op = rec.register(Category::Http, "GET /");
+        rec.aggregate(MetricRecord {
+            category: Category::Http,
+            operation: op,
+            duration_ns: 1,
+            bytes: 10,
+            status: 500,
+            ..MetricRecord::default()
+        });
+        let clearer = {
+            let rec = rec.clone();
+            thread::spawn(move || rec.clear())
+        };
+        let reader = {
+            let rec = rec.clone();
+            thread::spawn(move || {
+                let s = rec.series(op).unwrap();
+                let seen = s.read(|s| (s.count(), s.bytes(), s.status_classes()[5]));
+                // All of the record or none of it: never a count without
+                // its bytes or its 5xx.
+                assert!(
+                    seen == (1, 10, 1) || seen == (0, 0, 0),
+                    "a read mixed both sides of a reset: {seen:?}"
+                );
+            })
+        };
+        clearer.join().unwrap();
+        reader.join().unwrap();
+        let s = rec.series(op).unwrap();
+        assert_eq!((s.count(), s.bytes()), (0, 0));
     });
 }

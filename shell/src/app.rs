@@ -85,7 +85,6 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
         monitor,
         login_limit: RateLimiter::new(10, 10),
         dashboard_limit: RateLimiter::new(120, 600),
-        test_routes: false,
     };
     Ok((app, generated))
 }

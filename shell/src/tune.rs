@@ -101,7 +101,7 @@ pub fn hook_path(monitor: &Monitor, queries: u32) -> rouille::Response {
         "SELECT count(*) FROM notes WHERE deleted_at IS NULL",
         "SELECT value FROM settings WHERE key = ?1",
     ];
-    monitor.around_request(Route::Note, || {
+    monitor.around_request(Route::Note.key(), || {
         for sql in STATEMENTS.iter().cycle().take(queries as usize) {
             black_box(monitor.around_query(sql, || (black_box(1u8), 1)));
         }

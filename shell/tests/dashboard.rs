@@ -368,7 +368,7 @@ fn logout_clears_the_metrics() {
         .registry()
         .lookup(starpunk_perf::Category::Http, "GET /")
         .unwrap();
-    assert_eq!(inner.recorder.series(home).unwrap().recorded(), 0);
+    assert_eq!(inner.recorder.series(home).unwrap().count(), 0);
     // The old session is gone.
     let (code, _) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
     assert_eq!(code, 401);
@@ -436,29 +436,36 @@ fn disabled_dashboard_is_404_and_disabled_monitoring_says_so() {
 }
 
 #[test]
-fn sampling_keeps_errors_and_counts_what_it_leaves_out() {
+fn sampling_thins_the_ring_but_counts_everything_and_keeps_errors() {
     let perf = PerfConfig {
         monitoring_enabled: true,
         sample_rate: 0.0,
         ..PerfConfig::default()
     };
-    let blog = start_with("sampling", perf, |app| app.test_routes = true);
+    let blog = start_with("sampling", perf, |_| {});
     for _ in 0..20 {
         blog.get("/");
     }
     blog.get("/__test/panic");
-    let reg = blog.app().monitor.inner().unwrap().recorder.registry();
-    let home = reg
-        .get(reg.lookup(starpunk_perf::Category::Http, "GET /").unwrap())
-        .unwrap();
-    assert_eq!((home.value.recorded(), home.value.sampled_out()), (0, 20));
-    let panic = reg
-        .get(
-            reg.lookup(starpunk_perf::Category::Http, "GET /__test/panic")
-                .unwrap(),
-        )
-        .unwrap();
-    assert_eq!(panic.value.recorded(), 1, "a 5xx is always kept");
+    let inner = blog.app().monitor.inner().unwrap();
+    let reg = inner.recorder.registry();
+    let series = |name| {
+        &reg.get(reg.lookup(starpunk_perf::Category::Http, name).unwrap())
+            .unwrap()
+            .value
+    };
+    // Every request counted, at rate 0.
+    assert_eq!(series("GET /").count(), 20);
+    assert_eq!(series("GET /").status_classes()[2], 20);
+    assert_eq!(series("GET /__test/panic").status_classes()[5], 1);
+    // Only the 5xx reached the ring, marked as kept by force.
+    let ring = inner.records();
+    let http: Vec<_> = ring
+        .iter()
+        .filter(|r| r.category == starpunk_perf::Category::Http)
+        .collect();
+    assert_eq!(http.len(), 1, "{http:?}");
+    assert!(http[0].forced && http[0].status == 500);
 }
 
 #[test]

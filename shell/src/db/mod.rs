@@ -99,6 +99,8 @@ impl Db {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            #[cfg(feature = "test-routes")]
+            test_sleep_function(&conn)?;
             Ok(conn)
         };
         let first = open()?;
@@ -258,6 +260,31 @@ impl Conn<'_> {
             db_bytes: size("starpunk.db"),
             wal_bytes: size("starpunk.db-wal"),
         }
+    }
+}
+
+/// Test builds only: `test_sleep(ms)`, a statement that takes as long as
+/// asked (at most 10 s), for the tests' slow statements.
+#[cfg(feature = "test-routes")]
+fn test_sleep_function(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "test_sleep",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        |ctx| {
+            let ms: i64 = ctx.get(0)?;
+            std::thread::sleep(Duration::from_millis(ms.clamp(0, 10_000) as u64));
+            Ok(ms)
+        },
+    )
+}
+
+#[cfg(feature = "test-routes")]
+impl Conn<'_> {
+    /// Test builds only: one statement that runs for `ms` milliseconds.
+    pub fn test_sleep(&self, ms: u64) -> Result<(), DbError> {
+        self.query("SELECT test_sleep(?1)", [ms as i64], |r| r.get::<_, i64>(0))
+            .map(|_| ())
     }
 }
 

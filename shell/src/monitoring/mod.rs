@@ -1,6 +1,14 @@
 //! All instrumentation of the shell lives here: the request wrapper, the
 //! SQL hook, named function timings, memory sampling and the ticker. Nothing
-//! else in the shell touches the recorder.
+//! else in the shell touches the recorder, and this module names no web or
+//! database type: routes reach it as a [`RouteKey`], statements as text.
+//!
+//! Sampling (`STARPUNK_PERF_SAMPLE_RATE`) thins the ring, never the
+//! aggregates: every request, statement and function is timed and counted
+//! in its series (counts, status mix, bytes, quantiles stay exact at any
+//! rate); only the sampled ones, plus every 5xx and slow statement
+//! (`forced`), go to the ring that feeds the detail views. With memory
+//! tracking, the RSS change is measured for sampled requests only.
 
 pub mod memory;
 pub mod snapshot;
@@ -13,12 +21,22 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use starpunk_perf::{
-    Category, LinePadded, MetricRecord, OpId, Recorder, RecorderConfig, TscClock, STRIPES,
-};
+use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
 
 use crate::config::PerfConfig;
-use crate::web::routes::Route;
+
+/// A route as the monitor knows it: a small dense index (its slot in the
+/// series-id cache) and its template (the series name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteKey {
+    /// Dense index, below [`MAX_ROUTES`] (larger ones work, uncached).
+    pub index: usize,
+    /// Method and path template, for example `GET /notes/{slug}`.
+    pub template: &'static str,
+}
+
+/// Routes whose series ids are cached.
+pub const MAX_ROUTES: usize = 64;
 
 /// Named core operations, timed as category `function`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +106,8 @@ struct RequestCtx {
     route: OpId,
     request_id: u64,
     sampled: bool,
+    /// A statement of this request went over the slow threshold.
+    ran_slow: bool,
 }
 
 thread_local! {
@@ -175,11 +195,10 @@ pub struct Inner {
     memory_op: AtomicU32,
     slow_log: Mutex<VecDeque<SlowQuery>>,
     memory_samples: Mutex<VecDeque<(u64, u64)>>,
-    last_memory: Mutex<memory::MemoryReading>,
-    /// Requests seen (sampled or not), for requests per second.
-    requests_seen: [LinePadded<AtomicU64>; STRIPES],
-    queries_seen: [LinePadded<AtomicU64>; STRIPES],
     started: Instant,
+    /// Recorder clock at start or the last [`Monitor::clear`]: the series
+    /// count from here, so rates divide by the time since.
+    counting_since_ns: AtomicU64,
     /// One record's cost, measured at start on a scratch recorder.
     pub record_cost_ns: f64,
 }
@@ -203,23 +222,21 @@ impl Monitor {
         let recorder = Recorder::new(core, TscClock::new())
             .expect("PerfConfig was validated when it was parsed");
         let unset = || AtomicU32::new(u32::MAX);
-        let route_ops = Route::ALL.iter().map(|_| unset()).collect();
+        let route_ops = (0..MAX_ROUTES).map(|_| unset()).collect();
         let function_ops = Function::ALL.iter().map(|_| unset()).collect();
         let memory_op = unset();
         let inner = Inner {
             id: NEXT_MONITOR.fetch_add(1, Ordering::Relaxed),
-            recorder,
             slow_threshold_ns: (config.slow_query_threshold * 1e9) as u64,
             route_ops,
             function_ops,
             memory_op,
             slow_log: Mutex::new(VecDeque::with_capacity(SLOW_LOG_LEN)),
             memory_samples: Mutex::new(VecDeque::with_capacity(MEMORY_SAMPLES)),
-            last_memory: Mutex::new(memory::MemoryReading::default()),
-            requests_seen: std::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
-            queries_seen: std::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
+            counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
+            recorder,
         };
         let monitor = Monitor {
             inner: Some(inner),
@@ -243,11 +260,12 @@ impl Monitor {
     }
 
     /// Runs a request handler, recording its route, status, bytes, duration
-    /// and (with memory tracking) RSS change. A panic in `handler` is
-    /// recorded as a 500 and re-raised for the server to answer.
+    /// and (with memory tracking, for sampled requests) RSS change. A panic
+    /// in `handler` is recorded as a 500 and re-raised for the server to
+    /// answer.
     pub fn around_request(
         &self,
-        route: Route,
+        route: RouteKey,
         handler: impl FnOnce() -> rouille::Response,
     ) -> rouille::Response {
         let Some(inner) = &self.inner else {
@@ -256,24 +274,21 @@ impl Monitor {
         let route_op = inner.route_op(route);
         let request_id = next_request_id();
         let sampled = inner.recorder.sampler().decide_local(false);
-        inner.requests_seen[starpunk_perf::stripe() % STRIPES].fetch_add(1, Ordering::Relaxed);
-        let rss_before = if self.config.memory_tracking {
-            memory::rss_fast()
-        } else {
-            0
-        };
+        let track_memory = self.config.memory_tracking && sampled;
+        let rss_before = if track_memory { memory::rss_fast() } else { 0 };
         CURRENT.with(|c| {
             c.set(Some(RequestCtx {
                 monitor: inner.id,
                 route: route_op,
                 request_id,
                 sampled,
+                ran_slow: false,
             }))
         });
         let start = inner.recorder.now_ns();
         let result = catch_unwind(AssertUnwindSafe(handler));
         let end = inner.recorder.now_ns();
-        CURRENT.with(|c| c.set(None));
+        let ran_slow = CURRENT.with(|c| c.take()).is_some_and(|c| c.ran_slow);
         let (result, status, bytes) = match result {
             Ok(response) => {
                 let (response, bytes) = with_body_len(response);
@@ -282,26 +297,31 @@ impl Monitor {
             }
             Err(panic) => (Err(panic), 500, 0),
         };
-        if sampled || status >= 500 {
-            let memory_delta = if self.config.memory_tracking {
-                memory::rss_fast() as i64 - rss_before as i64
-            } else {
-                0
-            };
-            inner.recorder.record(MetricRecord {
-                timestamp_ns: start,
-                duration_ns: end.saturating_sub(start),
-                bytes,
-                memory_delta,
-                request_id,
-                operation: route_op,
-                parent: OpId::NONE,
-                status,
-                category: Category::Http,
-                ..MetricRecord::default()
-            });
+        let memory_delta = if track_memory {
+            memory::rss_fast() as i64 - rss_before as i64
         } else {
-            inner.recorder.skip(route_op);
+            0
+        };
+        let record = MetricRecord {
+            timestamp_ns: start,
+            duration_ns: end.saturating_sub(start),
+            bytes,
+            memory_delta,
+            request_id,
+            operation: route_op,
+            parent: OpId::NONE,
+            status,
+            category: Category::Http,
+            forced: !sampled && (status >= 500 || ran_slow),
+            ..MetricRecord::default()
+        };
+        if sampled || record.forced {
+            inner.recorder.record(record);
+        } else {
+            inner.recorder.aggregate(record);
+        }
+        if track_memory {
+            inner.recorder.record_memory_delta(route_op, memory_delta);
         }
         match result {
             Ok(response) => response,
@@ -320,21 +340,18 @@ impl Monitor {
         let (value, rows) = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
         let pattern = inner.pattern_id(sql);
-        inner.queries_seen[starpunk_perf::stripe() % STRIPES].fetch_add(1, Ordering::Relaxed);
         let route = ctx.map_or(OpId::NONE, |c| c.route);
         let slow = duration >= inner.slow_threshold_ns;
         if slow {
-            let entry = SlowQuery {
+            inner.log_slow(SlowQuery {
                 at_unix_ns: inner.recorder.anchor().to_unix_ns(start),
                 pattern,
                 duration_ns: duration,
                 route,
-            };
-            if let Ok(mut log) = inner.slow_log.lock() {
-                if log.len() == SLOW_LOG_LEN {
-                    log.pop_front();
-                }
-                log.push_back(entry);
+            });
+            if let Some(mut c) = ctx {
+                c.ran_slow = true;
+                CURRENT.with(|cur| cur.set(Some(c)));
             }
         }
         if self.config.log_queries {
@@ -351,19 +368,21 @@ impl Monitor {
             Some(c) => c.sampled,
             None => inner.recorder.sampler().decide_local(false),
         };
+        let record = MetricRecord {
+            timestamp_ns: start,
+            duration_ns: duration,
+            rows,
+            request_id: ctx.map_or(0, |c| c.request_id),
+            operation: pattern,
+            parent: route,
+            category: Category::Db,
+            forced: !sampled && slow,
+            ..MetricRecord::default()
+        };
         if sampled || slow {
-            inner.recorder.record(MetricRecord {
-                timestamp_ns: start,
-                duration_ns: duration,
-                rows,
-                request_id: ctx.map_or(0, |c| c.request_id),
-                operation: pattern,
-                parent: route,
-                category: Category::Db,
-                ..MetricRecord::default()
-            });
+            inner.recorder.record(record);
         } else {
-            inner.recorder.skip(pattern);
+            inner.recorder.aggregate(record);
         }
         value
     }
@@ -398,20 +417,26 @@ impl Monitor {
         };
         let op = inner.function_op(function);
         let ctx = CURRENT.with(Cell::get).filter(|c| c.monitor == inner.id);
-        if !ctx.map_or_else(
+        let sampled = ctx.map_or_else(
             || inner.recorder.sampler().decide_local(false),
             |c| c.sampled,
-        ) {
-            inner.recorder.skip(op);
-            return f();
-        }
-        let guard = inner.recorder.time(op);
-        let guard = match ctx {
-            Some(c) => guard.within(c.route, c.request_id),
-            None => guard,
-        };
+        );
+        let start = inner.recorder.now_ns();
         let value = f();
-        drop(guard);
+        let record = MetricRecord {
+            timestamp_ns: start,
+            duration_ns: inner.recorder.now_ns().saturating_sub(start),
+            operation: op,
+            parent: ctx.map_or(OpId::NONE, |c| c.route),
+            request_id: ctx.map_or(0, |c| c.request_id),
+            category: Category::Function,
+            ..MetricRecord::default()
+        };
+        if sampled {
+            inner.recorder.record(record);
+        } else {
+            inner.recorder.aggregate(record);
+        }
         value
     }
 
@@ -437,9 +462,6 @@ impl Monitor {
             }
             s.push_back((unix, reading.rss_bytes));
         }
-        if let Ok(mut m) = inner.last_memory.lock() {
-            *m = reading;
-        }
         inner.recorder.record(MetricRecord {
             timestamp_ns: now,
             memory_delta: reading.rss_bytes as i64,
@@ -451,18 +473,19 @@ impl Monitor {
     }
 
     /// Clears what the monitor holds (the ADR: metrics are cleared on
-    /// logout): ring, histograms, slow log and memory samples.
+    /// logout): ring, histograms, slow log and memory samples; rates then
+    /// count from now.
     pub fn clear(&self) {
         let Some(inner) = &self.inner else { return };
         inner.recorder.clear();
+        inner
+            .counting_since_ns
+            .store(inner.recorder.now_ns(), Ordering::Relaxed);
         if let Ok(mut l) = inner.slow_log.lock() {
             l.clear();
         }
         if let Ok(mut s) = inner.memory_samples.lock() {
             s.clear();
-        }
-        for c in inner.requests_seen.iter().chain(&inner.queries_seen) {
-            c.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -488,6 +511,15 @@ fn measure_record_cost(config: RecorderConfig) -> f64 {
 }
 
 impl Inner {
+    fn log_slow(&self, entry: SlowQuery) {
+        if let Ok(mut log) = self.slow_log.lock() {
+            if log.len() == SLOW_LOG_LEN {
+                log.pop_front();
+            }
+            log.push_back(entry);
+        }
+    }
+
     fn pattern_id(&self, sql: &'static str) -> OpId {
         let key = (self.id, sql.as_ptr() as usize, sql.len());
         PATTERNS.with(|cache| {
@@ -519,12 +551,11 @@ impl Inner {
     }
 
     /// The series id of `route`.
-    pub fn route_op(&self, route: Route) -> OpId {
-        self.lazy(
-            &self.route_ops[route as usize],
-            Category::Http,
-            route.template(),
-        )
+    pub fn route_op(&self, route: RouteKey) -> OpId {
+        match self.route_ops.get(route.index) {
+            Some(slot) => self.lazy(slot, Category::Http, route.template),
+            None => self.recorder.register(Category::Http, route.template),
+        }
     }
 
     /// The series id of `function`.
@@ -552,25 +583,16 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// The last memory reading (zero when memory tracking is off).
-    pub fn last_memory(&self) -> memory::MemoryReading {
-        self.last_memory.lock().map(|m| *m).unwrap_or_default()
+    /// Seconds since start or the last [`Monitor::clear`]: what the
+    /// series' counts cover.
+    pub fn counting_seconds(&self) -> f64 {
+        let since = self.counting_since_ns.load(Ordering::Relaxed);
+        self.recorder.now_ns().saturating_sub(since) as f64 / 1e9
     }
 
-    /// Requests seen since start (or the last clear), sampled or not.
-    pub fn requests_seen(&self) -> u64 {
-        self.requests_seen
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// SQL statements seen since start (or the last clear).
-    pub fn queries_seen(&self) -> u64 {
-        self.queries_seen
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+    /// Recorder clock at start or the last clear.
+    pub fn counting_since_ns(&self) -> u64 {
+        self.counting_since_ns.load(Ordering::Relaxed)
     }
 
     /// Time since the monitor started.

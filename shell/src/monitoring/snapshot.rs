@@ -9,15 +9,15 @@ use starpunk_perf::{Category, MetricRecord, OpId, Series};
 use super::{Inner, Monitor};
 use crate::config::PerfConfig;
 
-/// Latency figures of one series.
+/// Latency figures of one series. Every figure is exact at any sample
+/// rate (sampling thins the ring, not the series), except `rss_delta`,
+/// which is measured on sampled requests only and says so.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct EndpointStats {
     /// Route template, pattern or function name.
     pub name: String,
-    /// Recorded events.
+    /// Events, all of them.
     pub count: u64,
-    /// Events sampling left out.
-    pub sampled_out: u64,
     /// Mean, milliseconds.
     pub mean_ms: f64,
     /// Median, milliseconds.
@@ -30,8 +30,32 @@ pub struct EndpointStats {
     pub max_ms: f64,
     /// Mean response bytes.
     pub bytes_mean: f64,
-    /// Status code to count.
+    /// Status code to count; codes past the first eight distinct ones of
+    /// a route are counted per class (`"5xx"`), codes outside 100 to 599
+    /// as `"other"`.
     pub status: BTreeMap<String, u64>,
+    /// Responses with a 5xx status.
+    pub errors_5xx: u64,
+    /// Responses with a 4xx status.
+    pub client_errors_4xx: u64,
+    /// Resident memory change across a request, with memory tracking on.
+    pub rss_delta: Option<RssDelta>,
+}
+
+/// The RSS change per request of one route.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RssDelta {
+    /// Requests measured (the sampled ones).
+    pub measured: u64,
+    /// Requests of the route.
+    pub of: u64,
+    /// Mean change, bytes.
+    pub mean_bytes: f64,
+    /// Largest growth, bytes.
+    pub max_bytes: i64,
+    /// True when `measured < of`: the mean is an unbiased estimate from a
+    /// random sample, the max the largest in that sample.
+    pub estimated: bool,
 }
 
 /// One slow statement.
@@ -54,10 +78,8 @@ pub struct PatternStats {
     pub pattern_id: u32,
     /// Normalised pattern.
     pub pattern: String,
-    /// Recorded executions.
+    /// Executions, all of them.
     pub calls: u64,
-    /// Executions sampling left out.
-    pub sampled_out: u64,
     /// Total time, milliseconds.
     pub total_ms: f64,
     /// Mean, milliseconds.
@@ -68,19 +90,27 @@ pub struct PatternStats {
     pub rows: u64,
 }
 
-/// A route and a pattern it runs, from the ring's recent records.
+/// A route and a pattern it runs, from the sampled requests in the ring.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RoutePattern {
     /// Route template.
     pub route: String,
     /// Pattern.
     pub pattern: String,
-    /// Executions in the ring.
+    /// Executions by the sampled requests in the ring.
     pub calls: u64,
+    /// Sampled requests of the route in the ring.
+    pub requests: u64,
+    /// `calls / requests`: executions per request.
+    pub per_request: f64,
     /// Most executions within one request.
     pub max_per_request: u64,
     /// One request ran it [`N_PLUS_ONE`] times or more.
     pub n_plus_one: bool,
+    /// True when the sample rate is below 1: `per_request` is then an
+    /// estimate from a random sample of requests, and `max_per_request`
+    /// the most seen in it.
+    pub estimated: bool,
 }
 
 /// Executions of one pattern within one request that flag an N+1.
@@ -97,8 +127,11 @@ pub struct WorstRequest {
     pub duration_ms: f64,
     /// HTTP status.
     pub status: u16,
-    /// Patterns it ran, with counts.
+    /// Patterns it ran, with counts (in the ring).
     pub queries: Vec<(String, u64)>,
+    /// Kept although the sampler left it out (a 5xx, or a slow statement):
+    /// its statements may be only the slow ones.
+    pub forced: bool,
 }
 
 /// Memory figures.
@@ -108,10 +141,12 @@ pub struct MemoryView {
     pub tracking: bool,
     /// RSS now.
     pub rss_bytes: u64,
-    /// High-water mark.
+    /// The process's peak RSS since it started (the kernel's `VmHWM`).
     pub hwm_bytes: u64,
-    /// RSS change over the samples kept (15 minutes).
+    /// RSS change over the samples kept (up to 15 minutes).
     pub growth_bytes: i64,
+    /// Seconds the samples span.
+    pub window_seconds: u64,
     /// `[unix seconds, rss bytes]`, oldest first.
     pub samples: Vec<[u64; 2]>,
 }
@@ -123,7 +158,7 @@ pub struct DatabaseView {
     pub pool_in_use: usize,
     /// Connections in the pool.
     pub pool_size: usize,
-    /// Statements per second since start.
+    /// Statements per second since start (or the last clear).
     pub queries_per_second: f64,
     /// Page-cache hit rate, when known.
     pub cache_hit_rate: Option<f64>,
@@ -140,10 +175,29 @@ pub struct BufferView {
     pub capacity: usize,
     /// Records held.
     pub len: usize,
-    /// Records pushed out by newer ones.
+    /// Records pushed out by newer ones (the ring working as designed).
     pub overwritten: u64,
-    /// Records writers gave up (see the core's `RingStats::dropped`).
+    /// Records a writer gave up because a writer a whole lap ahead took
+    /// its slot first (see the core's `RingStats::dropped`): missing from
+    /// the ring, still counted in every aggregate.
     pub dropped: u64,
+    /// Records held that the sampler left out but were kept (5xx, slow).
+    pub forced: usize,
+}
+
+/// What sampling changes on this page.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SamplingView {
+    /// `STARPUNK_PERF_SAMPLE_RATE`.
+    pub rate: f64,
+    /// True when the rate is below 1: the ring-based views (routes x
+    /// patterns, slowest requests, the CSV) and the RSS change per request
+    /// come from a sample; every count, sum and quantile is still exact.
+    pub estimated: bool,
+    /// Records in the ring the sampler chose.
+    pub ring_sampled: usize,
+    /// Records in the ring kept although not chosen (5xx, slow).
+    pub ring_forced: usize,
 }
 
 /// What the monitor costs.
@@ -166,21 +220,32 @@ pub struct PerfSnapshot {
     pub enabled: bool,
     /// Seconds since the monitor started.
     pub uptime_seconds: f64,
+    /// Seconds the counts cover: since start or the last clear (logout).
+    pub counting_seconds: f64,
     /// The seven `STARPUNK_PERF_*` values.
     pub config: PerfConfig,
-    /// Requests seen (sampled or not).
+    /// Requests, all of them, since start or the last clear.
     pub requests_total: u64,
-    /// Requests per second since start.
+    /// Requests per second over the recent window (`window_seconds`).
     pub requests_per_second: f64,
-    /// Mean response time of recorded requests.
+    /// Seconds the recent window spans: the last 15 to 20 minutes, or
+    /// less since start or the last clear.
+    pub window_seconds: f64,
+    /// Mean response time, all requests.
     pub mean_response_ms: f64,
-    /// 99th percentile of all recorded requests.
+    /// 99th percentile of all requests.
     pub p99_response_ms: f64,
-    /// Share of recorded requests with a 5xx status.
+    /// Responses with a 5xx status.
+    pub errors_5xx: u64,
+    /// Responses with a 4xx status.
+    pub client_errors_4xx: u64,
+    /// 5xx responses over all responses.
     pub error_rate: f64,
+    /// 4xx responses over all responses.
+    pub client_error_rate: f64,
     /// Per route, since start, slowest (p99) first.
     pub endpoints: Vec<EndpointStats>,
-    /// Per route, the last 15 minutes, slowest first.
+    /// Per route, the recent window, slowest first.
     pub endpoints_recent: Vec<EndpointStats>,
     /// Named functions.
     pub functions: Vec<EndpointStats>,
@@ -196,10 +261,12 @@ pub struct PerfSnapshot {
     pub memory: MemoryView,
     /// Database.
     pub database: DatabaseView,
-    /// Status code to count, all routes.
+    /// Status code to count, all routes (keys as in [`EndpointStats::status`]).
     pub status_codes: BTreeMap<String, u64>,
     /// The ring buffer.
     pub buffer: BufferView,
+    /// What sampling changes.
+    pub sampling: SamplingView,
     /// The monitor's own cost.
     pub monitor: MonitorCost,
 }
@@ -220,54 +287,75 @@ pub fn rfc3339(unix_ns: u64) -> String {
         .unwrap_or_default()
 }
 
-fn since_start(name: &str, s: &Series) -> EndpointStats {
-    let h = s.since_start.snapshot();
-    let count = h.len();
-    let mean = if count > 0 {
-        s.since_start.sum() as f64 / count as f64
-    } else {
-        0.0
-    };
-    // hdrhistogram reports a bucket's highest equivalent value; the exact
-    // max bounds every quantile.
-    let q = |q: f64| ms(h.value_at_quantile(q).min(s.since_start.max()) as f64);
-    EndpointStats {
-        name: name.to_string(),
-        count,
-        sampled_out: s.sampled_out(),
-        mean_ms: ms(mean),
-        p50_ms: q(0.5),
-        p95_ms: q(0.95),
-        p99_ms: q(0.99),
-        max_ms: ms(s.since_start.max() as f64),
-        bytes_mean: if count > 0 {
-            (s.bytes() as f64 / count as f64).round()
-        } else {
-            0.0
-        },
-        status: s
-            .statuses()
-            .map(|(c, n)| {
-                (
-                    if c == 0 {
-                        "other".into()
-                    } else {
-                        c.to_string()
-                    },
-                    n,
-                )
-            })
-            .collect(),
+/// The key of a status in exports: the code, or `"5xx"` for the codes of
+/// a class past a route's first eight, `"other"` outside 100 to 599.
+pub fn status_key(code: u16) -> String {
+    match code {
+        0 => "other".into(),
+        1..=9 => format!("{code}xx"),
+        _ => code.to_string(),
     }
 }
 
-fn recent(name: &str, s: &Series, now: u64) -> Option<EndpointStats> {
+/// Since-start figures of a series, read on one side of any reset, with
+/// its histogram and exact sum for totals across series.
+fn since_start(
+    name: &str,
+    s: &Series,
+    memory_tracking: bool,
+) -> (EndpointStats, hdrhistogram::Histogram<u64>, u64) {
+    s.read(|s| {
+        let h = s.since_start.snapshot();
+        let count = h.len();
+        let mean = if count > 0 {
+            s.since_start.sum() as f64 / count as f64
+        } else {
+            0.0
+        };
+        // hdrhistogram reports a bucket's highest equivalent value; the
+        // exact max bounds every quantile.
+        let q = |q: f64| ms(h.value_at_quantile(q).min(s.since_start.max()) as f64);
+        let classes = s.status_classes();
+        let deltas = s.memory_deltas();
+        let stats = EndpointStats {
+            name: name.to_string(),
+            count,
+            mean_ms: ms(mean),
+            p50_ms: q(0.5),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            max_ms: ms(s.since_start.max() as f64),
+            bytes_mean: if count > 0 {
+                (s.bytes() as f64 / count as f64).round()
+            } else {
+                0.0
+            },
+            status: s.statuses().map(|(c, n)| (status_key(c), n)).collect(),
+            errors_5xx: classes[5],
+            client_errors_4xx: classes[4],
+            rss_delta: memory_tracking.then(|| RssDelta {
+                measured: deltas.n,
+                of: count,
+                mean_bytes: if deltas.n > 0 {
+                    (deltas.sum as f64 / deltas.n as f64).round()
+                } else {
+                    0.0
+                },
+                max_bytes: deltas.max,
+                estimated: deltas.n < count,
+            }),
+        };
+        (stats, h, s.since_start.sum())
+    })
+}
+
+/// The recent window of an HTTP series, and when it starts (clock ns).
+fn recent(name: &str, s: &Series, now: u64) -> Option<(EndpointStats, Option<u64>)> {
     let (h, totals) = s.recent.as_ref()?.snapshot_with_totals(now, &s.since_start);
     let count = h.len();
-    Some(EndpointStats {
+    let stats = EndpointStats {
         name: name.to_string(),
         count,
-        sampled_out: 0,
         mean_ms: if count > 0 {
             ms(totals.sum as f64 / count as f64)
         } else {
@@ -277,9 +365,9 @@ fn recent(name: &str, s: &Series, now: u64) -> Option<EndpointStats> {
         p95_ms: ms(h.value_at_quantile(0.95) as f64),
         p99_ms: ms(h.value_at_quantile(0.99) as f64),
         max_ms: ms(if count > 0 { h.max() as f64 } else { 0.0 }),
-        bytes_mean: 0.0,
-        status: BTreeMap::new(),
-    })
+        ..EndpointStats::default()
+    };
+    Some((stats, totals.since_ns))
 }
 
 impl Monitor {
@@ -312,56 +400,60 @@ impl Inner {
     fn snapshot(&self, config: &PerfConfig, mut database: DatabaseView) -> PerfSnapshot {
         let rec = &self.recorder;
         let now = rec.now_ns();
-        let uptime = self.uptime().as_secs_f64().max(1e-9);
+        let counting_seconds = self.counting_seconds().max(1e-9);
         let mut endpoints = Vec::new();
         let mut endpoints_recent = Vec::new();
         let mut functions = Vec::new();
         let mut query_patterns = Vec::new();
         let mut status_codes: BTreeMap<String, u64> = BTreeMap::new();
         let mut all_http = starpunk_perf::new_hdr(&rec.config().layout);
-        let (mut http_sum, mut http_errors) = (0u64, 0u64);
+        let (mut http_sum, mut queries) = (0u64, 0u64);
+        let (mut errors_5xx, mut client_errors_4xx) = (0u64, 0u64);
+        let mut recent_count = 0u64;
+        // The recent window starts at its oldest checkpoint, or at start
+        // or the last clear when it reaches back that far.
+        let mut window_start = self.counting_since_ns();
         for (id, entry) in rec.registry().iter() {
             let s = &entry.value;
+            if s.count() == 0 {
+                continue;
+            }
             match entry.category {
                 Category::Http => {
-                    if s.seen() == 0 {
-                        continue;
-                    }
-                    let e = since_start(&entry.name, s);
+                    let (e, h, sum) = since_start(&entry.name, s, config.memory_tracking);
                     for (code, n) in &e.status {
                         *status_codes.entry(code.clone()).or_default() += n;
-                        if code.starts_with('5') {
-                            http_errors += n;
-                        }
                     }
-                    s.since_start.add_to(&mut all_http);
-                    http_sum = http_sum.wrapping_add(s.since_start.sum());
+                    errors_5xx += e.errors_5xx;
+                    client_errors_4xx += e.client_errors_4xx;
+                    // Same layout: adding cannot fail.
+                    let _ = all_http.add(&h);
+                    http_sum = http_sum.wrapping_add(sum);
                     endpoints.push(e);
-                    if let Some(r) = recent(&entry.name, s, now).filter(|r| r.count > 0) {
-                        endpoints_recent.push(r);
+                    if let Some((r, since)) = recent(&entry.name, s, now) {
+                        recent_count += r.count;
+                        if let Some(since) = since {
+                            window_start = window_start.max(since);
+                        }
+                        if r.count > 0 {
+                            endpoints_recent.push(r);
+                        }
                     }
                 }
                 Category::Db => {
-                    if s.seen() == 0 {
-                        continue;
-                    }
-                    let e = since_start(&entry.name, s);
+                    let (e, _, sum) = since_start(&entry.name, s, false);
+                    queries += e.count;
                     query_patterns.push(PatternStats {
                         pattern_id: id.0,
                         pattern: entry.name.clone(),
                         calls: e.count,
-                        sampled_out: e.sampled_out,
-                        total_ms: ms(s.since_start.sum() as f64),
+                        total_ms: ms(sum as f64),
                         mean_ms: e.mean_ms,
                         p99_ms: e.p99_ms,
                         rows: s.rows(),
                     });
                 }
-                Category::Function => {
-                    if s.seen() > 0 {
-                        functions.push(since_start(&entry.name, s));
-                    }
-                }
+                Category::Function => functions.push(since_start(&entry.name, s, false).0),
                 Category::Memory => {}
             }
         }
@@ -371,8 +463,9 @@ impl Inner {
         functions.sort_by(by_p99);
         query_patterns.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
 
-        let recorded = all_http.len();
-        let (route_patterns, worst_requests) = self.ring_views();
+        let requests_total: u64 = endpoints.iter().map(|e| e.count).sum();
+        let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
+        let (route_patterns, worst_requests, ring) = self.ring_views(config.sample_rate < 1.0);
         let slow_queries = self
             .slow_queries()
             .into_iter()
@@ -385,36 +478,52 @@ impl Inner {
             })
             .collect();
         let samples = self.memory_samples();
-        let last = self.last_memory();
+        let live = if config.memory_tracking {
+            super::memory::read()
+        } else {
+            super::memory::MemoryReading::default()
+        };
         let memory = MemoryView {
             tracking: config.memory_tracking,
-            rss_bytes: last.rss_bytes,
-            hwm_bytes: last.hwm_bytes,
+            rss_bytes: live.rss_bytes,
+            hwm_bytes: live.hwm_bytes,
             growth_bytes: match (samples.first(), samples.last()) {
                 (Some(a), Some(b)) => b.1 as i64 - a.1 as i64,
                 _ => 0,
             },
+            window_seconds: match (samples.first(), samples.last()) {
+                (Some(a), Some(b)) => b.0.saturating_sub(a.0),
+                _ => 0,
+            },
             samples: samples.iter().map(|&(t, r)| [t, r]).collect(),
         };
-        database.queries_per_second = self.queries_seen() as f64 / uptime;
+        database.queries_per_second = queries as f64 / counting_seconds;
         let stats = rec.ring().stats();
+        let share = |n: u64| {
+            if requests_total > 0 {
+                n as f64 / requests_total as f64
+            } else {
+                0.0
+            }
+        };
         PerfSnapshot {
             enabled: true,
-            uptime_seconds: uptime,
+            uptime_seconds: self.uptime().as_secs_f64(),
+            counting_seconds,
             config: config.clone(),
-            requests_total: self.requests_seen(),
-            requests_per_second: self.requests_seen() as f64 / uptime,
-            mean_response_ms: if recorded > 0 {
-                ms(http_sum as f64 / recorded as f64)
+            requests_total,
+            requests_per_second: recent_count as f64 / window_seconds,
+            window_seconds,
+            mean_response_ms: if requests_total > 0 {
+                ms(http_sum as f64 / requests_total as f64)
             } else {
                 0.0
             },
             p99_response_ms: ms(all_http.value_at_quantile(0.99) as f64),
-            error_rate: if recorded > 0 {
-                http_errors as f64 / recorded as f64
-            } else {
-                0.0
-            },
+            errors_5xx,
+            client_errors_4xx,
+            error_rate: share(errors_5xx),
+            client_error_rate: share(client_errors_4xx),
             endpoints,
             endpoints_recent,
             functions,
@@ -427,9 +536,16 @@ impl Inner {
             status_codes,
             buffer: BufferView {
                 capacity: stats.capacity,
-                len: rec.ring().len(),
+                len: ring.sampled + ring.forced,
                 overwritten: stats.overwritten,
                 dropped: stats.dropped,
+                forced: ring.forced,
+            },
+            sampling: SamplingView {
+                rate: config.sample_rate,
+                estimated: config.sample_rate < 1.0,
+                ring_sampled: ring.sampled,
+                ring_forced: ring.forced,
             },
             monitor: MonitorCost {
                 memory_bytes: rec.memory_bytes(),
@@ -447,33 +563,60 @@ impl Inner {
         out
     }
 
-    /// Route x pattern (with N+1 flags) and the worst requests per route.
-    fn ring_views(&self) -> (Vec<RoutePattern>, Vec<WorstRequest>) {
+    /// Route x pattern (with N+1 flags) from the sampled requests in the
+    /// ring, the worst requests per route (sampled or forced), and the
+    /// ring's make-up.
+    fn ring_views(&self, estimated: bool) -> (Vec<RoutePattern>, Vec<WorstRequest>, RingMakeup) {
         let records = self.records();
-        // (route, pattern) -> (calls, per request counts)
+        let forced = records.iter().filter(|r| r.forced).count();
+        let makeup = RingMakeup {
+            sampled: records.len() - forced,
+            forced,
+        };
+        // (route, pattern) -> (calls, per request counts); forced records
+        // stand for no sample and are left out.
         let mut pairs: HashMap<(OpId, OpId), (u64, HashMap<u64, u64>)> = HashMap::new();
         let mut per_request: HashMap<u64, Vec<OpId>> = HashMap::new();
-        for r in records.iter().filter(|r| r.category == Category::Db) {
-            let e = pairs.entry((r.parent, r.operation)).or_default();
-            e.0 += 1;
-            if r.request_id != 0 {
-                *e.1.entry(r.request_id).or_default() += 1;
-                per_request
-                    .entry(r.request_id)
-                    .or_default()
-                    .push(r.operation);
+        let mut route_requests: HashMap<OpId, u64> = HashMap::new();
+        for r in &records {
+            match r.category {
+                Category::Http if !r.forced => *route_requests.entry(r.operation).or_default() += 1,
+                Category::Db => {
+                    if r.request_id != 0 {
+                        per_request
+                            .entry(r.request_id)
+                            .or_default()
+                            .push(r.operation);
+                    }
+                    if !r.forced {
+                        let e = pairs.entry((r.parent, r.operation)).or_default();
+                        e.0 += 1;
+                        if r.request_id != 0 {
+                            *e.1.entry(r.request_id).or_default() += 1;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         let mut route_patterns: Vec<RoutePattern> = pairs
             .into_iter()
             .map(|((route, pattern), (calls, per))| {
                 let max_per_request = per.values().copied().max().unwrap_or(0);
+                let requests = route_requests.get(&route).copied().unwrap_or(0);
                 RoutePattern {
                     route: self.name(route),
                     pattern: self.name(pattern),
                     calls,
+                    requests,
+                    per_request: if requests > 0 {
+                        (calls as f64 / requests as f64 * 100.0).round() / 100.0
+                    } else {
+                        0.0
+                    },
                     max_per_request,
                     n_plus_one: max_per_request >= N_PLUS_ONE,
+                    estimated,
                 }
             })
             .collect();
@@ -493,11 +636,7 @@ impl Inner {
             reqs.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
             for r in reqs.into_iter().take(3) {
                 let mut counts: Vec<(String, u64)> = Vec::new();
-                for op in per_request
-                    .get(&(r.request_id & ((1 << 40) - 1)))
-                    .into_iter()
-                    .flatten()
-                {
+                for op in per_request.get(&r.request_id).into_iter().flatten() {
                     let name = self.name(*op);
                     match counts.iter_mut().find(|(n, _)| *n == name) {
                         Some(c) => c.1 += 1,
@@ -510,10 +649,18 @@ impl Inner {
                     duration_ms: ms(r.duration_ns as f64),
                     status: r.status,
                     queries: counts,
+                    forced: r.forced,
                 });
             }
         }
         worst.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-        (route_patterns, worst)
+        (route_patterns, worst, makeup)
     }
+}
+
+/// How many records of the ring the sampler chose and how many were kept
+/// anyway.
+struct RingMakeup {
+    sampled: usize,
+    forced: usize,
 }

@@ -36,7 +36,8 @@ fn authorized(app: &App, req: &Request) -> bool {
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
-    let h = s.since_start.snapshot();
+    // Buckets, sum and count from one side of any reset (logout).
+    let (h, sum) = s.read(|s| (s.since_start.snapshot(), s.since_start.sum()));
     let mut cumulative = 0u64;
     let mut iter = h.iter_recorded().peekable();
     for le in BUCKETS {
@@ -53,11 +54,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
     }
     let count = h.len();
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let _ = writeln!(
-        out,
-        "{name}_sum{{{labels}}} {}",
-        s.since_start.sum() as f64 / 1e9
-    );
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum as f64 / 1e9);
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
@@ -94,15 +91,24 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "starpunk_perf_dropped_total {}", stats.dropped);
     let _ = writeln!(
         out,
-        "# HELP starpunk_perf_sampled_out_total Events sampling left out."
+        "# HELP starpunk_perf_overwritten_total Records the ring buffer replaced with newer ones."
     );
-    let _ = writeln!(out, "# TYPE starpunk_perf_sampled_out_total counter");
-    let sampled_out: u64 = reg.iter().map(|(_, e)| e.value.sampled_out()).sum();
-    let _ = writeln!(out, "starpunk_perf_sampled_out_total {sampled_out}");
+    let _ = writeln!(out, "# TYPE starpunk_perf_overwritten_total counter");
+    let _ = writeln!(out, "starpunk_perf_overwritten_total {}", stats.overwritten);
+    let _ = writeln!(
+        out,
+        "# HELP starpunk_perf_sample_rate Fraction of events kept in the ring (counts are always exact)."
+    );
+    let _ = writeln!(out, "# TYPE starpunk_perf_sample_rate gauge");
+    let _ = writeln!(
+        out,
+        "starpunk_perf_sample_rate {}",
+        inner.recorder.sampler().rate()
+    );
 
     let with_data = |category: Category| -> Vec<_> {
         reg.iter()
-            .filter(|(_, e)| e.category == category && e.value.recorded() > 0)
+            .filter(|(_, e)| e.category == category && e.value.count() > 0)
             .collect()
     };
     let http = with_data(Category::Http);
@@ -128,16 +134,12 @@ pub fn render(app: &App) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP starpunk_http_requests_total Recorded responses by status."
+        "# HELP starpunk_http_requests_total Responses by status (every request, at any sample rate)."
     );
     let _ = writeln!(out, "# TYPE starpunk_http_requests_total counter");
     for (_, e) in &http {
         for (status, n) in e.value.statuses() {
-            let status = if status == 0 {
-                "other".to_string()
-            } else {
-                status.to_string()
-            };
+            let status = crate::monitoring::snapshot::status_key(status);
             let _ = writeln!(
                 out,
                 "starpunk_http_requests_total{{{},status=\"{status}\"}} {n}",

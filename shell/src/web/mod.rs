@@ -11,6 +11,8 @@ pub mod public;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+#[cfg(feature = "test-routes")]
+pub mod test_routes;
 pub mod views;
 
 use std::sync::Arc;
@@ -35,8 +37,6 @@ pub struct App {
     pub login_limit: RateLimiter,
     /// Dashboard and export requests per client address.
     pub dashboard_limit: RateLimiter,
-    /// Serves `GET /__test/panic` (tests only; never set from configuration).
-    pub test_routes: bool,
 }
 
 /// An error a handler returns; mapped to a status in one place.
@@ -81,7 +81,7 @@ impl App {
         let matched = match_route(request.method(), &request.url());
         let route = matched.route;
         self.monitor
-            .around_request(route, || self.dispatch(request, &matched))
+            .around_request(route.key(), || self.dispatch(request, &matched))
     }
 
     fn dispatch(&self, req: &Request, m: &Matched) -> Response {
@@ -110,11 +110,14 @@ impl App {
             Route::DashboardJson => dashboard::json(self, req),
             Route::DashboardCsv => dashboard::csv(self, req),
             Route::Metrics => Ok(metrics::handle(self, req)),
-            Route::TestPanic if self.test_routes => panic!("test panic route"),
-            Route::TestPanic | Route::Unmatched if m.wrong_method => {
+            #[cfg(feature = "test-routes")]
+            Route::TestPanic | Route::TestStatus | Route::TestSleep | Route::TestSlowQuery => {
+                test_routes::handle(self, m.route, param)
+            }
+            Route::Unmatched if m.wrong_method => {
                 Ok(Response::text("Method not allowed\n").with_status_code(405))
             }
-            Route::TestPanic | Route::Unmatched => Err(WebError::NotFound),
+            Route::Unmatched => Err(WebError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(&self.config.site_name))
     }

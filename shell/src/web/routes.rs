@@ -49,15 +49,26 @@ pub enum Route {
     DashboardCsv,
     /// `GET /metrics`
     Metrics,
-    /// Test-only: a handler that panics (enabled by tests alone).
-    TestPanic,
     /// Anything else: one shared series.
     Unmatched,
+    /// Test builds only: `GET /__test/panic`, a handler that panics.
+    #[cfg(feature = "test-routes")]
+    TestPanic,
+    /// Test builds only: `GET /__test/status/{code}`, answers that status.
+    #[cfg(feature = "test-routes")]
+    TestStatus,
+    /// Test builds only: `GET /__test/sleep/{ms}`, answers after `ms`.
+    #[cfg(feature = "test-routes")]
+    TestSleep,
+    /// Test builds only: `GET /__test/slow-query/{ms}`, one SQL statement
+    /// that runs for `ms`.
+    #[cfg(feature = "test-routes")]
+    TestSlowQuery,
 }
 
 impl Route {
-    /// Every route, in discriminant order.
-    pub const ALL: [Route; 24] = [
+    /// Every production route, in discriminant order.
+    pub const ALL: [Route; 23] = [
         Route::Index,
         Route::Note,
         Route::FeedRss,
@@ -80,9 +91,20 @@ impl Route {
         Route::DashboardJson,
         Route::DashboardCsv,
         Route::Metrics,
-        Route::TestPanic,
         Route::Unmatched,
     ];
+
+    /// The test builds' routes (none in a production build).
+    #[cfg(feature = "test-routes")]
+    pub const TEST_ROUTES: &'static [Route] = &[
+        Route::TestPanic,
+        Route::TestStatus,
+        Route::TestSleep,
+        Route::TestSlowQuery,
+    ];
+    /// The test builds' routes (none in a production build).
+    #[cfg(not(feature = "test-routes"))]
+    pub const TEST_ROUTES: &'static [Route] = &[];
 
     /// Method and path template: the series name.
     pub fn template(self) -> &'static str {
@@ -109,8 +131,23 @@ impl Route {
             Route::DashboardJson => "GET /admin/performance.json",
             Route::DashboardCsv => "GET /admin/performance.csv",
             Route::Metrics => "GET /metrics",
-            Route::TestPanic => "GET /__test/panic",
             Route::Unmatched => "(unmatched)",
+            #[cfg(feature = "test-routes")]
+            Route::TestPanic => "GET /__test/panic",
+            #[cfg(feature = "test-routes")]
+            Route::TestStatus => "GET /__test/status/{code}",
+            #[cfg(feature = "test-routes")]
+            Route::TestSleep => "GET /__test/sleep/{ms}",
+            #[cfg(feature = "test-routes")]
+            Route::TestSlowQuery => "GET /__test/slow-query/{ms}",
+        }
+    }
+
+    /// The route as the monitor knows it.
+    pub fn key(self) -> crate::monitoring::RouteKey {
+        crate::monitoring::RouteKey {
+            index: self as usize,
+            template: self.template(),
         }
     }
 
@@ -138,7 +175,7 @@ pub fn match_route(method: &str, path: &str) -> Matched {
     let method = if method == "HEAD" { "GET" } else { method };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut wrong_method = false;
-    for route in Route::ALL {
+    for &route in Route::ALL.iter().chain(Route::TEST_ROUTES) {
         let (m, template) = route.method_and_path();
         if route == Route::Unmatched {
             continue;
@@ -213,6 +250,10 @@ mod tests {
         assert_eq!((m.route, m.wrong_method), (Route::Unmatched, true));
         let m = match_route("GET", "/nope/x");
         assert_eq!((m.route, m.wrong_method), (Route::Unmatched, false));
+        // Test routes exist in test builds only: a production build
+        // matches nothing under /__test.
+        let test = match_route("GET", "/__test/panic").route;
+        assert_eq!(test == Route::Unmatched, Route::TEST_ROUTES.is_empty());
         assert_eq!(match_route("GET", "/notes/").route, Route::Unmatched);
     }
 }
