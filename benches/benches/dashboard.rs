@@ -22,7 +22,7 @@ fn full_monitor() -> Monitor {
     let rec = &inner.recorder;
     // Fill the registry to capacity: every route, then SQL patterns.
     for route in starpunk::web::routes::Route::ALL {
-        inner.route_op(route);
+        inner.route_op(route.key());
     }
     let mut i = 0;
     while rec.registry().len() < rec.registry().capacity() {

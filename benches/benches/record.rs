@@ -30,12 +30,18 @@ fn values() -> Vec<u64> {
         .collect()
 }
 
+/// The record the server makes for a request: route, duration, status and
+/// response bytes (statuses cycle through a realistic mix).
 fn record(op: OpId, v: u64, now: u64) -> MetricRecord {
+    const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 200, 500];
     MetricRecord {
         timestamp_ns: now,
         duration_ns: v,
+        bytes: 2_000 + (v & 0x3FFF),
+        status: STATUSES[(v & 7) as usize],
+        request_id: v,
         operation: op,
-        category: Category::Function,
+        category: Category::Http,
         ..MetricRecord::default()
     }
 }
@@ -57,7 +63,7 @@ struct Subjects {
 impl Subjects {
     fn new() -> Self {
         let recorder = Recorder::new(RecorderConfig::default(), TscClock::new()).unwrap();
-        let op = recorder.register(Category::Function, "bench");
+        let op = recorder.register(Category::Http, "GET /notes/{slug}");
         let layout = RecorderConfig::default().layout;
         let prometheus = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
             "bench_seconds",
@@ -83,11 +89,18 @@ impl Subjects {
 type Shared = (&'static str, fn(&Subjects, u64));
 
 const SHARED: &[Shared] = &[
-    ("starpunk full record (ring + histogram)", |s, v| {
-        s.recorder.record(record(s.op, v, v))
+    (
+        "starpunk HTTP record, sampled: ring + histogram + status + bytes",
+        |s, v| s.recorder.record(record(s.op, v, v)),
+    ),
+    (
+        "starpunk HTTP record, not sampled: histogram + status + bytes",
+        |s, v| s.recorder.aggregate(record(s.op, v, v)),
+    ),
+    ("starpunk ring push (one 64 B record)", |s, v| {
+        s.ring.push(record(s.op, v, v))
     }),
-    ("starpunk ring push", |s, v| s.ring.push(record(s.op, v, v))),
-    ("starpunk histogram record", |s, v| {
+    ("starpunk histogram record (bucket + sum + max)", |s, v| {
         s.histogram.record_striped(starpunk_perf::stripe(), v)
     }),
     ("crossbeam ArrayQueue::force_push (32 B)", |s, v| {
@@ -109,7 +122,11 @@ fn one_thread(c: &mut Criterion) {
     for &v in &vals[..10] {
         s.recorder.record(record(s.op, v, v));
     }
-    assert_eq!(s.recorder.series(s.op).unwrap().since_start.count(), 10);
+    let series = s.recorder.series(s.op).unwrap();
+    assert_eq!(series.count(), 10);
+    assert_eq!(series.status_classes().iter().sum::<u64>(), 10);
+    assert!(series.bytes() >= 20_000);
+    assert_eq!(s.recorder.ring().len(), 10);
 
     let mut g = c.benchmark_group("record/1 thread");
     for &(name, f) in SHARED {

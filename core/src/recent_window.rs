@@ -183,8 +183,10 @@ impl RecentWindow {
 
     /// Zeroes `source` and forgets every checkpoint, as one step for
     /// readers: none sees a checkpoint of before the reset with the source
-    /// of after it. Waits for a rotation in progress. Records racing the
-    /// reset land on either side of it.
+    /// of after it. Waits for a rotation in progress. Writers never wait: a
+    /// record racing the reset lands on either side of it, or (its bucket
+    /// and its sum being two counters) half on each, an error of one
+    /// record at the moment of the reset.
     pub fn reset<C: Counter>(&self, source: &LatencyHistogram<C>) {
         self.lock.write(|| {
             for cp in self.checkpoints.iter() {

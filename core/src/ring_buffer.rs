@@ -296,7 +296,7 @@ mod tests {
             parent: OpId::NONE,
             status: 200,
             category: Category::Http,
-            forced: n % 2 == 0,
+            forced: n.is_multiple_of(2),
         }
     }
 

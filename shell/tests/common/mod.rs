@@ -195,3 +195,72 @@ pub fn csrf_in(html: &str) -> String {
         html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
     html[i..i + 32].to_string()
 }
+
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::HashMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses exposition text with Python's `prometheus_client` (the reference
+/// parser; `.ci/run` installs it). Without it: fails in CI, skips elsewhere.
+pub fn prometheus_samples(text: &str) -> Option<Vec<Sample>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": fam.type})
+print(json.dumps(out))
+"#;
+    use std::io::Write;
+    let child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return skip_or_fail(&format!("python3 not found: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'prometheus_client'") {
+        return skip_or_fail("prometheus_client is not installed (pip install prometheus_client)");
+    }
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition: {stderr}\n{text}"
+    );
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    Some(
+        v.into_iter()
+            .map(|s| Sample {
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect(),
+    )
+}
+
+pub fn skip_or_fail<T>(why: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
