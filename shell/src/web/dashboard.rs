@@ -250,7 +250,7 @@ fn endpoint_table(rows: &[EndpointStats], with_responses: bool, memory: bool) ->
             thead { tr {
                 th { "Series" } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
                 @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
-                @if memory { th { "RSS change per request (mean / worst)" } }
+                @if memory { th.wrap { "RSS change per request (mean / worst)" } }
             } }
             tbody { @for e in rows { tr {
                 td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
@@ -259,9 +259,9 @@ fn endpoint_table(rows: &[EndpointStats], with_responses: bool, memory: bool) ->
                     td { (bytes(e.bytes_mean as u64)) }
                     td { (int(e.errors_5xx)) }
                     td { (int(e.client_errors_4xx)) }
-                    td { @for (code, n) in &e.status { (code) ": " (int(*n)) " " } }
+                    td.wrap { @for (code, n) in &e.status { (code) ": " (int(*n)) " " } }
                 }
-                @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
+                @if memory { td.wrap { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
             } } }
         } }
     }

@@ -19,7 +19,10 @@ input[type=text], input[type=password], input[type=search] { font: inherit; padd
 button { font: inherit; padding: .3rem .8rem; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { border-bottom: 1px solid var(--line); padding: .25rem .4rem; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; white-space: normal; word-break: break-all; }
+th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 12rem; overflow-wrap: break-word; }
+th.wrap, td.wrap { white-space: normal; min-width: 7rem; }
+.estimate { background: #fff8e1; border-left: 3px solid #e0a800; padding: .5rem .7rem; }
+abbr { text-decoration: none; font-weight: bold; cursor: help; }
 .scroll { overflow-x: auto; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); gap: .6rem; }
 .card { border: 1px solid var(--line); border-radius: .4rem; padding: .5rem; }
