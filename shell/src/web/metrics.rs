@@ -58,52 +58,52 @@ fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
+/// One unlabelled sample with its HELP and TYPE lines.
+fn scalar(out: &mut String, (name, kind): (&str, &str), help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The exposition text.
 pub fn render(app: &App) -> String {
     let mut out = String::new();
     let rss = crate::monitoring::memory::read();
-    let _ = writeln!(
-        out,
-        "# HELP process_resident_memory_bytes Resident memory size in bytes."
+    scalar(
+        &mut out,
+        ("process_resident_memory_bytes", "gauge"),
+        "Resident memory size in bytes.",
+        rss.rss_bytes,
     );
-    let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-    let _ = writeln!(out, "process_resident_memory_bytes {}", rss.rss_bytes);
-    let _ = writeln!(
-        out,
-        "# HELP starpunk_perf_enabled Whether performance monitoring is on."
-    );
-    let _ = writeln!(out, "# TYPE starpunk_perf_enabled gauge");
-    let _ = writeln!(
-        out,
-        "starpunk_perf_enabled {}",
-        u8::from(app.monitor.inner().is_some())
+    let enabled = u8::from(app.monitor.inner().is_some());
+    scalar(
+        &mut out,
+        ("starpunk_perf_enabled", "gauge"),
+        "Whether performance monitoring is on.",
+        enabled,
     );
     let Some(inner) = app.monitor.inner() else {
         return out;
     };
     let reg = inner.recorder.registry();
     let stats = inner.recorder.ring().stats();
-    let _ = writeln!(
-        out,
-        "# HELP starpunk_perf_dropped_total Records the ring buffer's writers gave up."
+    scalar(
+        &mut out,
+        ("starpunk_perf_dropped_total", "counter"),
+        "Records the ring buffer's writers gave up (still counted in every series).",
+        stats.dropped,
     );
-    let _ = writeln!(out, "# TYPE starpunk_perf_dropped_total counter");
-    let _ = writeln!(out, "starpunk_perf_dropped_total {}", stats.dropped);
-    let _ = writeln!(
-        out,
-        "# HELP starpunk_perf_overwritten_total Records the ring buffer replaced with newer ones."
+    scalar(
+        &mut out,
+        ("starpunk_perf_overwritten_total", "counter"),
+        "Records the ring buffer replaced with newer ones.",
+        stats.overwritten,
     );
-    let _ = writeln!(out, "# TYPE starpunk_perf_overwritten_total counter");
-    let _ = writeln!(out, "starpunk_perf_overwritten_total {}", stats.overwritten);
-    let _ = writeln!(
-        out,
-        "# HELP starpunk_perf_sample_rate Fraction of events kept in the ring (counts are always exact)."
-    );
-    let _ = writeln!(out, "# TYPE starpunk_perf_sample_rate gauge");
-    let _ = writeln!(
-        out,
-        "starpunk_perf_sample_rate {}",
-        inner.recorder.sampler().rate()
+    scalar(
+        &mut out,
+        ("starpunk_perf_sample_rate", "gauge"),
+        "Fraction of events kept in the ring buffer (counts are always exact).",
+        inner.recorder.sampler().rate(),
     );
 
     let with_data = |category: Category| -> Vec<_> {
