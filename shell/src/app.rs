@@ -11,9 +11,6 @@ use crate::web::ratelimit::RateLimiter;
 use crate::web::server::Server;
 use crate::web::App;
 
-/// HTTP worker threads.
-pub const WORKERS: usize = 8;
-
 /// Credentials generated on this start, to print once.
 #[derive(Debug, Default)]
 pub struct Generated {
@@ -46,7 +43,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Db(e) => write!(f, "{e}"),
-            StartError::Bind(e) => write!(f, "cannot listen: {e}"),
+            StartError::Bind(e) => write!(f, "{e}"),
         }
     }
 }
@@ -124,7 +121,7 @@ pub fn serve(app: App, generated: Generated) -> Result<Running, StartError> {
     let handler_app = app.clone();
     let server = Server::start(
         app.config.bind,
-        WORKERS,
+        app.config.http.clone(),
         Arc::new(move |req| handler_app.handle(req)),
     )
     .map_err(StartError::Bind)?;

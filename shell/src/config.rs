@@ -5,6 +5,47 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The HTTP front's limits: `STARPUNK_HTTP_*` and `STARPUNK_SHUTDOWN_GRACE`
+/// (documented in docs/OPERATING.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// `STARPUNK_HTTP_HEADER_TIMEOUT`: the request line and headers must
+    /// arrive within this, from the first byte or from the moment a
+    /// keep-alive connection went idle.
+    pub header_timeout: Duration,
+    /// `STARPUNK_HTTP_BODY_TIMEOUT`: the whole request body within this.
+    pub body_timeout: Duration,
+    /// `STARPUNK_HTTP_IDLE_TIMEOUT`: a connection that sends nothing for
+    /// this long is closed.
+    pub idle_timeout: Duration,
+    /// `STARPUNK_HTTP_WRITE_TIMEOUT`: a response write that makes no
+    /// progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// `STARPUNK_HTTP_MAX_CONNECTIONS`: open connections at once; past it
+    /// new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// `STARPUNK_HTTP_WORKERS`: handler threads (requests handled at once).
+    pub workers: usize,
+    /// `STARPUNK_SHUTDOWN_GRACE`: on SIGTERM or SIGINT, in-flight requests
+    /// get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 4_096,
+            workers: 8,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Monitoring settings: the seven `STARPUNK_PERF_*` values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -58,6 +99,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// The `STARPUNK_PERF_*` values.
     pub perf: PerfConfig,
+    /// The HTTP front's limits and timeouts.
+    pub http: HttpLimits,
 }
 
 // Secrets never reach logs, not even through `{:?}`.
@@ -73,6 +116,7 @@ impl fmt::Debug for Config {
             .field("micropub_token", &hidden(&self.micropub_token))
             .field("metrics_token", &hidden(&self.metrics_token))
             .field("perf", &self.perf)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -88,6 +132,7 @@ impl Default for Config {
             micropub_token: None,
             metrics_token: None,
             perf: PerfConfig::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -138,6 +183,32 @@ const BOOL: &str = "one of true/false/1/0/yes/no/on/off (any case)";
 fn set_bool(slot: &mut bool, v: &str) -> Result<(), &'static str> {
     *slot = parse_bool(v).ok_or(BOOL)?;
     Ok(())
+}
+
+/// Seconds, whole or fractional, within `range`.
+fn seconds(
+    v: &str,
+    range: std::ops::RangeInclusive<f64>,
+    what: &'static str,
+) -> Result<Duration, &'static str> {
+    let s: f64 = v.trim().parse().map_err(|_| what)?;
+    if !range.contains(&s) {
+        return Err(what);
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// A whole number within `range`.
+fn count(
+    v: &str,
+    range: std::ops::RangeInclusive<usize>,
+    what: &'static str,
+) -> Result<usize, &'static str> {
+    let n: usize = v.trim().parse().map_err(|_| what)?;
+    if !range.contains(&n) {
+        return Err(what);
+    }
+    Ok(n)
 }
 
 fn non_empty(v: &str, what: &'static str) -> Result<String, &'static str> {
@@ -323,6 +394,85 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: true,
         apply: |c, v| set_bool(&mut c.perf.dashboard_enabled, v),
+    },
+    Setting {
+        env: "STARPUNK_SHUTDOWN_GRACE",
+        flag: "--shutdown-grace",
+        help: "seconds in-flight requests get on SIGTERM/SIGINT [10]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.shutdown_grace = seconds(v, 0.0..=3600.0, "a number of seconds from 0 to 3600")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_HEADER_TIMEOUT",
+        flag: "--http-header-timeout",
+        help: "seconds to receive a request's headers [10]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.header_timeout =
+                seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_BODY_TIMEOUT",
+        flag: "--http-body-timeout",
+        help: "seconds to receive a request's body [30]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.body_timeout = seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_IDLE_TIMEOUT",
+        flag: "--http-idle-timeout",
+        help: "seconds a silent connection stays open [60]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.idle_timeout = seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_WRITE_TIMEOUT",
+        flag: "--http-write-timeout",
+        help: "seconds a stalled response write may wait [30]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.write_timeout =
+                seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_MAX_CONNECTIONS",
+        flag: "--http-max-connections",
+        help: "open connections at once, 1 to 1000000 [4096]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.max_connections = count(v, 1..=1_000_000, "a whole number from 1 to 1000000")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_WORKERS",
+        flag: "--http-workers",
+        help: "requests handled at once (handler threads), 1 to 256 [8]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.http.workers = count(v, 1..=256, "a whole number from 1 to 256")?;
+            Ok(())
+        },
     },
 ];
 

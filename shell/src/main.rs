@@ -90,6 +90,8 @@ fn main() -> ExitCode {
     } else {
         println!("starpunk: monitoring is off; set STARPUNK_PERF_MONITORING_ENABLED=true to record metrics");
     }
+    running.server.stop_on_signals();
     running.server.join();
+    println!("starpunk: stopped");
     ExitCode::SUCCESS
 }

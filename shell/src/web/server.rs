@@ -1,26 +1,55 @@
-//! The HTTP server: rouille handlers on tiny_http, over a listener we own.
+//! The HTTP front: rouille's `Request`/`Response` (the handlers' API) over
+//! hyper's HTTP/1.1 on tokio, the bytes on the wire in this module alone.
 //!
-//! `rouille::Server` binds its own listener and never exposes it, and
-//! tiny_http never sets `TCP_NODELAY`. On a keep-alive connection every
-//! response over ~1 KiB then waits for the client's 40 ms delayed ACK
-//! (Nagle). So we build the listening socket ourselves with socket2, set
-//! `TCP_NODELAY` on it (Linux's accepted sockets inherit it), hand it to
-//! `tiny_http::Server::from_listener` (the same tiny_http rouille uses), and
-//! convert each request and response exactly as `rouille::Server` does.
-//! No `unsafe`, no private API.
+//! What it guarantees, whatever clients do (each attacked in
+//! `shell/tests/hostile.rs`):
+//! - A request is handed to a handler thread only once its head and its
+//!   whole body are in memory: the head within `header_timeout` and 16 KiB
+//!   (431 past it), the body within `body_timeout` and 1 MiB (413 past it,
+//!   408 on time-out). Slow clients hold a connection, never a handler.
+//! - Handlers run on a bounded pool (`workers` threads); a response is
+//!   materialised by the handler thread and written by the I/O side, so a
+//!   client that does not read holds no handler either, and a write that
+//!   makes no progress for `write_timeout` closes the connection.
+//! - A connection that sends nothing for `idle_timeout` is closed; at most
+//!   `max_connections` are open at once (past it: 503 and close); the soft
+//!   `RLIMIT_NOFILE` is raised to the hard limit at start; an accept error
+//!   (out of descriptors) is logged and retried with backoff, never fatal.
+//! - Malformed requests get hyper's 4xx or a close.
+//! - [`Server::stop`] (and SIGTERM/SIGINT with
+//!   [`Server::stop_on_signals`]) stops accepting at once, lets in-flight
+//!   requests finish within `shutdown_grace`, then closes what is left.
+//!
+//! Every accepted socket gets `TCP_NODELAY` (keep-alive responses never
+//! wait for a delayed ACK). No `unsafe`.
 
+use std::convert::Infallible;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_io_timeout::TimeoutStream;
+
+use crate::config::HttpLimits;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: u64 = 1 << 20;
+/// Largest request line plus headers; larger ones get 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields in one request.
+pub const MAX_HEADERS: usize = 100;
 
 /// A request handler.
 pub type Handler = Arc<dyn Fn(&rouille::Request) -> rouille::Response + Send + Sync>;
@@ -28,13 +57,14 @@ pub type Handler = Arc<dyn Fn(&rouille::Request) -> rouille::Response + Send + S
 /// A running server; stops when [`stop`](Self::stop) is called or dropped.
 pub struct Server {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    runtime: tokio::runtime::Handle,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// The listening socket: `SO_REUSEADDR` and `TCP_NODELAY`, inherited by
-/// every accepted connection.
-pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The listening socket: `SO_REUSEADDR`, and `TCP_NODELAY` for Linux's
+/// accepted sockets to inherit (each is set again on accept).
+pub fn listener(addr: SocketAddr) -> std::io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
@@ -43,35 +73,59 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Raises the soft limit on open descriptors to the hard limit, so the
+/// connection cap, not the descriptor limit, is what refuses clients.
+/// Returns the soft limit in force.
+pub fn raise_descriptor_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
+}
+
+/// What every connection task shares.
+struct Shared {
+    handler: Handler,
+    limits: HttpLimits,
+}
+
 impl Server {
-    /// Starts `workers` threads serving `handler` on `addr`.
-    pub fn start(addr: SocketAddr, workers: usize, handler: Handler) -> std::io::Result<Server> {
-        let listener = listener(addr)?;
-        let addr = listener.local_addr()?;
-        let http = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let http = Arc::new(http);
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers = (0..workers.max(1))
-            .map(|i| {
-                let (http, stop, handler) = (http.clone(), stop.clone(), handler.clone());
-                std::thread::Builder::new()
-                    .name(format!("starpunk-http-{i}"))
-                    .spawn(move || {
-                        while !stop.load(Ordering::Relaxed) {
-                            match http.recv_timeout(Duration::from_millis(200)) {
-                                Ok(Some(request)) => serve(request, &handler),
-                                Ok(None) => {}
-                                Err(_) => break,
-                            }
-                        }
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Binds `addr` and serves `handler` with `limits`. The bind happens
+    /// before this returns, so its error (naming the address) comes here.
+    pub fn start(
+        addr: SocketAddr,
+        limits: HttpLimits,
+        handler: Handler,
+    ) -> std::io::Result<Server> {
+        raise_descriptor_limit();
+        let std_listener = listener(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(limits.workers.max(1))
+            .thread_name("starpunk-http")
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared { handler, limits });
+        let thread = std::thread::Builder::new()
+            .name("starpunk-accept".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => serve(listener, shared, stopped).await,
+                        Err(e) => eprintln!("starpunk: cannot serve on {addr}: {e}"),
+                    }
+                });
+                // Handler threads still running past the grace period are
+                // not waited for.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
         Ok(Server {
             addr,
             stop,
-            workers,
+            runtime: handle,
+            thread: Some(thread),
         })
     }
 
@@ -80,81 +134,256 @@ impl Server {
         self.addr
     }
 
-    /// Blocks until the workers exit (after `stop`, or forever).
+    /// Stops the server gracefully on SIGTERM or SIGINT.
+    pub fn stop_on_signals(&self) {
+        let stop = self.stop.clone();
+        self.runtime.spawn(async move {
+            let signal = wait_for_signal().await;
+            eprintln!("starpunk: {signal}: stopping (in-flight requests may finish)");
+            let _ = stop.send(true);
+        });
+    }
+
+    /// Blocks until the server has stopped (after [`stop`](Self::stop), a
+    /// signal with [`stop_on_signals`](Self::stop_on_signals), or never).
     pub fn join(mut self) {
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 
-    /// Stops accepting and waits for in-flight requests.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+    /// Stops accepting, lets in-flight requests finish within the grace
+    /// period, and returns when the server is down.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        self.join();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
     }
 }
 
-fn serve(mut request: tiny_http::Request, handler: &Handler) {
-    let method = request.method().as_str().to_string();
-    let url = request.url().to_string();
-    let headers: Vec<(String, String)> = request
-        .headers()
+/// SIGTERM or SIGINT, whichever comes first; its name.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // No signal handling: wait forever (the process is stopped by force).
+        std::future::pending::<()>().await;
+        return "";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The accept loop, then the graceful shutdown.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let limits = shared.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS...: wait for descriptors to free up.
+                eprintln!(
+                    "starpunk: accept failed ({e}); retrying in {} ms",
+                    backoff.as_millis()
+                );
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refuse(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let graceful_watch = graceful.watcher();
+        tokio::spawn(async move {
+            // Nothing is allocated for a connection (hyper's buffers, the
+            // timers) until it sends its first byte: an idle crowd costs a
+            // socket and a small task each.
+            let first = tokio::time::timeout(shared.limits.header_timeout, stream.readable());
+            if !matches!(first.await, Ok(Ok(()))) {
+                drop(permit);
+                return;
+            }
+            let mut timed = TimeoutStream::new(stream);
+            timed.set_read_timeout(Some(shared.limits.idle_timeout));
+            timed.set_write_timeout(Some(shared.limits.write_timeout));
+            let io = TokioIo::new(Box::pin(timed));
+            let limits = shared.limits.clone();
+            let service = hyper::service::service_fn(move |req| respond(req, peer, shared.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEAD)
+                .max_headers(MAX_HEADERS)
+                .serve_connection(io, service);
+            // A client that goes away, times out or sends garbage ends its
+            // own connection; nothing to report.
+            let _ = graceful_watch.watch(conn).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.shutdown_grace) => {
+            eprintln!(
+                "starpunk: shutdown grace of {:.1} s over; closing the connections left",
+                limits.shutdown_grace.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Past the connection cap: a 503 if the socket takes it at once, then close.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+}
+
+/// A plain-text response that closes the connection (the request was not
+/// read to its end, or should not be retried on this connection).
+fn closing(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Reads the whole body (bounded in size and time), then runs the handler
+/// on the blocking pool.
+async fn respond(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Ok(closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large (1 MiB at most)\n",
+        ));
+    }
+    let read = tokio::time::timeout(
+        shared.limits.body_timeout,
+        Limited::new(body, MAX_BODY as usize).collect(),
+    )
+    .await;
+    let body = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(closing(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large (1 MiB at most)\n",
+            ));
+        }
+        Ok(Err(_)) => return Ok(closing(StatusCode::BAD_REQUEST, "Bad request body\n")),
+        Err(_) => {
+            return Ok(closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time\n",
+            ))
+        }
+    };
+    let method = parts.method.as_str().to_string();
+    let url = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let headers: Vec<(String, String)> = parts
+        .headers
         .iter()
-        .map(|h| {
+        .map(|(k, v)| {
             (
-                h.field.as_str().as_str().to_string(),
-                h.value.as_str().to_string(),
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
         .collect();
-    let remote = request
-        .remote_addr()
-        .copied()
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body);
-    let response = if read.is_err() {
-        rouille::Response::text("Bad request body\n").with_status_code(400)
-    } else if body.len() as u64 > MAX_BODY {
-        rouille::Response::text("Request body too large (1 MiB at most)\n").with_status_code(413)
-    } else {
-        let req = rouille::Request::fake_http_from(remote, method, url, headers, body);
-        // The app's wrapper already records a panic as a 500; this keeps the
-        // worker alive whatever happens.
-        catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
+    let handler = shared.handler.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let req = rouille::Request::fake_http_from(peer, method, url, headers, body.to_vec());
+        // The app's wrapper already records a panic as a 500; this keeps
+        // the pool's thread alive whatever happens.
+        let response = catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
             rouille::Response::text("Internal server error\n").with_status_code(500)
-        })
+        });
+        // Materialised here, written by the I/O side: a client that does
+        // not read holds no handler thread.
+        let (mut reader, size) = response.data.into_reader_and_size();
+        let mut bytes = Vec::with_capacity(size.unwrap_or(0));
+        let complete = reader.read_to_end(&mut bytes).is_ok();
+        (response.status_code, response.headers, bytes, complete)
+    })
+    .await;
+    let Ok((status, headers, bytes, complete)) = ran else {
+        return Ok(closing(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error\n",
+        ));
     };
-    respond(request, response);
-}
-
-fn respond(request: tiny_http::Request, response: rouille::Response) {
-    let headers: Vec<tiny_http::Header> = response
-        .headers
-        .iter()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("Content-Length"))
-        .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
-        .collect();
-    let (reader, size) = response.data.into_reader_and_size();
-    let out = tiny_http::Response::new(
-        tiny_http::StatusCode(response.status_code),
-        headers,
-        reader,
-        size,
-        None,
-    );
-    // A client that went away is not an error worth reporting.
-    let _ = request.respond(out);
+    if !complete {
+        return Ok(closing(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error\n",
+        ));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("Content-Length")
+            || name.eq_ignore_ascii_case("Transfer-Encoding")
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    if status == 503 && !response.headers().contains_key(RETRY_AFTER) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
 }

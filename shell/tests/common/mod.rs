@@ -51,6 +51,7 @@ pub fn config(tag: &str, perf: PerfConfig) -> Config {
         micropub_token: Some(TOKEN.into()),
         metrics_token: Some(METRICS_TOKEN.into()),
         perf,
+        http: Default::default(),
     }
 }
 
@@ -263,4 +264,59 @@ pub fn skip_or_fail<T>(why: &str) -> Option<T> {
     }
     eprintln!("SKIPPED: {why}");
     None
+}
+
+// Raw-socket clients for the attacks (tests/hostile.rs, tests/crowd.rs).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+pub fn start_limited(tag: &str, f: impl FnOnce(&mut starpunk::config::HttpLimits)) -> Blog {
+    start_with(tag, monitoring(), |app| f(&mut app.config.http))
+}
+
+pub fn addr(blog: &Blog) -> SocketAddr {
+    blog.base.trim_start_matches("http://").parse().unwrap()
+}
+
+pub fn connect(blog: &Blog) -> TcpStream {
+    let s = TcpStream::connect(addr(blog)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// What the server did with a connection: everything it sent until it
+/// closed (or the 10 s read timeout), and whether it closed.
+pub fn drain(mut s: TcpStream) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+pub fn status_of(response: &str) -> Option<u16> {
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+/// `GET /health` on a fresh connection: status and how long it took.
+pub fn health(blog: &Blog) -> (u16, Duration) {
+    let t = Instant::now();
+    let mut s = connect(blog);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (text, _) = drain(s);
+    (status_of(&text).unwrap_or(0), t.elapsed())
+}
+
+pub fn rss_mib() -> f64 {
+    starpunk::monitoring::memory::read().rss_bytes as f64 / (1024.0 * 1024.0)
 }

@@ -1,0 +1,99 @@
+//! 200 slow bodies, 200 clients that never read, 2,000 idle connections,
+//! all at once against one server: a fresh client's `GET /health` still
+//! answers within 100 ms and the process stays under 64 MiB. Alone in its
+//! test binary, so the RSS it reads is this test's own.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// A client that never reads: a 4 KiB receive window, so the server's
+/// writes to it stall after a response or two.
+fn never_reading(blog: &Blog) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr(blog).into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut pipelined = Vec::new();
+    for _ in 0..20 {
+        pipelined.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let _ = s.write_all(&pipelined);
+    s
+}
+
+#[test]
+fn a_crowd_of_slow_stuck_and_idle_connections_leaves_health_fast_and_memory_flat() {
+    let blog = start_limited("crowd", |l| {
+        l.body_timeout = Duration::from_secs(120);
+        l.write_timeout = Duration::from_secs(120);
+        l.idle_timeout = Duration::from_secs(120);
+        l.header_timeout = Duration::from_secs(120);
+    });
+    for i in 0..20 {
+        blog.micropub_form(&format!("crowd note {i} {}", "words ".repeat(500)));
+    }
+    let before = rss_mib();
+    let alone: Vec<Duration> = (0..5).map(|_| health(&blog).1).collect();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = connect(&blog);
+        s.write_all(b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nslow")
+            .unwrap();
+        held.push(s);
+    }
+    for _ in 0..200 {
+        held.push(never_reading(&blog));
+    }
+    for _ in 0..2_000 {
+        held.push(connect(&blog));
+    }
+    // The stuck clients' first pages are rendered (CPU work the attack
+    // buys), then their writes stall and they only hold connections.
+    let start = std::time::Instant::now();
+    let mut fast_in_a_row = 0;
+    while fast_in_a_row < 3 {
+        if health(&blog).1 < Duration::from_millis(100) {
+            fast_in_a_row += 1;
+        } else {
+            fast_in_a_row = 0;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/health never got fast again with the crowd connected"
+        );
+    }
+    let quiet_after = start.elapsed();
+    let times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let (code, took) = health(&blog);
+            assert_eq!(code, 200);
+            took
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    let median = sorted[2];
+    let rss = rss_mib();
+    eprintln!(
+        "/health alone {alone:?}; with a crowd of 2,400 connections: quiet after {quiet_after:?}, \
+         /health {times:?}; RSS {before:.1} -> {rss:.1} MiB"
+    );
+    assert!(median < Duration::from_millis(100), "/health: {times:?}");
+    assert!(
+        rss < 64.0,
+        "RSS {rss:.1} MiB with 2,400 hostile connections"
+    );
+    drop(held);
+}

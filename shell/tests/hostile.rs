@@ -1,0 +1,202 @@
+//! Hostile clients against the real server: slow heads and bodies, clients
+//! that never read, idle crowds, oversized and malformed requests, more
+//! connections than allowed, descriptor exhaustion, SIGTERM mid-request.
+//! Each attack once took the tiny_http front down (issue 9).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_slow_head_is_cut_at_the_header_timeout() {
+    let blog = start_limited("slow-head", |l| l.header_timeout = Duration::from_secs(1));
+    let mut s = connect(&blog);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let t = Instant::now();
+    let (_, closed) = drain(s);
+    assert!(closed, "the connection stayed open");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn slow_bodies_hold_no_handler_and_get_408() {
+    let blog = start_limited("slow-body", |l| {
+        l.body_timeout = Duration::from_secs(2);
+        l.workers = 2;
+    });
+    // Four times the handler threads, each promising 2,000 bytes and
+    // sending 10.
+    let slow: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&blog);
+            s.write_all(
+                b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n0123456789",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, took) = health(&blog);
+    assert_eq!(code, 200);
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
+    for s in slow {
+        let (text, closed) = drain(s);
+        assert_eq!(status_of(&text), Some(408), "{text}");
+        assert!(closed);
+    }
+}
+
+#[test]
+fn an_oversized_head_gets_431_and_its_memory_is_not_kept() {
+    let blog = start("big-head");
+    let mut s = connect(&blog);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let (text, _) = drain(s);
+    assert_eq!(status_of(&text), Some(431), "{text}");
+
+    // Eight clients streaming 8 MiB header lines: cut at 16 KiB each.
+    let before = rss_mib();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let mut s = connect(&blog);
+                let _ = s.write_all(b"GET / HTTP/1.1\r\nX-Flood: ");
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..128 {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                drain(s);
+            });
+        }
+    });
+    let (code, _) = health(&blog);
+    assert_eq!(code, 200);
+    let grown = rss_mib() - before;
+    assert!(grown < 16.0, "RSS grew {grown:.1} MiB after header floods");
+}
+
+#[test]
+fn clients_that_never_read_hold_no_handler() {
+    let blog = start_limited("no-read", |l| {
+        l.workers = 2;
+        l.write_timeout = Duration::from_secs(2);
+    });
+    for i in 0..20 {
+        blog.micropub_form(&format!(
+            "a note to make the home page longer {i} {}",
+            "text ".repeat(200)
+        ));
+    }
+    // Eight clients pipeline 200 requests for the home page each and never
+    // read a byte of the answers.
+    let mut request = Vec::new();
+    for _ in 0..200 {
+        request.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let stuck: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&blog);
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(&request);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = health(&blog);
+    assert_eq!(code, 200);
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
+    // The write timeout closes them (the kernel buffers fill first).
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, _) = health(&blog);
+    assert_eq!(code, 200);
+    drop(stuck);
+}
+
+#[test]
+fn past_the_connection_cap_new_clients_get_503_and_the_server_recovers() {
+    let blog = start_limited("cap", |l| l.max_connections = 10);
+    let held: Vec<TcpStream> = (0..10).map(|_| connect(&blog)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = connect(&blog);
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (text, closed) = drain(s);
+    assert!(closed);
+    assert_eq!(status_of(&text), Some(503), "{text}");
+    assert!(text.contains("Retry-After"), "{text}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(health(&blog).0, 200);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    let blog = start_limited("idle", |l| l.idle_timeout = Duration::from_secs(1));
+    let mut s = connect(&blog);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    let (_, closed) = drain(s);
+    assert!(closed, "the idle connection stayed open");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn malformed_requests_get_a_4xx_or_a_close_never_a_hang() {
+    let blog = start("malformed");
+    let cases: [(&str, &[u8]); 7] = [
+        ("bad request line", b"GARBAGE\r\n\r\n"),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("HTTP/2.0 request line", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n"),
+        (
+            "unsupported Transfer-Encoding",
+            b"POST /micropub HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
+        ),
+        (
+            "conflicting Content-Length",
+            b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        ("control character in the path", b"GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n"),
+    ];
+    for (what, bytes) in cases {
+        let mut s = connect(&blog);
+        let t = Instant::now();
+        let _ = s.write_all(bytes);
+        let (text, closed) = drain(s);
+        let status = status_of(&text);
+        assert!(
+            closed && status.is_none_or(|c| (400..500).contains(&c) || c == 505),
+            "{what}: status {status:?}, closed {closed}: {text}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+    }
+    // Bare LF line ends: RFC 9112 (2.2) lets a server accept them, and
+    // hyper does; what matters is an answer, not a hang.
+    let mut s = connect(&blog);
+    s.write_all(b"GET /health HTTP/1.1\nHost: t\nConnection: close\n\n")
+        .unwrap();
+    let (text, closed) = drain(s);
+    assert!(closed && status_of(&text).is_some(), "bare LF: {text}");
+    assert_eq!(health(&blog).0, 200);
+}

@@ -1,0 +1,146 @@
+//! The `starpunk` binary as an operator runs it: SIGTERM with a request in
+//! flight, and a descriptor limit too small for its clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, PASSWORD, TOKEN};
+
+struct Proc {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary, through `sh -c "<prefix> exec ..."` so a test can set
+/// limits first; waits until `/health` answers.
+fn spawn(tag: &str, shell_prefix: &str) -> Proc {
+    let port = free_port();
+    let dir = temp_dir(tag);
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{shell_prefix} exec \"$0\""))
+        .arg(env!("CARGO_BIN_EXE_starpunk"))
+        .env("STARPUNK_BIND", format!("127.0.0.1:{port}"))
+        .env("STARPUNK_SITE_URL", format!("http://127.0.0.1:{port}"))
+        .env("STARPUNK_DATA_DIR", &dir)
+        .env("STARPUNK_ADMIN_PASSWORD", PASSWORD)
+        .env("STARPUNK_MICROPUB_TOKEN", TOKEN)
+        .env("STARPUNK_SHUTDOWN_GRACE", "5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Proc { child, port, dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(p.port, "/health").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// One request on a fresh connection: status and body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn terminate(p: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let mut p = spawn("sigterm", "");
+    let port = p.port;
+    let in_flight = std::thread::spawn(move || get(port, "/__test/sleep/1500"));
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    terminate(&p);
+    // New connections are refused once the listener is closed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let (status, body) = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request got no answer");
+    assert_eq!((status, body.as_str()), (200, "slept 1500 ms\n"));
+    let exit = p.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let mut out = String::new();
+    p.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("starpunk: stopped"), "{out}");
+}
+
+#[test]
+fn out_of_descriptors_the_server_logs_retries_and_recovers() {
+    // 64 descriptors in all: the database and the runtime take a few
+    // dozen, so 100 clients exhaust the rest.
+    let mut p = spawn("nofile", "ulimit -n 64 &&");
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", p.port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    // Recovers by itself once descriptors free up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(p.port, "/health").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "the server did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&p);
+    assert!(p.child.wait().unwrap().success());
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("accept failed"),
+        "no accept error logged: {err}"
+    );
+}
