@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The HTTP front's limits: `STARPUNK_HTTP_*` and `STARPUNK_SHUTDOWN_GRACE`
-/// (documented in docs/OPERATING.md).
+/// The HTTP front's settings: `STARPUNK_HTTP_*`, `STARPUNK_SHUTDOWN_GRACE`
+/// and `STARPUNK_ACCESS_LOG` (documented in docs/OPERATING.md).
 #[derive(Clone, Debug, PartialEq)]
-pub struct HttpLimits {
+pub struct HttpSettings {
     /// `STARPUNK_HTTP_HEADER_TIMEOUT`: the request line and headers must
     /// arrive within this, from the first byte or from the moment a
     /// keep-alive connection went idle.
@@ -31,9 +31,11 @@ pub struct HttpLimits {
     /// `STARPUNK_SHUTDOWN_GRACE`: on SIGTERM or SIGINT, in-flight requests
     /// get this long to finish.
     pub shutdown_grace: Duration,
+    /// `STARPUNK_ACCESS_LOG`: one line per request on stdout.
+    pub access_log: bool,
 }
 
-impl Default for HttpLimits {
+impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             header_timeout: Duration::from_secs(10),
@@ -43,6 +45,7 @@ impl Default for HttpLimits {
             max_connections: 4_096,
             workers: 8,
             shutdown_grace: Duration::from_secs(10),
+            access_log: true,
         }
     }
 }
@@ -100,7 +103,7 @@ pub struct Config {
     /// The `STARPUNK_PERF_*` values.
     pub perf: PerfConfig,
     /// The HTTP front's limits and timeouts.
-    pub http: HttpLimits,
+    pub http: HttpSettings,
 }
 
 // Secrets never reach logs, not even through `{:?}`.
@@ -132,7 +135,7 @@ impl Default for Config {
             micropub_token: None,
             metrics_token: None,
             perf: PerfConfig::default(),
-            http: HttpLimits::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -405,6 +408,14 @@ const SETTINGS: &[Setting] = &[
             c.http.shutdown_grace = seconds(v, 0.0..=3600.0, "a number of seconds from 0 to 3600")?;
             Ok(())
         },
+    },
+    Setting {
+        env: "STARPUNK_ACCESS_LOG",
+        flag: "--access-log",
+        help: "one line per request on stdout (no query strings) [true]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.http.access_log, v),
     },
     Setting {
         env: "STARPUNK_HTTP_HEADER_TIMEOUT",

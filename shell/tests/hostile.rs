@@ -200,3 +200,39 @@ fn malformed_requests_get_a_4xx_or_a_close_never_a_hang() {
     assert!(closed && status_of(&text).is_some(), "bare LF: {text}");
     assert_eq!(health(&blog).0, 200);
 }
+
+#[test]
+fn every_response_forbids_framing_and_sniffing_and_admin_pages_carry_a_csp() {
+    let blog = start("headers");
+    for path in ["/", "/health", "/no/such/page", "/admin/login"] {
+        let r = match blog.agent().get(&blog.url(path)).call() {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        assert_eq!(r.header("X-Frame-Options"), Some("DENY"), "{path}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(r.header("Referrer-Policy").is_some(), "{path}");
+        let csp = r.header("Content-Security-Policy");
+        if path.starts_with("/admin") {
+            let csp = csp.unwrap_or_default();
+            assert!(
+                csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+                "{csp}"
+            );
+        }
+    }
+}
+
+#[test]
+fn control_characters_in_search_are_a_400() {
+    let blog = start("search-nul");
+    for q in ["%00", "a%01b", "%0Aline"] {
+        let (code, _) = blog.get(&format!("/search?q={q}"));
+        assert_eq!(code, 400, "q={q}");
+    }
+    assert_eq!(blog.get("/search?q=fine").0, 200);
+}

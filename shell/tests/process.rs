@@ -144,3 +144,31 @@ fn out_of_descriptors_the_server_logs_retries_and_recovers() {
         "no accept error logged: {err}"
     );
 }
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_no_query_strings() {
+    let mut p = spawn("access-log", "");
+    assert_eq!(
+        get(p.port, "/search?q=secret-words").map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        get(p.port, "/no/such/page?token=abc").map(|r| r.0),
+        Some(404)
+    );
+    terminate(&p);
+    assert!(p.child.wait().unwrap().success());
+    let mut out = String::new();
+    p.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("\"GET /search\" 200 "), "{out}");
+    assert!(out.contains("\"GET /no/such/page\" 404 "), "{out}");
+    assert!(
+        !out.contains("secret-words") && !out.contains("abc"),
+        "{out}"
+    );
+}

@@ -87,6 +87,11 @@ pub fn search(app: &App, req: &Request) -> WebResult {
             "search terms are limited to 500 characters".into(),
         ));
     }
+    if q.chars().any(char::is_control) {
+        return Err(WebError::BadRequest(
+            "search terms must not contain control characters".into(),
+        ));
+    }
     let results = if q.trim().is_empty() {
         Vec::new()
     } else {

@@ -42,7 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
-use crate::config::HttpLimits;
+use crate::config::HttpSettings;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: u64 = 1 << 20;
@@ -83,7 +83,7 @@ pub fn raise_descriptor_limit() -> u64 {
 /// What every connection task shares.
 struct Shared {
     handler: Handler,
-    limits: HttpLimits,
+    limits: HttpSettings,
 }
 
 impl Server {
@@ -91,7 +91,7 @@ impl Server {
     /// before this returns, so its error (naming the address) comes here.
     pub fn start(
         addr: SocketAddr,
-        limits: HttpLimits,
+        limits: HttpSettings,
         handler: Handler,
     ) -> std::io::Result<Server> {
         raise_descriptor_limit();
@@ -259,6 +259,47 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
     }
 }
 
+/// One access log line on stdout: time, client, method, path (never the
+/// query string: it may carry search terms or tokens), status, bytes and
+/// the handler's time. A closed stdout is not an error worth a panic.
+fn log_access(
+    peer: SocketAddr,
+    method: &str,
+    path: &str,
+    status: u16,
+    bytes: usize,
+    took: Duration,
+) {
+    use std::io::Write;
+    let at = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    // Printable ASCII only, at most 200 characters: a path cannot forge a
+    // log line.
+    let path: String = path
+        .chars()
+        .take(200)
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{at} {} \"{method} {path}\" {status} {bytes} {:.3}ms",
+        peer.ip(),
+        took.as_secs_f64() * 1e3
+    );
+}
+
 /// Past the connection cap: a 503 if the socket takes it at once, then close.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(
@@ -337,8 +378,12 @@ async fn respond(
         })
         .collect();
     let handler = shared.handler.clone();
+    let access_log = shared.limits.access_log;
     let ran = tokio::task::spawn_blocking(move || {
-        let req = rouille::Request::fake_http_from(peer, method, url, headers, body.to_vec());
+        let started = std::time::Instant::now();
+        let path = url.split('?').next().unwrap_or("").to_string();
+        let req =
+            rouille::Request::fake_http_from(peer, method.clone(), url, headers, body.to_vec());
         // The app's wrapper already records a panic as a 500; this keeps
         // the pool's thread alive whatever happens.
         let response = catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
@@ -349,6 +394,16 @@ async fn respond(
         let (mut reader, size) = response.data.into_reader_and_size();
         let mut bytes = Vec::with_capacity(size.unwrap_or(0));
         let complete = reader.read_to_end(&mut bytes).is_ok();
+        if access_log {
+            log_access(
+                peer,
+                &method,
+                &path,
+                response.status_code,
+                bytes.len(),
+                started.elapsed(),
+            );
+        }
         (response.status_code, response.headers, bytes, complete)
     })
     .await;

@@ -51,7 +51,12 @@ pub fn config(tag: &str, perf: PerfConfig) -> Config {
         micropub_token: Some(TOKEN.into()),
         metrics_token: Some(METRICS_TOKEN.into()),
         perf,
-        http: Default::default(),
+        // The access log is tested on the binary (tests/process.rs); here
+        // it would print a line per request into the test output.
+        http: starpunk::config::HttpSettings {
+            access_log: false,
+            ..Default::default()
+        },
     }
 }
 
@@ -272,7 +277,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-pub fn start_limited(tag: &str, f: impl FnOnce(&mut starpunk::config::HttpLimits)) -> Blog {
+pub fn start_limited(tag: &str, f: impl FnOnce(&mut starpunk::config::HttpSettings)) -> Blog {
     start_with(tag, monitoring(), |app| f(&mut app.config.http))
 }
 
