@@ -11,9 +11,16 @@ use crate::web::ratelimit::RateLimiter;
 use crate::web::server::Server;
 use crate::web::App;
 
+/// Settings key: set once the generated credentials were printed.
+pub const ANNOUNCED_KEY: &str = "credentials_announced";
+
 /// Credentials generated on this start, to print once.
 #[derive(Debug, Default)]
 pub struct Generated {
+    /// Credentials were generated on an earlier start that stopped before
+    /// printing them: the owner must set them (they cannot be shown: only
+    /// hashes are stored).
+    pub never_shown: bool,
     /// The new admin password, if one was generated.
     pub admin_password: Option<String>,
     /// The new Micropub token, if one was generated.
@@ -74,7 +81,22 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
             |secret, stored| stored == sha256_hex(secret),
         )
         .map_err(StartError::Db)?,
+        never_shown: false,
     };
+    let announced = conn
+        .setting(ANNOUNCED_KEY)
+        .map_err(StartError::Db)?
+        .is_some();
+    let mut generated = generated;
+    generated.never_shown = !announced
+        && generated.admin_password.is_none()
+        && generated.micropub_token.is_none()
+        && (config.admin_password.is_none() || config.micropub_token.is_none());
+    if config.admin_password.is_some() && config.micropub_token.is_some() {
+        // Both configured: nothing of ours to announce, now or later.
+        conn.set_setting(ANNOUNCED_KEY, "configured")
+            .map_err(StartError::Db)?;
+    }
     drop(conn);
     let app = App {
         config,
@@ -115,12 +137,22 @@ fn ensure_secret(
     }
 }
 
-/// Serves `app` and starts the monitor's ticker.
+/// Binds `app.config.bind`, serves `app` and starts the monitor's ticker.
 pub fn serve(app: App, generated: Generated) -> Result<Running, StartError> {
+    let listener = crate::web::server::bind(app.config.bind).map_err(StartError::Bind)?;
+    serve_on(listener, app, generated)
+}
+
+/// Serves `app` on a bound listener and starts the monitor's ticker.
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    app: App,
+    generated: Generated,
+) -> Result<Running, StartError> {
     let app = Arc::new(app);
     let handler_app = app.clone();
-    let server = Server::start(
-        app.config.bind,
+    let server = Server::start_on(
+        listener,
         app.config.http.clone(),
         Arc::new(move |req| handler_app.handle(req)),
     )
@@ -133,10 +165,22 @@ pub fn serve(app: App, generated: Generated) -> Result<Running, StartError> {
     })
 }
 
-/// Builds and serves.
-pub fn start(config: Config) -> Result<Running, StartError> {
+/// Binds first (a busy port changes nothing stored), then builds and
+/// serves. Without a configured site URL, the site is the bound address.
+pub fn start(mut config: Config) -> Result<Running, StartError> {
+    let listener = crate::web::server::bind(config.bind).map_err(StartError::Bind)?;
+    if !config.site_url_explicit {
+        let addr = listener.local_addr().map_err(StartError::Bind)?;
+        config.site_url = crate::config::site_url_for(addr);
+    }
     let (app, generated) = build(config)?;
-    serve(app, generated)
+    serve_on(listener, app, generated)
+}
+
+/// Records that the generated credentials were shown (call after printing
+/// them), so a later start does not warn that they never were.
+pub fn mark_announced(app: &App) -> Result<(), DbError> {
+    app.db.conn()?.set_setting(ANNOUNCED_KEY, "printed")
 }
 
 /// Once a second: window checkpoints and memory samples. Ends with the app.

@@ -92,6 +92,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `STARPUNK_SITE_URL`, without a trailing slash.
     pub site_url: String,
+    /// Whether `site_url` was configured; when not, start-up derives it
+    /// from the bound address.
+    pub site_url_explicit: bool,
     /// `STARPUNK_SITE_NAME`.
     pub site_name: String,
     /// `STARPUNK_ADMIN_PASSWORD`.
@@ -114,6 +117,7 @@ impl fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("data_dir", &self.data_dir)
             .field("site_url", &self.site_url)
+            .field("site_url_explicit", &self.site_url_explicit)
             .field("site_name", &self.site_name)
             .field("admin_password", &hidden(&self.admin_password))
             .field("micropub_token", &hidden(&self.micropub_token))
@@ -130,6 +134,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("./data"),
             site_url: "http://127.0.0.1:8000".into(),
+            site_url_explicit: false,
             site_name: "StarPunk".into(),
             admin_password: None,
             micropub_token: None,
@@ -188,6 +193,38 @@ fn set_bool(slot: &mut bool, v: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `address:port`, or `host:port` for a host that resolves (such as
+/// `localhost`; an IPv4 address is preferred).
+fn parse_bind(v: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = v.parse() {
+        return Some(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let (host, port) = v.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    let addrs: Vec<SocketAddr> = v.to_socket_addrs().ok()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+}
+
+/// The site URL for a bound address, when none is configured: loopback
+/// for an unspecified address (0.0.0.0 is no address to link to).
+pub fn site_url_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 /// Seconds, whole or fractional, within `range`.
 fn seconds(
     v: &str,
@@ -230,9 +267,8 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: false,
         apply: |c, v| {
-            c.bind = v
-                .parse()
-                .map_err(|_| "an address:port such as 127.0.0.1:8000")?;
+            c.bind =
+                parse_bind(v).ok_or("an address:port such as 127.0.0.1:8000 or localhost:8000")?;
             Ok(())
         },
     },
@@ -268,6 +304,7 @@ const SETTINGS: &[Setting] = &[
                 return Err(WHAT);
             }
             c.site_url = v.trim_end_matches('/').to_string();
+            c.site_url_explicit = true;
             Ok(())
         },
     },
@@ -566,6 +603,42 @@ impl Config {
             out.push_str(&format!("  {flag:<38} {:<36} {}\n", s.env, s.help));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[test]
+    fn localhost_binds_and_site_urls_follow_the_bound_address() {
+        assert_eq!(
+            parse_bind("localhost:8000"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8000)))
+        );
+        assert_eq!(
+            parse_bind("127.0.0.1:8099"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8099)))
+        );
+        assert_eq!(parse_bind("[::1]:80").map(|a| a.is_ipv6()), Some(true));
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":80",
+            "localhost:99999",
+            "no such host.invalid:80",
+        ] {
+            assert_eq!(parse_bind(bad), None, "{bad}");
+        }
+        assert_eq!(
+            site_url_for("127.0.0.1:8099".parse().unwrap()),
+            "http://127.0.0.1:8099"
+        );
+        assert_eq!(
+            site_url_for("0.0.0.0:80".parse().unwrap()),
+            "http://127.0.0.1:80"
+        );
+        assert_eq!(site_url_for("[::]:80".parse().unwrap()), "http://[::1]:80");
     }
 }
 

@@ -64,7 +64,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let site = config.site_url.clone();
     let monitoring = config.perf.monitoring_enabled;
     let data_dir = config.data_dir.display().to_string();
     let running = match starpunk::app::start(config) {
@@ -74,15 +73,29 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let site = running.app.config.site_url.clone();
     println!(
         "starpunk: serving {site} (listening on {}, data in {data_dir})",
         running.server.addr()
     );
-    if let Some(pw) = &running.generated.admin_password {
+    let generated = &running.generated;
+    if let Some(pw) = &generated.admin_password {
         println!("starpunk: first start: admin password (shown once, stored only as a hash): {pw}");
     }
-    if let Some(t) = &running.generated.micropub_token {
+    if let Some(t) = &generated.micropub_token {
         println!("starpunk: first start: Micropub token (shown once, stored only as a hash): {t}");
+    }
+    if generated.admin_password.is_some() || generated.micropub_token.is_some() {
+        if let Err(e) = starpunk::app::mark_announced(&running.app) {
+            eprintln!("starpunk: could not record that the credentials were shown: {e}");
+        }
+    }
+    if generated.never_shown {
+        println!(
+            "starpunk: credentials were generated on an earlier start that stopped before showing them; \
+             set STARPUNK_ADMIN_PASSWORD (8+ characters) and STARPUNK_MICROPUB_TOKEN (16+ characters) \
+             and restart: they replace the stored hashes"
+        );
     }
     println!("starpunk: log in at {site}/admin/login");
     if monitoring {

@@ -582,3 +582,20 @@ fn oversized_bodies_get_413_and_nothing_is_stored() {
     assert_eq!(blog.app().db.conn().unwrap().count_notes().unwrap(), 0);
     assert_eq!(blog.get("/health").0, 200);
 }
+
+#[test]
+fn credentials_generated_but_never_shown_are_reported_on_the_next_start() {
+    let mut config = common::config("never-shown", monitoring());
+    config.admin_password = None;
+    config.micropub_token = None;
+    let (_, first) = starpunk::app::build(config.clone()).unwrap();
+    assert!(first.admin_password.is_some() && first.micropub_token.is_some());
+    // The process stopped before printing them: the next start says so.
+    let (app, second) = starpunk::app::build(config.clone()).unwrap();
+    assert!(second.admin_password.is_none() && second.never_shown);
+    starpunk::app::mark_announced(&app).unwrap();
+    drop(app);
+    let (_, third) = starpunk::app::build(config.clone()).unwrap();
+    assert!(!third.never_shown);
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+}

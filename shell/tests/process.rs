@@ -172,3 +172,103 @@ fn the_access_log_has_a_line_per_request_and_no_query_strings() {
         "{out}"
     );
 }
+
+/// Runs the binary with only `env` (plus PATH) until it exits or `wait`
+/// passes; returns its exit status (None if still running: then killed),
+/// stdout and stderr.
+fn run_briefly(env: &[(&str, String)], wait: Duration) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_starpunk"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + wait;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, out, err)
+}
+
+#[test]
+fn a_busy_port_changes_nothing_stored_and_the_next_start_shows_the_credentials() {
+    let dir = temp_dir("busy-port");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let env = vec![
+        ("STARPUNK_BIND", format!("127.0.0.1:{port}")),
+        ("STARPUNK_DATA_DIR", dir.display().to_string()),
+    ];
+    let (status, _, err) = run_briefly(&env, Duration::from_secs(20));
+    assert_eq!(status, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "the error names the address: {err}"
+    );
+    assert!(
+        !dir.join("starpunk.db").exists(),
+        "nothing stored when the port is busy"
+    );
+    drop(busy);
+    // Free now: the credentials are generated and shown, and the site URL
+    // is the bound address (no STARPUNK_SITE_URL given).
+    let (status, out, err) = run_briefly(&env, Duration::from_secs(3));
+    assert_eq!(status, None, "{err}");
+    assert!(out.contains("admin password (shown once"), "{out}");
+    assert!(
+        out.contains(&format!("serving http://127.0.0.1:{port} ")),
+        "{out}"
+    );
+    // Shown once: the next start has nothing to show or to warn about.
+    let (_, out, _) = run_briefly(&env, Duration::from_secs(3));
+    assert!(
+        !out.contains("admin password (shown once") && !out.contains("never"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn localhost_binds() {
+    let port = free_port();
+    let dir = temp_dir("localhost");
+    let env = vec![
+        ("STARPUNK_BIND", format!("localhost:{port}")),
+        ("STARPUNK_DATA_DIR", dir.display().to_string()),
+        ("STARPUNK_ADMIN_PASSWORD", PASSWORD.to_string()),
+        ("STARPUNK_MICROPUB_TOKEN", TOKEN.to_string()),
+    ];
+    let (status, out, err) = run_briefly(&env, Duration::from_secs(3));
+    assert_eq!(status, None, "{err}");
+    assert!(
+        out.contains(&format!("listening on 127.0.0.1:{port}")),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

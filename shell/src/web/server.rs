@@ -73,6 +73,12 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
+/// [`listener`], with an error that names the address.
+pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
+    listener(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
 /// Raises the soft limit on open descriptors to the hard limit, so the
 /// connection cap, not the descriptor limit, is what refuses clients.
 /// Returns the soft limit in force.
@@ -94,9 +100,16 @@ impl Server {
         limits: HttpSettings,
         handler: Handler,
     ) -> std::io::Result<Server> {
+        Self::start_on(bind(addr)?, limits, handler)
+    }
+
+    /// Serves `handler` with `limits` on a listener from [`bind`].
+    pub fn start_on(
+        std_listener: StdListener,
+        limits: HttpSettings,
+        handler: Handler,
+    ) -> std::io::Result<Server> {
         raise_descriptor_limit();
-        let std_listener = listener(addr)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -46,6 +46,7 @@ pub fn config(tag: &str, perf: PerfConfig) -> Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         data_dir: temp_dir(tag),
         site_url: "http://127.0.0.1".into(),
+        site_url_explicit: true,
         site_name: "Test Blog".into(),
         admin_password: Some(PASSWORD.into()),
         micropub_token: Some(TOKEN.into()),
