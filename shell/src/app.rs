@@ -104,6 +104,7 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
         monitor,
         login_limit: RateLimiter::new(10, 10),
         dashboard_limit: RateLimiter::new(120, 600),
+        password_checks: RateLimiter::new(20, 60),
     };
     Ok((app, generated))
 }

@@ -37,6 +37,8 @@ pub struct App {
     pub login_limit: RateLimiter,
     /// Dashboard and export requests per client address.
     pub dashboard_limit: RateLimiter,
+    /// Password checks, site-wide (whatever the addresses).
+    pub password_checks: RateLimiter,
 }
 
 /// An error a handler returns; mapped to a status in one place.

@@ -85,6 +85,7 @@ pub fn start_with(
     let (mut app, generated) = app::build(cfg).unwrap();
     app.login_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
     app.dashboard_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
+    app.password_checks = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
     tweak(&mut app);
     let running = app::serve(app, generated).unwrap();
     Blog {
