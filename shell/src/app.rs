@@ -61,7 +61,7 @@ impl std::error::Error for StartError {}
 pub fn build(config: Config) -> Result<(App, Generated), StartError> {
     let monitor = Arc::new(Monitor::new(&config.perf));
     let db = Db::open(&config.data_dir, monitor.clone()).map_err(StartError::Db)?;
-    let conn = db.conn().map_err(StartError::Db)?;
+    let conn = db.writer().map_err(StartError::Db)?;
     let generated = Generated {
         admin_password: ensure_secret(
             &conn,
@@ -181,7 +181,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
 /// Records that the generated credentials were shown (call after printing
 /// them), so a later start does not warn that they never were.
 pub fn mark_announced(app: &App) -> Result<(), DbError> {
-    app.db.conn()?.set_setting(ANNOUNCED_KEY, "printed")
+    app.db.writer()?.set_setting(ANNOUNCED_KEY, "printed")
 }
 
 /// Once a second: window checkpoints and memory samples. Ends with the app.

@@ -564,7 +564,7 @@ fn future_schema(dir: &std::path::Path) {
         ..cfg
     };
     let (app, _) = starpunk::app::build(cfg).unwrap();
-    let conn = app.db.conn().unwrap();
+    let conn = app.db.writer().unwrap();
     conn.execute("PRAGMA user_version = 999", []).unwrap();
 }
 

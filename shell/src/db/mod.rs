@@ -1,5 +1,11 @@
-//! The database layer: a small pool of SQLite connections and the one place
-//! SQL runs, so every statement passes the monitor's hook.
+//! The database layer: SQLite in WAL mode behind two pools, and the one
+//! place SQL runs, so every statement passes the monitor's hook.
+//!
+//! Reads go to a pool of read-only connections; writes queue for the one
+//! writer connection ([`Db::writer`]). In WAL mode readers never wait for
+//! a writer, so a held write lock (a backup, the `sqlite3` shell, a slow
+//! write) stalls only other writes, which answer 503 with `Retry-After`
+//! (see [`DbError::is_busy`]) instead of taking every connection.
 
 pub mod migrations;
 pub mod notes;
@@ -7,7 +13,7 @@ pub mod sessions;
 pub mod settings;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -16,9 +22,12 @@ use rusqlite::{Connection, OpenFlags, Params, Row};
 
 use crate::monitoring::Monitor;
 
-/// Connections in the pool.
+/// Read-only connections in the read pool.
 pub const POOL_SIZE: usize = 4;
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a connection (read) or the writer.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite's own wait for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What can go wrong in the database layer.
 #[derive(Debug)]
@@ -36,19 +45,55 @@ pub enum DbError {
     },
     /// The data directory could not be created.
     Io(std::io::Error),
+    /// The database or its directory cannot be written.
+    ReadOnly(String),
+}
+
+impl DbError {
+    /// A lock held elsewhere, or no connection free in time: try again
+    /// soon (503 with `Retry-After`), not a fault (500).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            DbError::PoolTimeout => true,
+            DbError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+
+    /// The database cannot be written (read-only file or directory, full
+    /// disk): 503, and `/health` says so.
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            DbError::ReadOnly(_) => true,
+            DbError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::Sqlite(e) => write!(f, "database error: {e}"),
-            DbError::PoolTimeout => write!(f, "no database connection free within 10 s"),
+            DbError::PoolTimeout => write!(f, "no database connection free within 5 s"),
             DbError::SchemaTooNew { found, supported } => write!(
                 f,
                 "the database schema is version {found}, newer than this starpunk supports ({supported}); \
                  run a newer starpunk or restore a backup"
             ),
             DbError::Io(e) => write!(f, "cannot create the data directory: {e}"),
+            DbError::ReadOnly(what) => write!(f, "{what}"),
         }
     }
 }
@@ -61,7 +106,7 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
-/// The pool: connections, and how many are lent out.
+/// A pool: connections, and how many are lent out.
 struct Pool {
     idle: Mutex<Vec<Connection>>,
     freed: Condvar,
@@ -69,95 +114,224 @@ struct Pool {
     in_use: AtomicUsize,
 }
 
-/// The database: a pool and the monitor its statements report to.
-#[derive(Clone)]
-pub struct Db {
-    pool: Arc<Pool>,
-    monitor: Arc<Monitor>,
+impl Pool {
+    fn new(conns: Vec<Connection>) -> Pool {
+        Pool {
+            size: conns.len(),
+            idle: Mutex::new(conns),
+            freed: Condvar::new(),
+            in_use: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        let deadline = std::time::Instant::now() + ACQUIRE_TIMEOUT;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(conn) = idle.pop() {
+                self.in_use.fetch_add(1, Ordering::Relaxed);
+                return Ok(conn);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(DbError::PoolTimeout);
+            }
+            idle = self
+                .freed
+                .wait_timeout(idle, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
+    }
 }
 
-/// A connection lent by the pool; every statement goes through its methods.
+/// What the database's state was found to be.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DbHealth {
+    /// A read succeeded just now.
+    pub can_read: bool,
+    /// The last write succeeded (or none failed since start).
+    pub can_write: bool,
+    /// `PRAGMA quick_check` at start: `"ok"`, or what it reported.
+    pub integrity: String,
+}
+
+/// The database: a read pool, the writer, and the monitor its statements
+/// report to.
+#[derive(Clone)]
+pub struct Db {
+    readers: Arc<Pool>,
+    writer: Arc<Pool>,
+    monitor: Arc<Monitor>,
+    /// False once a write failed for lack of write access or space; true
+    /// again after a write succeeds.
+    writable: Arc<std::sync::atomic::AtomicBool>,
+    integrity: Arc<String>,
+}
+
+/// A connection lent by a pool; every statement goes through its methods.
 pub struct Conn<'a> {
     conn: Option<Connection>,
+    pool: &'a Pool,
     db: &'a Db,
 }
 
+/// Creates `path` (empty: SQLite takes it as a new database) readable and
+/// writable by the owner only, so SQLite's `-wal` and `-shm` files, made
+/// with the database's permissions, are private too; tightens an existing
+/// file.
+fn create_private(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    if let Err(e) = opened {
+        return Err(DbError::ReadOnly(format!(
+            "cannot write the database {}: {e}; fix the permissions of the data directory \
+             or set STARPUNK_DATA_DIR",
+            path.display()
+        )));
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(())
+}
+
 impl Db {
-    /// Opens (creating if needed) `dir/starpunk.db`, migrates it, and fills
-    /// the pool.
+    /// Opens (creating if needed) `dir/starpunk.db` with private
+    /// permissions, checks that it can be written and how its integrity
+    /// is, migrates it, and fills the pools.
     pub fn open(dir: &Path, monitor: Arc<Monitor>) -> Result<Db, DbError> {
-        std::fs::create_dir_all(dir).map_err(DbError::Io)?;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(DbError::Io)?;
+        }
         let path = dir.join("starpunk.db");
-        let open = || -> Result<Connection, DbError> {
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        create_private(&path)?;
+        let open = |flags: OpenFlags| -> Result<Connection, DbError> {
+            let conn = Connection::open_with_flags(&path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(conn)
+        };
+        let writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        // A read-write open of a file the process cannot write silently
+        // falls back to read-only: this finds out.
+        let probe = writer
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK")
+            .map_err(DbError::from);
+        if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+            || probe.as_ref().is_err_and(DbError::is_unwritable)
+        {
+            return Err(DbError::ReadOnly(format!(
+                "the database {} is not writable; fix the permissions of the data directory \
+                 or set STARPUNK_DATA_DIR",
+                path.display()
+            )));
+        }
+        probe?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        #[cfg(feature = "test-routes")]
+        test_sleep_function(&writer)?;
+        let integrity: String = writer
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .unwrap_or_else(|e| e.to_string());
+        if integrity != "ok" {
+            eprintln!("starpunk: the database failed its integrity check: {integrity}");
+        }
+        migrations::migrate(&writer, &monitor)?;
+        let mut readers = Vec::with_capacity(POOL_SIZE);
+        for _ in 0..POOL_SIZE {
+            let conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             #[cfg(feature = "test-routes")]
             test_sleep_function(&conn)?;
-            Ok(conn)
-        };
-        let first = open()?;
-        let db = Db {
-            pool: Arc::new(Pool {
-                idle: Mutex::new(Vec::new()),
-                freed: Condvar::new(),
-                size: POOL_SIZE,
-                in_use: AtomicUsize::new(0),
-            }),
+            readers.push(conn);
+        }
+        Ok(Db {
+            readers: Arc::new(Pool::new(readers)),
+            writer: Arc::new(Pool::new(vec![writer])),
             monitor,
-        };
-        migrations::migrate(&first, &db.monitor)?;
-        let mut idle = vec![first];
-        for _ in 1..POOL_SIZE {
-            idle.push(open()?);
-        }
-        *db.pool.idle.lock().unwrap_or_else(|p| p.into_inner()) = idle;
-        Ok(db)
+            writable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            integrity: Arc::new(integrity),
+        })
     }
 
-    /// Borrows a connection, waiting up to 10 s for one.
+    /// Borrows a read-only connection, waiting up to 5 s for one.
     pub fn conn(&self) -> Result<Conn<'_>, DbError> {
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(conn) = idle.pop() {
-                self.pool.in_use.fetch_add(1, Ordering::Relaxed);
-                return Ok(Conn {
-                    conn: Some(conn),
-                    db: self,
-                });
-            }
-            let (guard, timeout) = self
-                .pool
-                .freed
-                .wait_timeout(idle, ACQUIRE_TIMEOUT)
-                .unwrap_or_else(|p| p.into_inner());
-            idle = guard;
-            if timeout.timed_out() && idle.is_empty() {
-                return Err(DbError::PoolTimeout);
-            }
-        }
+        Ok(Conn {
+            conn: Some(self.readers.take()?),
+            pool: &self.readers,
+            db: self,
+        })
     }
 
-    /// Connections in the pool.
+    /// Borrows the writer, waiting up to 5 s for it: the only connection
+    /// that writes (it reads too, for read-then-write steps).
+    pub fn writer(&self) -> Result<Conn<'_>, DbError> {
+        Ok(Conn {
+            conn: Some(self.writer.take()?),
+            pool: &self.writer,
+            db: self,
+        })
+    }
+
+    /// Connections in the pools (readers and the writer).
     pub fn pool_size(&self) -> usize {
-        self.pool.size
+        self.readers.size + self.writer.size
     }
 
     /// Connections lent out now.
     pub fn pool_in_use(&self) -> usize {
-        self.pool.in_use.load(Ordering::Relaxed)
+        self.readers.in_use.load(Ordering::Relaxed) + self.writer.in_use.load(Ordering::Relaxed)
     }
 
     /// The monitor statements report to.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
+    }
+
+    /// Can it read now, could it write last time, and its integrity at start.
+    pub fn health(&self) -> DbHealth {
+        let can_read = self
+            .conn()
+            .and_then(|c| c.query_opt("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .is_ok();
+        DbHealth {
+            can_read,
+            can_write: self.writable.load(Ordering::Relaxed),
+            integrity: self.integrity.to_string(),
+        }
+    }
+
+    /// Notes what a write's outcome says about write access.
+    fn note_write(&self, ok: bool, err: Option<&DbError>) {
+        if ok {
+            self.writable.store(true, Ordering::Relaxed);
+        } else if err.is_some_and(DbError::is_unwritable) {
+            self.writable.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -213,7 +387,7 @@ impl Conn<'_> {
 
     /// Runs a statement; returns the rows it changed.
     pub fn execute(&self, sql: &'static str, params: impl Params) -> Result<usize, DbError> {
-        self.db.monitor.around_query(sql, || {
+        let result = self.db.monitor.around_query(sql, || {
             let result = self
                 .raw()
                 .prepare_cached(sql)
@@ -221,7 +395,9 @@ impl Conn<'_> {
                 .map_err(DbError::from);
             let n = result.as_ref().map_or(0, |n| *n as u64);
             (result, n)
-        })
+        });
+        self.db.note_write(result.is_ok(), result.as_ref().err());
+        result
     }
 
     /// The rowid of the last insert on this connection.
@@ -291,10 +467,7 @@ impl Conn<'_> {
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let mut idle = self.db.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.push(conn);
-            self.db.pool.in_use.fetch_sub(1, Ordering::Relaxed);
-            self.db.pool.freed.notify_one();
+            self.pool.give_back(conn);
         }
     }
 }

@@ -111,7 +111,7 @@ pub fn create(app: &App, req: &Request) -> WebResult {
     };
     let content = content_of(&form)?;
     let note = app.monitor.time(Function::NoteCreate, || {
-        app.db.conn()?.create_note(&content, None)
+        app.db.writer()?.create_note(&content, None)
     })?;
     Ok(Response::redirect_303(format!("/notes/{}", note.slug)))
 }
@@ -150,7 +150,7 @@ pub fn update(app: &App, req: &Request, id: &str) -> WebResult {
     let id = parse_id(id)?;
     let content = content_of(&form)?;
     let found = app.monitor.time(Function::NoteUpdate, || {
-        app.db.conn()?.update_note(id, &content)
+        app.db.writer()?.update_note(id, &content)
     })?;
     if !found {
         return Err(WebError::NotFound);
@@ -166,7 +166,7 @@ pub fn delete(app: &App, req: &Request, id: &str) -> WebResult {
     let id = parse_id(id)?;
     let found = app
         .monitor
-        .time(Function::NoteDelete, || app.db.conn()?.delete_note(id))?;
+        .time(Function::NoteDelete, || app.db.writer()?.delete_note(id))?;
     if !found {
         return Err(WebError::NotFound);
     }

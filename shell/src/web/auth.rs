@@ -306,7 +306,7 @@ pub fn login(app: &App, req: &Request) -> WebResult {
         return Ok(login_form(app, req, Some("Wrong password.")).with_status_code(401));
     }
     let token = random_token(32);
-    let conn = app.db.conn()?;
+    let conn = app.db.writer()?;
     conn.create_session(&sha256_hex(&token), &random_token(16), now() + SESSION_SECS)?;
     Ok(Response::redirect_303("/admin")
         .with_additional_header(
@@ -335,7 +335,7 @@ pub fn logout(app: &App, req: &Request) -> WebResult {
     if !csrf_ok(&session, csrf) {
         return Err(WebError::BadRequest("Missing or wrong CSRF token".into()));
     }
-    app.db.conn()?.delete_session(&session.token_hash)?;
+    app.db.writer()?.delete_session(&session.token_hash)?;
     app.monitor.clear();
     Ok(
         Response::redirect_303("/admin/login").with_additional_header(

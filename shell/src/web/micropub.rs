@@ -162,13 +162,22 @@ pub fn post(app: &App, req: &Request) -> Response {
     }
     let created = app.monitor.time(Function::NoteCreate, || {
         app.db
-            .conn()
+            .writer()
             .and_then(|c| c.create_note(&create.content, create.slug.as_deref()))
     });
     match created {
         Ok(note) => Response::empty_204()
             .with_status_code(201)
             .with_unique_header("Location", app.url(&format!("/notes/{}", note.slug))),
+        Err(e) if e.is_busy() || e.is_unwritable() => {
+            // Micropub clients retry a 503 that says when.
+            error(
+                503,
+                "temporarily_unavailable",
+                "The database is busy; try again shortly",
+            )
+            .with_unique_header("Retry-After", "2")
+        }
         Err(e) => {
             eprintln!("starpunk: micropub create failed: {e}");
             error(500, "server_error", "The note could not be stored")

@@ -63,14 +63,23 @@ impl WebError {
         let (status, message) = match &self {
             WebError::BadRequest(m) => (400, m.clone()),
             WebError::NotFound => (404, "Not found".to_string()),
-            WebError::Db(DbError::PoolTimeout) => (503, "Busy, try again".to_string()),
+            WebError::Db(e) if e.is_busy() => (503, "Busy, try again in a moment".to_string()),
+            WebError::Db(e) if e.is_unwritable() => {
+                eprintln!("starpunk: {e}");
+                (503, "The database cannot be written right now".to_string())
+            }
             WebError::Db(e) => {
                 eprintln!("starpunk: {e}");
                 (500, "Internal server error".to_string())
             }
         };
         let body = views::page(site_name, &message, None, maud::html! { h2 { (message) } });
-        Response::html(body.into_string()).with_status_code(status)
+        let response = Response::html(body.into_string()).with_status_code(status);
+        if status == 503 {
+            response.with_unique_header("Retry-After", "2")
+        } else {
+            response
+        }
     }
 }
 

@@ -115,17 +115,26 @@ pub fn search(app: &App, req: &Request) -> WebResult {
 
 /// `GET /health`.
 pub fn health(app: &App) -> Response {
-    let db_ok = app
-        .db
-        .conn()
-        .and_then(|c| c.query_opt("SELECT 1", [], |r| r.get::<_, i64>(0)))
-        .is_ok();
+    let db = app.db.health();
+    let database = match (db.can_read, db.can_write, db.integrity == "ok") {
+        (true, true, true) => "ok",
+        (false, _, _) => "unreadable",
+        (true, false, _) => "read-only",
+        (true, true, false) => "corrupt",
+    };
+    let ok = database == "ok";
     let body = serde_json::json!({
-        "status": if db_ok { "ok" } else { "error" },
+        "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
-        "database": if db_ok { "ok" } else { "error" },
+        "database": database,
+        "checks": db,
     });
-    Response::json(&body)
-        .with_status_code(if db_ok { 200 } else { 503 })
-        .with_no_cache()
+    let response = Response::json(&body)
+        .with_status_code(if ok { 200 } else { 503 })
+        .with_no_cache();
+    if ok {
+        response
+    } else {
+        response.with_unique_header("Retry-After", "10")
+    }
 }

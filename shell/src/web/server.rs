@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
@@ -46,6 +46,9 @@ use crate::config::HttpSettings;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: u64 = 1 << 20;
+/// An oversized body up to this size is read and dropped before the 413,
+/// so the client, still sending, reads the answer instead of a reset.
+const DRAIN_CAP: u64 = 8 << 20;
 /// Largest request line plus headers; larger ones get 431.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header fields in one request.
@@ -334,6 +337,28 @@ fn closing(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+/// The whole body if it is at most [`MAX_BODY`]; `None` if it is larger
+/// (read and dropped up to [`DRAIN_CAP`], so the client can read the 413).
+async fn read_body(mut body: Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    let mut kept = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else {
+            kept = Vec::new();
+            if seen > DRAIN_CAP {
+                return Ok(None);
+            }
+        }
+    }
+    Ok((seen <= MAX_BODY).then(|| Bytes::from(kept)))
+}
+
 /// Reads the whole body (bounded in size and time), then runs the handler
 /// on the blocking pool.
 async fn respond(
@@ -347,25 +372,14 @@ async fn respond(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Ok(closing(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large (1 MiB at most)\n",
-        ));
+    const TOO_LARGE: &str = "Request body too large (1 MiB at most)\n";
+    if declared.is_some_and(|n| n > DRAIN_CAP) {
+        return Ok(closing(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE));
     }
-    let read = tokio::time::timeout(
-        shared.limits.body_timeout,
-        Limited::new(body, MAX_BODY as usize).collect(),
-    )
-    .await;
+    let read = tokio::time::timeout(shared.limits.body_timeout, read_body(body)).await;
     let body = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(closing(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large (1 MiB at most)\n",
-            ));
-        }
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => return Ok(closing(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)),
         Ok(Err(_)) => return Ok(closing(StatusCode::BAD_REQUEST, "Bad request body\n")),
         Err(_) => {
             return Ok(closing(
