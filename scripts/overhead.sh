@@ -4,6 +4,9 @@
 #   scripts/overhead.sh            wrk A/B/C interleaved + callgrind instructions
 #   scripts/overhead.sh soak [S]   RSS across an S-second wrk run (default 300)
 #                                  with the dashboard polled every 5 s
+#   scripts/overhead.sh front OLD  throughput of another starpunk binary (OLD,
+#                                  say a build of an earlier commit) against
+#                                  this one, interleaved, monitoring on
 #
 # A = monitoring off, B = on at sample rate 1.0 (memory tracking off),
 # C = on at 1.0 with memory tracking. Pages: /, a note, /feed.xml, a search.
@@ -38,7 +41,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 start() { # $1 = name, rest = env assignments; prints the pid
   env STARPUNK_DATA_DIR="$WORK/data" STARPUNK_BIND="127.0.0.1:$PORT" \
       STARPUNK_SITE_URL="http://127.0.0.1:$PORT" STARPUNK_ADMIN_PASSWORD="$PASSWORD" \
-      STARPUNK_MICROPUB_TOKEN="$TOKEN" "${@:2}" "$BIN" >"$WORK/$1.log" 2>&1 &
+      STARPUNK_MICROPUB_TOKEN="$TOKEN" "${@:2}" "${SERVER_BIN:-$BIN}" >"$WORK/$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && { echo "$pid"; return; }
@@ -99,6 +102,31 @@ run_wrk() { # $1 = label
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   echo "$1 $rps $p99"
 }
+
+if [ "${1:-}" = "front" ]; then
+  OTHER=${2:?usage: scripts/overhead.sh front OTHER_BINARY}
+  echo "# wrk: ${ROUNDS} rounds of old, new, new+log; ${DURATION}s each, ${CONNECTIONS} connections, 2 threads"
+  echo "# old = $OTHER, new = $BIN (access log off), new+log = the same with STARPUNK_ACCESS_LOG=true"
+  echo "# binary requests_per_sec p99"
+  for r in $(seq 1 "$ROUNDS"); do
+    for which in old new new+log; do
+      case $which in
+        old) export SERVER_BIN=$OTHER; extra=();;
+        new) export SERVER_BIN=$BIN; extra=(STARPUNK_ACCESS_LOG=false);;
+        new+log) export SERVER_BIN=$BIN; extra=(STARPUNK_ACCESS_LOG=true);;
+      esac
+      pid=$(start "front-$which" "${ON[@]}" "${extra[@]}")
+      wrk -t2 -c"$CONNECTIONS" -d2s -s "$WORK/paths.lua" "http://127.0.0.1:$PORT" >/dev/null
+      run_wrk "$which" | tee -a "$WORK/front.txt"
+      stop "$pid"
+    done
+  done
+  awk '{ s[$1] += $2; n[$1]++ }
+       END { o = s["old"]/n["old"]; w = s["new"]/n["new"]; l = s["new+log"]/n["new+log"];
+             printf "# mean req/s: old %.0f  new %.0f  new+log %.0f\n", o, w, l;
+             printf "# ratio new/old %.4f  new+log/old %.4f\n", w/o, l/o }' "$WORK/front.txt"
+  exit 0
+fi
 
 echo "# wrk: ${ROUNDS} rounds of A B C, ${DURATION}s each, ${CONNECTIONS} connections, 2 threads"
 echo "# config requests_per_sec p99"
