@@ -272,3 +272,40 @@ fn localhost_binds() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_unwritable_database_stops_start_up_with_one_clear_line() {
+    let dir = temp_dir("read-only");
+    let env = vec![
+        ("STARPUNK_BIND", format!("127.0.0.1:{}", free_port())),
+        ("STARPUNK_DATA_DIR", dir.display().to_string()),
+        ("STARPUNK_ADMIN_PASSWORD", PASSWORD.to_string()),
+        ("STARPUNK_MICROPUB_TOKEN", TOKEN.to_string()),
+    ];
+    // A first start creates the database.
+    let (status, _, err) = run_briefly(&env, Duration::from_secs(3));
+    assert_eq!(status, None, "{err}");
+    // Tests run as root, which file modes do not stop: the immutable
+    // attribute does.
+    let db = dir.join("starpunk.db");
+    let immutable = Command::new("chattr")
+        .arg("+i")
+        .arg(&db)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !immutable {
+        eprintln!("SKIPPED: chattr +i is not available on this filesystem");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let (status, _, err) = run_briefly(&env, Duration::from_secs(10));
+    let _ = Command::new("chattr").arg("-i").arg(&db).status();
+    assert_eq!(status, Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("starpunk.db") && lines[0].contains("STARPUNK_DATA_DIR"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
