@@ -11,15 +11,13 @@ use std::time::Duration;
 /// and `STARPUNK_ACCESS_LOG` (documented in docs/OPERATING.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSettings {
-    /// `STARPUNK_HTTP_HEADER_TIMEOUT`: the request line and headers must
-    /// arrive within this, from the first byte or from the moment a
-    /// keep-alive connection went idle.
+    /// `STARPUNK_HTTP_HEADER_TIMEOUT`: a connection ready for a request
+    /// (new, or keep-alive after a response) must start one within this,
+    /// and its line and headers must then be complete within this again;
+    /// otherwise it is closed. This is also the keep-alive idle timeout.
     pub header_timeout: Duration,
     /// `STARPUNK_HTTP_BODY_TIMEOUT`: the whole request body within this.
     pub body_timeout: Duration,
-    /// `STARPUNK_HTTP_IDLE_TIMEOUT`: a connection that sends nothing for
-    /// this long is closed.
-    pub idle_timeout: Duration,
     /// `STARPUNK_HTTP_WRITE_TIMEOUT`: a response write that makes no
     /// progress for this long closes the connection.
     pub write_timeout: Duration,
@@ -40,7 +38,6 @@ impl Default for HttpSettings {
         Self {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 4_096,
             workers: 8,
@@ -457,7 +454,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         env: "STARPUNK_HTTP_HEADER_TIMEOUT",
         flag: "--http-header-timeout",
-        help: "seconds to receive a request's headers [10]",
+        help: "seconds to start and to finish a request's head; keep-alive idle time [10]",
         secret: false,
         boolean: false,
         apply: |c, v| {
@@ -474,17 +471,6 @@ const SETTINGS: &[Setting] = &[
         boolean: false,
         apply: |c, v| {
             c.http.body_timeout = seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
-            Ok(())
-        },
-    },
-    Setting {
-        env: "STARPUNK_HTTP_IDLE_TIMEOUT",
-        flag: "--http-idle-timeout",
-        help: "seconds a silent connection stays open [60]",
-        secret: false,
-        boolean: false,
-        apply: |c, v| {
-            c.http.idle_timeout = seconds(v, 0.1..=3600.0, "a number of seconds from 0.1 to 3600")?;
             Ok(())
         },
     },

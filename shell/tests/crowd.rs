@@ -38,7 +38,6 @@ fn a_crowd_of_slow_stuck_and_idle_connections_leaves_health_fast_and_memory_flat
     let blog = start_limited("crowd", |l| {
         l.body_timeout = Duration::from_secs(120);
         l.write_timeout = Duration::from_secs(120);
-        l.idle_timeout = Duration::from_secs(120);
         l.header_timeout = Duration::from_secs(120);
     });
     for i in 0..20 {

@@ -119,3 +119,26 @@ fn a_corrupted_database_is_reported_by_health() {
     running.server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_writer_never_goes_back_inside_a_transaction() {
+    let blog = start("abandoned-tx");
+    let db = &blog.app().db;
+    {
+        // A handler that began a transaction and then failed (or panicked)
+        // before COMMIT or ROLLBACK.
+        let w = db.writer().unwrap();
+        w.execute("BEGIN IMMEDIATE", []).unwrap();
+        w.execute(
+            "INSERT INTO notes (slug, content, published_at, updated_at) \
+             VALUES ('never-committed', 'x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    // The next write is its own, committed: readers see it, not the other.
+    blog.micropub_form("committed");
+    let conn = db.conn().unwrap();
+    assert_eq!(conn.count_notes().unwrap(), 1);
+    assert!(conn.note_by_slug("never-committed").unwrap().is_none());
+}

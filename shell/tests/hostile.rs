@@ -141,7 +141,7 @@ fn past_the_connection_cap_new_clients_get_503_and_the_server_recovers() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed() {
-    let blog = start_limited("idle", |l| l.idle_timeout = Duration::from_secs(1));
+    let blog = start_limited("idle", |l| l.header_timeout = Duration::from_secs(1));
     let mut s = connect(&blog);
     s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
@@ -235,4 +235,19 @@ fn control_characters_in_search_are_a_400() {
         assert_eq!(code, 400, "q={q}");
     }
     assert_eq!(blog.get("/search?q=fine").0, 200);
+}
+
+#[test]
+fn a_slow_handler_is_not_cut_by_the_connection_timeouts() {
+    // Header timeout well below the handler's time: the request in a
+    // handler is not "idle", its answer arrives.
+    let blog = start_limited("slow-handler", |l| {
+        l.header_timeout = Duration::from_millis(300)
+    });
+    let mut s = connect(&blog);
+    s.write_all(b"GET /__test/sleep/1200 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (text, _) = drain(s);
+    assert_eq!(status_of(&text), Some(200), "{text}");
+    assert!(text.ends_with("slept 1200 ms\n"), "{text}");
 }

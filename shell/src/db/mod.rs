@@ -145,6 +145,12 @@ impl Pool {
     }
 
     fn give_back(&self, conn: Connection) {
+        // A connection never goes back inside a transaction (a panic or a
+        // failed COMMIT in between): the writer would hold the write lock
+        // and every later write would join an uncommitted transaction.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -396,7 +402,12 @@ impl Conn<'_> {
             let n = result.as_ref().map_or(0, |n| *n as u64);
             (result, n)
         });
-        self.db.note_write(result.is_ok(), result.as_ref().err());
+        // Transaction control says nothing about write access on its own:
+        // a ROLLBACK after a failed write must not report the database
+        // writable again.
+        if !(sql.starts_with("BEGIN") || sql.starts_with("ROLLBACK")) {
+            self.db.note_write(result.is_ok(), result.as_ref().err());
+        }
         result
     }
 
@@ -413,10 +424,13 @@ impl Conn<'_> {
     ) -> Result<T, DbError> {
         self.execute("BEGIN IMMEDIATE", [])?;
         match f(self) {
-            Ok(v) => {
-                self.execute("COMMIT", [])?;
-                Ok(v)
-            }
+            Ok(v) => match self.execute("COMMIT", []) {
+                Ok(_) => Ok(v),
+                Err(e) => {
+                    let _ = self.execute("ROLLBACK", []);
+                    Err(e)
+                }
+            },
             Err(e) => {
                 let _ = self.execute("ROLLBACK", []);
                 Err(e)

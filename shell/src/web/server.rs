@@ -11,8 +11,10 @@
 //!   materialised by the handler thread and written by the I/O side, so a
 //!   client that does not read holds no handler either, and a write that
 //!   makes no progress for `write_timeout` closes the connection.
-//! - A connection that sends nothing for `idle_timeout` is closed; at most
-//!   `max_connections` are open at once (past it: 503 and close); the soft
+//! - A connection ready for a request (new, or kept alive after a
+//!   response) that does not start one within `header_timeout` is closed
+//!   (hyper starts its header timer when a keep-alive connection goes
+//!   idle); at most `max_connections` are open at once (past it: 503 and close); the soft
 //!   `RLIMIT_NOFILE` is raised to the hard limit at start; an accept error
 //!   (out of descriptors) is logged and retried with backoff, never fatal.
 //! - Malformed requests get hyper's 4xx or a close.
@@ -89,10 +91,15 @@ pub fn raise_descriptor_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
 }
 
+/// Request bodies held in memory at once, all connections together, KiB.
+pub const BODY_BUDGET_KIB: u32 = 32 * 1024;
+
 /// What every connection task shares.
 struct Shared {
     handler: Handler,
     limits: HttpSettings,
+    /// KiB of request bodies that may be in memory (see [`BODY_BUDGET_KIB`]).
+    body_budget: Arc<Semaphore>,
 }
 
 impl Server {
@@ -123,7 +130,11 @@ impl Server {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared { handler, limits });
+        let shared = Arc::new(Shared {
+            handler,
+            limits,
+            body_budget: Arc::new(Semaphore::new(BODY_BUDGET_KIB as usize)),
+        });
         let thread = std::thread::Builder::new()
             .name("starpunk-accept".into())
             .spawn(move || {
@@ -236,17 +247,26 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let graceful_watch = graceful.watcher();
+        let mut stopping = stopped.clone();
         tokio::spawn(async move {
             // Nothing is allocated for a connection (hyper's buffers, the
             // timers) until it sends its first byte: an idle crowd costs a
             // socket and a small task each.
             let first = tokio::time::timeout(shared.limits.header_timeout, stream.readable());
-            if !matches!(first.await, Ok(Ok(()))) {
+            let started = tokio::select! {
+                r = first => matches!(r, Ok(Ok(()))),
+                // Not yet a request: nothing to wait for on shutdown.
+                _ = stopping.wait_for(|s| *s) => false,
+            };
+            if !started {
                 drop(permit);
                 return;
             }
+            // Writes only: a read timeout would also cut a connection
+            // whose request is in a handler (hyper keeps a read open to
+            // notice a client leaving); reads are bounded by the header
+            // and body timeouts.
             let mut timed = TimeoutStream::new(stream);
-            timed.set_read_timeout(Some(shared.limits.idle_timeout));
             timed.set_write_timeout(Some(shared.limits.write_timeout));
             let io = TokioIo::new(Box::pin(timed));
             let limits = shared.limits.clone();
@@ -339,8 +359,8 @@ fn closing(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 
 /// The whole body if it is at most [`MAX_BODY`]; `None` if it is larger
 /// (read and dropped up to [`DRAIN_CAP`], so the client can read the 413).
-async fn read_body(mut body: Incoming) -> Result<Option<Bytes>, hyper::Error> {
-    let mut kept = Vec::new();
+async fn read_body(mut body: Incoming, capacity: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
+    let mut kept = Vec::with_capacity(capacity);
     let mut seen: u64 = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
@@ -356,7 +376,7 @@ async fn read_body(mut body: Incoming) -> Result<Option<Bytes>, hyper::Error> {
             }
         }
     }
-    Ok((seen <= MAX_BODY).then(|| Bytes::from(kept)))
+    Ok((seen <= MAX_BODY).then_some(kept))
 }
 
 /// Reads the whole body (bounded in size and time), then runs the handler
@@ -366,7 +386,30 @@ async fn respond(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let received = std::time::Instant::now();
     let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_string();
+    let url = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let path = url.split('?').next().unwrap_or("").to_string();
+    let access_log = shared.limits.access_log;
+    // An answer without a handler (the body was refused), logged too.
+    let refuse = |status: StatusCode, text: &'static str| {
+        if access_log {
+            log_access(
+                peer,
+                &method,
+                &path,
+                status.as_u16(),
+                text.len(),
+                received.elapsed(),
+            );
+        }
+        Ok(closing(status, text))
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -374,26 +417,39 @@ async fn respond(
         .and_then(|v| v.parse::<u64>().ok());
     const TOO_LARGE: &str = "Request body too large (1 MiB at most)\n";
     if declared.is_some_and(|n| n > DRAIN_CAP) {
-        return Ok(closing(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE));
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
     }
-    let read = tokio::time::timeout(shared.limits.body_timeout, read_body(body)).await;
+    // Bodies in memory at once are bounded server-wide: a request with a
+    // body takes its size (or 1 MiB when unknown) from the budget until
+    // its handler is done.
+    let has_body = declared.map_or_else(|| !hyper::body::Body::is_end_stream(&body), |n| n > 0);
+    let kib = if has_body {
+        (declared.unwrap_or(MAX_BODY).min(MAX_BODY) / 1024 + 1) as u32
+    } else {
+        0
+    };
+    let budget = shared.body_budget.clone();
+    let Ok(Ok(budget)) =
+        tokio::time::timeout(shared.limits.body_timeout, budget.acquire_many_owned(kib)).await
+    else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many request bodies at once; try again\n",
+        );
+    };
+    let capacity = declared.unwrap_or(0).min(MAX_BODY) as usize;
+    let read = tokio::time::timeout(shared.limits.body_timeout, read_body(body, capacity)).await;
     let body = match read {
         Ok(Ok(Some(bytes))) => bytes,
-        Ok(Ok(None)) => return Ok(closing(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)),
-        Ok(Err(_)) => return Ok(closing(StatusCode::BAD_REQUEST, "Bad request body\n")),
+        Ok(Ok(None)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
+        Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "Bad request body\n"),
         Err(_) => {
-            return Ok(closing(
+            return refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request body not received in time\n",
-            ))
+            )
         }
     };
-    let method = parts.method.as_str().to_string();
-    let url = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -405,12 +461,8 @@ async fn respond(
         })
         .collect();
     let handler = shared.handler.clone();
-    let access_log = shared.limits.access_log;
     let ran = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let path = url.split('?').next().unwrap_or("").to_string();
-        let req =
-            rouille::Request::fake_http_from(peer, method.clone(), url, headers, body.to_vec());
+        let req = rouille::Request::fake_http_from(peer, method.clone(), url, headers, body);
         // The app's wrapper already records a panic as a 500; this keeps
         // the pool's thread alive whatever happens.
         let response = catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
@@ -428,9 +480,12 @@ async fn respond(
                 &path,
                 response.status_code,
                 bytes.len(),
-                started.elapsed(),
+                received.elapsed(),
             );
         }
+        // The request's body (inside `req`) is gone: its budget goes back.
+        drop(req);
+        drop(budget);
         (response.status_code, response.headers, bytes, complete)
     })
     .await;
@@ -457,7 +512,7 @@ async fn respond(
         }
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_bytes(value.as_bytes()),
         ) {
             response.headers_mut().append(n, v);
         }
