@@ -73,6 +73,15 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Everything left on a child's pipe.
+fn read_all(pipe: &mut Option<impl Read>) -> String {
+    let mut text = String::new();
+    if let Some(mut p) = pipe.take() {
+        let _ = p.read_to_string(&mut text);
+    }
+    text
+}
+
 fn terminate(p: &Proc) {
     let ok = Command::new("kill")
         .args(["-TERM", &p.child.id().to_string()])
@@ -109,13 +118,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert!(exit.success(), "exit status {exit:?}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     drop(idle);
-    let mut out = String::new();
-    p.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = read_all(&mut p.child.stdout);
     assert!(out.contains("starpunk: stopped"), "{out}");
 }
 
@@ -137,13 +140,7 @@ fn out_of_descriptors_the_server_logs_retries_and_recovers() {
     }
     terminate(&p);
     assert!(p.child.wait().unwrap().success());
-    let mut err = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = read_all(&mut p.child.stderr);
     assert!(
         err.contains("accept failed"),
         "no accept error logged: {err}"
@@ -163,13 +160,7 @@ fn the_access_log_has_a_line_per_request_and_no_query_strings() {
     );
     terminate(&p);
     assert!(p.child.wait().unwrap().success());
-    let mut out = String::new();
-    p.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = read_all(&mut p.child.stdout);
     assert!(out.contains("\"GET /search\" 200 "), "{out}");
     assert!(out.contains("\"GET /no/such/page\" 404 "), "{out}");
     assert!(
@@ -205,20 +196,11 @@ fn run_briefly(env: &[(&str, String)], wait: Duration) -> (Option<i32>, String, 
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
+    (
+        status,
+        read_all(&mut child.stdout),
+        read_all(&mut child.stderr),
+    )
 }
 
 #[test]
