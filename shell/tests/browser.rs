@@ -231,6 +231,17 @@ fn dashboard_renders_in_headless_chromium() {
     );
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     d.screenshot(&shots.join("dashboard.png"));
+    // The slowest request's timeline (open by default, no JavaScript).
+    let timeline = d.script(
+        "const t = document.querySelector('details[open] svg.timeline'); \
+         t.scrollIntoView(); const r = t.getBoundingClientRect(); \
+         return [r.width, r.height, t.querySelectorAll('rect').length];",
+    );
+    assert!(
+        timeline[0].as_f64().unwrap() > 100.0 && timeline[2].as_u64().unwrap() >= 2,
+        "{timeline:?}"
+    );
+    d.screenshot(&shots.join("dashboard-timeline.png"));
 
     // Readable on a phone: nothing wider than the screen but scrollable tables.
     d.call(

@@ -446,3 +446,54 @@ fn the_monitor_stays_within_one_mebibyte_after_traffic_on_every_route() {
     assert_eq!(inner.recorder.ring().len(), 1_000, "the ring is full");
     assert!(bytes <= 1 << 20, "{bytes} bytes for {series} series");
 }
+
+#[test]
+fn the_slowest_requests_and_errors_come_with_their_timelines() {
+    let blog = start("timeline");
+    blog.micropub_form("a note to read");
+    blog.get("/");
+    assert_eq!(blog.get("/__test/status/500").0, 500);
+    let cookie = blog.login();
+    let (code, json) = blog.get_with(
+        &blog.agent(),
+        "/admin/performance.json",
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // The login: its password check is a named function on the request's
+    // own time axis, beside its statements.
+    let login = v["worst_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["route"] == "POST /admin/login")
+        .expect("the login is among the slowest requests of its route");
+    let total = login["duration_ms"].as_f64().unwrap();
+    let spans = login["timeline"].as_array().unwrap();
+    let auth = spans
+        .iter()
+        .find(|s| s["kind"] == "function" && s["name"] == "authentication")
+        .unwrap_or_else(|| panic!("no authentication span: {login}"));
+    assert!(auth["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(spans.iter().any(|s| s["kind"] == "sql"), "{login}");
+    let mut last = 0.0;
+    for s in spans {
+        let (offset, dur) = (
+            s["offset_ms"].as_f64().unwrap(),
+            s["duration_ms"].as_f64().unwrap(),
+        );
+        assert!(offset >= last, "spans in start order: {login}");
+        assert!(
+            offset + dur <= total + 0.01,
+            "a span outside its request: {login}"
+        );
+        last = offset;
+    }
+    // The failed request is listed with the errors.
+    let errors = v["recent_errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e["status"] == 500), "{errors:?}");
+    let (_, html) = blog.get_with(&blog.agent(), "/admin/performance", &[("Cookie", &cookie)]);
+    assert!(html.contains("class=\"timeline\""));
+    assert!(html.contains("Recent errors (5xx)"));
+}

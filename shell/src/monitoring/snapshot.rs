@@ -116,6 +116,9 @@ pub struct RoutePattern {
 /// Executions of one pattern within one request that flag an N+1.
 pub const N_PLUS_ONE: u64 = 5;
 
+/// Failed requests listed with their timelines.
+pub const RECENT_ERRORS: usize = 10;
+
 /// One of the slowest recent requests of a route.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct WorstRequest {
@@ -132,6 +135,22 @@ pub struct WorstRequest {
     /// Kept although the sampler left it out (a 5xx, or a slow statement):
     /// its statements may be only the slow ones.
     pub forced: bool,
+    /// What the request spent its time on, in start order: every SQL
+    /// statement and named function of it still in the ring.
+    pub timeline: Vec<Span>,
+}
+
+/// One statement or function inside a request.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Span {
+    /// `"sql"` or `"function"`.
+    pub kind: &'static str,
+    /// The pattern or the function's name.
+    pub name: String,
+    /// Start, milliseconds after the request's start.
+    pub offset_ms: f64,
+    /// Milliseconds.
+    pub duration_ms: f64,
 }
 
 /// Memory figures.
@@ -255,8 +274,11 @@ pub struct PerfSnapshot {
     pub query_patterns: Vec<PatternStats>,
     /// Route x pattern from the ring.
     pub route_patterns: Vec<RoutePattern>,
-    /// Per route, the slowest recent requests.
+    /// Per route, the slowest recent requests, with their timelines.
     pub worst_requests: Vec<WorstRequest>,
+    /// The most recent failed (5xx) requests in the ring, newest first,
+    /// with their timelines.
+    pub recent_errors: Vec<WorstRequest>,
     /// Memory.
     pub memory: MemoryView,
     /// Database.
@@ -465,7 +487,8 @@ impl Inner {
 
         let requests_total: u64 = endpoints.iter().map(|e| e.count).sum();
         let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
-        let (route_patterns, worst_requests, ring) = self.ring_views(config.sample_rate < 1.0);
+        let (route_patterns, (worst_requests, recent_errors), ring) =
+            self.ring_views(config.sample_rate < 1.0);
         let slow_queries = self
             .slow_queries()
             .into_iter()
@@ -531,6 +554,7 @@ impl Inner {
             query_patterns,
             route_patterns,
             worst_requests,
+            recent_errors,
             memory,
             database,
             status_codes,
@@ -566,7 +590,14 @@ impl Inner {
     /// Route x pattern (with N+1 flags) from the sampled requests in the
     /// ring, the worst requests per route (sampled or forced), and the
     /// ring's make-up.
-    fn ring_views(&self, estimated: bool) -> (Vec<RoutePattern>, Vec<WorstRequest>, RingMakeup) {
+    fn ring_views(
+        &self,
+        estimated: bool,
+    ) -> (
+        Vec<RoutePattern>,
+        (Vec<WorstRequest>, Vec<WorstRequest>),
+        RingMakeup,
+    ) {
         let records = self.records();
         let forced = records.iter().filter(|r| r.forced).count();
         let makeup = RingMakeup {
@@ -626,35 +657,75 @@ impl Inner {
                 .then(b.calls.cmp(&a.calls))
         });
 
+        // Statements and functions of each request, in start order (the
+        // ring snapshot is sorted by timestamp).
+        let mut spans: HashMap<u64, Vec<&MetricRecord>> = HashMap::new();
+        for r in records.iter().filter(|r| {
+            r.request_id != 0 && matches!(r.category, Category::Db | Category::Function)
+        }) {
+            spans.entry(r.request_id).or_default().push(r);
+        }
+        let view = |r: &MetricRecord| {
+            let inner = spans.get(&r.request_id).map(Vec::as_slice).unwrap_or(&[]);
+            self.request_view(r, inner, &per_request)
+        };
         let mut by_route: HashMap<OpId, Vec<&MetricRecord>> = HashMap::new();
         for r in records.iter().filter(|r| r.category == Category::Http) {
             by_route.entry(r.operation).or_default().push(r);
         }
-        let anchor = self.recorder.anchor();
         let mut worst = Vec::new();
-        for (route, mut reqs) in by_route {
+        for (_, mut reqs) in by_route {
             reqs.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
-            for r in reqs.into_iter().take(3) {
-                let mut counts: Vec<(String, u64)> = Vec::new();
-                for op in per_request.get(&r.request_id).into_iter().flatten() {
-                    let name = self.name(*op);
-                    match counts.iter_mut().find(|(n, _)| *n == name) {
-                        Some(c) => c.1 += 1,
-                        None => counts.push((name, 1)),
-                    }
-                }
-                worst.push(WorstRequest {
-                    route: self.name(route),
-                    at: rfc3339(anchor.to_unix_ns(r.timestamp_ns)),
-                    duration_ms: ms(r.duration_ns as f64),
-                    status: r.status,
-                    queries: counts,
-                    forced: r.forced,
-                });
-            }
+            worst.extend(reqs.into_iter().take(3).map(&view));
         }
         worst.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-        (route_patterns, worst, makeup)
+        let recent_errors = records
+            .iter()
+            .rev()
+            .filter(|r| r.category == Category::Http && r.status >= 500)
+            .take(RECENT_ERRORS)
+            .map(view)
+            .collect();
+        (route_patterns, (worst, recent_errors), makeup)
+    }
+
+    /// A request with the statement counts and the timeline of its spans.
+    fn request_view(
+        &self,
+        r: &MetricRecord,
+        inner: &[&MetricRecord],
+        per_request: &HashMap<u64, Vec<OpId>>,
+    ) -> WorstRequest {
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for op in per_request.get(&r.request_id).into_iter().flatten() {
+            let name = self.name(*op);
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some(c) => c.1 += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        let timeline = inner
+            .iter()
+            .map(|s| Span {
+                kind: if s.category == Category::Db {
+                    "sql"
+                } else {
+                    "function"
+                },
+                name: self.name(s.operation),
+                offset_ms: ms(s.timestamp_ns.saturating_sub(r.timestamp_ns) as f64),
+                duration_ms: ms(s.duration_ns as f64),
+            })
+            .collect();
+        WorstRequest {
+            route: self.name(r.operation),
+            at: rfc3339(self.recorder.anchor().to_unix_ns(r.timestamp_ns)),
+            duration_ms: ms(r.duration_ns as f64),
+            status: r.status,
+            queries: counts,
+            forced: r.forced,
+            timeline,
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use super::auth::to_login;
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
-use crate::monitoring::snapshot::{rfc3339, DatabaseView, EndpointStats, PerfSnapshot, RssDelta};
+use crate::monitoring::snapshot::{
+    rfc3339, DatabaseView, EndpointStats, PerfSnapshot, RssDelta, WorstRequest,
+};
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -231,6 +233,66 @@ pub fn line_chart(title: &str, points: &[[u64; 2]]) -> Markup {
     }
 }
 
+/// Where one request spent its time: each SQL statement and named
+/// function on the request's own time axis, as inline SVG.
+pub fn timeline_chart(w: &WorstRequest) -> Markup {
+    let total = w.duration_ms.max(1e-6);
+    let (width, left, right, row) = (600.0, 10.0, 10.0, 28.0);
+    let span_w = width - left - right;
+    let x_of = |ms: f64| left + (ms / total).clamp(0.0, 1.0) * span_w;
+    let height = row * (w.timeline.len() + 1) as f64 + 30.0;
+    let label = |name: &str, ms: f64, offset: f64| {
+        let short: String = name.chars().take(70).collect();
+        let dots = if name.chars().count() > 70 { "..." } else { "" };
+        format!("{short}{dots}  {ms:.3} ms at +{offset:.3} ms")
+    };
+    let title = format!("Timeline of {} at {} ({} ms)", w.route, w.at, w.duration_ms);
+    html! {
+        svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (width) " " (height) } role="img" aria-label=(title) {
+            title { (title) }
+            text x=(left) y="10" font-size="10" { (w.route) "  " (w.duration_ms) " ms, status " (w.status) }
+            rect x=(left) y="13" width=(format!("{span_w:.1}")) height="10" fill="#999" {}
+            @for (i, s) in w.timeline.iter().enumerate() {
+                @let y = row * (i + 1) as f64;
+                @let x = x_of(s.offset_ms);
+                @let bar = (s.duration_ms / total * span_w).max(1.5).min(width - right - x);
+                text x=(left) y=(y + 10.0) font-size="10" { (label(&s.name, s.duration_ms, s.offset_ms)) }
+                rect x=(format!("{x:.1}")) y=(y + 13.0) width=(format!("{bar:.1}")) height="10"
+                    fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
+            }
+            @let axis = height - 22.0;
+            line x1=(left) y1=(axis) x2=(width - right) y2=(axis) stroke="#999" {}
+            @for q in [0.0, 0.25, 0.5, 0.75, 1.0] {
+                @let x = left + q * span_w;
+                line x1=(format!("{x:.1}")) y1=(axis) x2=(format!("{x:.1}")) y2=(axis + 4.0) stroke="#999" {}
+                // Labels centred on their tick, the last one ending at it.
+                text x=(format!("{:.1}", if q < 1.0 { (x - 12.0).max(0.0) } else { x - 48.0 })) y=(axis + 15.0) font-size="10" { (format!("{:.2}", q * total)) " ms" }
+            }
+        }
+    }
+}
+
+/// A request's summary line and its timeline, folded (no JavaScript).
+fn request_details(w: &WorstRequest, open: bool) -> Markup {
+    // Folds from +0.0 (a float `sum` starts at -0.0 and prints "-0.000").
+    let total_of = |kind: &str| {
+        w.timeline
+            .iter()
+            .filter(|s| s.kind == kind)
+            .fold(0.0, |t, s| t + s.duration_ms)
+    };
+    let (sql, functions) = (total_of("sql"), total_of("function"));
+    html! {
+        details open[open] {
+            summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at) " (SQL "
+                (format!("{sql:.3}")) " ms in " (w.timeline.iter().filter(|s| s.kind == "sql").count())
+                " statements, named functions " (format!("{functions:.3}")) " ms)" }
+            (timeline_chart(w))
+            p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); grey: the whole request." }
+        }
+    }
+}
+
 /// The RSS change per request of a route: mean and worst, marked as an
 /// estimate ("~", and from how many requests) when sampled.
 fn rss_delta(d: &RssDelta) -> Markup {
@@ -367,6 +429,13 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
             } }
         }
         section #worst-requests {
+            h3 { "Where the slowest requests spent their time" }
+            @if s.worst_requests.is_empty() { p { "No requests in the ring buffer yet." } }
+            @for (i, w) in s.worst_requests.iter().take(5).enumerate() { (request_details(w, i == 0)) }
+            @if !s.recent_errors.is_empty() {
+                h3 { "Recent errors (5xx)" }
+                @for w in &s.recent_errors { (request_details(w, false)) }
+            }
             h3 { "Slowest recent requests (in the ring buffer)" }
             div.scroll { table {
                 thead { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } }

@@ -23,6 +23,7 @@ th:first-child, td:first-child { text-align: left; white-space: normal; min-widt
 th.wrap, td.wrap { white-space: normal; min-width: 7rem; }
 .estimate { background: #fff8e1; border-left: 3px solid #e0a800; padding: .5rem .7rem; }
 abbr { text-decoration: none; font-weight: bold; cursor: help; }
+details { margin: .4rem 0; } summary { cursor: pointer; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); gap: .6rem; }
 .card { border: 1px solid var(--line); border-radius: .4rem; padding: .5rem; }
