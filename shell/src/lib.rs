@@ -6,6 +6,10 @@
 //! - [`web`]: routes, handlers, dashboard and the HTTP server.
 //! - [`monitoring`]: all instrumentation, in one place.
 //! - [`app`]: wiring them together and starting.
+//!
+//! No `unsafe` but one audited call (`db::cache_counts`, SQLite's
+//! `sqlite3_db_status`, which rusqlite does not wrap).
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod config;

@@ -490,6 +490,11 @@ fn the_slowest_requests_and_errors_come_with_their_timelines() {
         );
         last = offset;
     }
+    // SQLite's page cache, read through sqlite3_db_status: a real rate.
+    let rate = v["database"]["cache_hit_rate"]
+        .as_f64()
+        .expect("a cache hit rate");
+    assert!(rate > 0.0 && rate <= 1.0, "{rate}");
     // The failed request is listed with the errors.
     let errors = v["recent_errors"].as_array().unwrap();
     assert!(errors.iter().any(|e| e["status"] == 500), "{errors:?}");
