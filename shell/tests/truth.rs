@@ -225,6 +225,18 @@ fn check_counts(run: &Run) {
         .filter(|q| q["pattern"] == SLOW_PATTERN)
         .count();
     assert_eq!(slow_logged, 10, "rate {rate}");
+    let grouped = run.json["slow_patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["pattern"] == SLOW_PATTERN)
+        .unwrap();
+    assert_eq!(grouped["count"], 10, "rate {rate}");
+    assert_eq!(
+        grouped["routes"],
+        serde_json::json!(["GET /__test/slow-query/{ms}"])
+    );
+    assert!(grouped["worst_ms"].as_f64().unwrap() >= SLOW_MS as f64);
     // The page (read after the JSON and the CSV: two more requests)
     // shows the same exact figures.
     assert!(

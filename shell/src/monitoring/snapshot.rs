@@ -71,6 +71,21 @@ pub struct SlowQueryView {
     pub route: String,
 }
 
+/// The slow log grouped by pattern.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SlowPattern {
+    /// Normalised pattern.
+    pub pattern: String,
+    /// Slow executions of it in the slow log.
+    pub count: u64,
+    /// The slowest, milliseconds.
+    pub worst_ms: f64,
+    /// RFC 3339 of the latest.
+    pub last_at: String,
+    /// Routes that ran it slowly (empty string: outside a request).
+    pub routes: Vec<String>,
+}
+
 /// pg_stat_statements-style figures of a pattern.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PatternStats {
@@ -268,8 +283,10 @@ pub struct PerfSnapshot {
     pub endpoints_recent: Vec<EndpointStats>,
     /// Named functions.
     pub functions: Vec<EndpointStats>,
-    /// Slow statements, newest first.
+    /// Slow statements, newest first (the last [`super::SLOW_LOG_LEN`]).
     pub slow_queries: Vec<SlowQueryView>,
+    /// The same grouped by pattern, most frequent first.
+    pub slow_patterns: Vec<SlowPattern>,
     /// Per pattern, by total time.
     pub query_patterns: Vec<PatternStats>,
     /// Route x pattern from the ring.
@@ -369,6 +386,36 @@ fn since_start(
         };
         (stats, h, s.since_start.sum())
     })
+}
+
+/// The slow log (newest first) grouped by pattern, most frequent first.
+fn group_slow(log: &[SlowQueryView]) -> Vec<SlowPattern> {
+    let mut groups: Vec<SlowPattern> = Vec::new();
+    for q in log {
+        match groups.iter_mut().find(|g| g.pattern == q.pattern) {
+            Some(g) => {
+                g.count += 1;
+                g.worst_ms = g.worst_ms.max(q.duration_ms);
+                if !g.routes.contains(&q.route) {
+                    g.routes.push(q.route.clone());
+                }
+            }
+            None => groups.push(SlowPattern {
+                pattern: q.pattern.clone(),
+                count: 1,
+                worst_ms: q.duration_ms,
+                // Newest first: the first seen is the latest.
+                last_at: q.at.clone(),
+                routes: vec![q.route.clone()],
+            }),
+        }
+    }
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(b.worst_ms.total_cmp(&a.worst_ms))
+    });
+    groups
 }
 
 /// The recent window of an HTTP series, and when it starts (clock ns).
@@ -489,7 +536,7 @@ impl Inner {
         let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
         let (route_patterns, (worst_requests, recent_errors), ring) =
             self.ring_views(config.sample_rate < 1.0);
-        let slow_queries = self
+        let slow_queries: Vec<SlowQueryView> = self
             .slow_queries()
             .into_iter()
             .rev()
@@ -500,6 +547,7 @@ impl Inner {
                 route: self.name(q.route),
             })
             .collect();
+        let slow_patterns = group_slow(&slow_queries);
         let samples = self.memory_samples();
         let live = if config.memory_tracking {
             super::memory::read()
@@ -551,6 +599,7 @@ impl Inner {
             endpoints_recent,
             functions,
             slow_queries,
+            slow_patterns,
             query_patterns,
             route_patterns,
             worst_requests,

@@ -404,10 +404,24 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
             @if s.slow_queries.is_empty() { p { "None." } }
-            @else { div.scroll { table {
-                thead { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } }
-                tbody { @for q in &s.slow_queries { tr { td { (q.pattern) } td { (q.at) } td { (q.duration_ms) } td { (q.route) } } } }
-            } } }
+            @else {
+                p.meta { "The last " (s.slow_queries.len()) " slow statements, grouped by pattern." }
+                div.scroll { table {
+                    thead { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } }
+                    tbody { @for g in &s.slow_patterns { tr {
+                        td { (g.pattern) } td { (g.count) } td { (g.worst_ms) } td { (g.last_at) }
+                        td.wrap { @for (i, r) in g.routes.iter().enumerate() {
+                            @if i > 0 { ", " } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
+                    } } }
+                } }
+                details {
+                    summary { "Every slow statement (" (s.slow_queries.len()) ")" }
+                    div.scroll { table {
+                        thead { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } }
+                        tbody { @for q in &s.slow_queries { tr { td { (q.pattern) } td { (q.at) } td { (q.duration_ms) } td { (q.route) } } } }
+                    } }
+                }
+            }
         }
         section #query-patterns {
             h3 { "Query patterns (" (since) ")" }
