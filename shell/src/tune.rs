@@ -61,7 +61,7 @@ pub struct Costs {
 }
 
 /// The recommendation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Advice {
     /// STARPUNK_PERF_SAMPLE_RATE.
     pub sample_rate: f64,
@@ -77,7 +77,13 @@ pub struct Advice {
     pub memory_bytes: f64,
     /// Share of one core the monitor uses at that traffic, percent.
     pub core_percent: f64,
+    /// What the owner must know about this advice (a missed target, a
+    /// budget exceeded), one sentence each.
+    pub warnings: Vec<String>,
 }
+
+/// The ADR's memory budget for metrics.
+pub const BUDGET_BYTES: f64 = 1024.0 * 1024.0;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -194,14 +200,40 @@ pub fn advise(w: &Workload, c: &Costs) -> Advice {
     let records_per_s = (w.requests_per_second * events * rate).max(1e-9);
     let wanted = (records_per_s * w.window_minutes * 60.0).ceil();
     let buffer_size = wanted.clamp(1_000.0, 1_000_000.0) as usize;
+    let memory_bytes = buffer_size as f64 * SLOT_BYTES + w.series * SERIES_BYTES;
+    let mut warnings = Vec::new();
+    if overhead(rate) > w.target_percent {
+        warnings.push(format!(
+            "the predicted overhead at rate {rate} is {:.3} %, above the {} % target: \
+             {c0:.0} ns per request (the clock reads and the exact counts) is not sampled away; \
+             a {} ms request cannot meet the target with monitoring on",
+            overhead(rate),
+            w.target_percent,
+            w.request_ms
+        ));
+    }
+    let ring_bytes = buffer_size as f64 * SLOT_BYTES;
+    if ring_bytes > BUDGET_BYTES {
+        let fits = (BUDGET_BYTES / SLOT_BYTES).floor();
+        warnings.push(format!(
+            "this buffer takes {:.1} MiB, over the ADR's 1 MiB budget for the metrics buffer \
+             (the {} series add {:.1} MiB); STARPUNK_PERF_BUFFER_SIZE={fits:.0} keeps the ring \
+             at 1 MiB and holds {:.1} minutes at this traffic, or lower the rate",
+            ring_bytes / BUDGET_BYTES,
+            w.series,
+            w.series * SERIES_BYTES / BUDGET_BYTES,
+            fits / records_per_s / 60.0
+        ));
+    }
     Advice {
         sample_rate: rate,
         buffer_size,
         overhead_percent: overhead(rate),
         overhead_at_full_percent: overhead(1.0),
         window_minutes: buffer_size as f64 / records_per_s / 60.0,
-        memory_bytes: buffer_size as f64 * SLOT_BYTES + w.series * SERIES_BYTES,
+        memory_bytes,
         core_percent: w.requests_per_second * (c0 + rate * (c1 - c0)) / 1e9 * 100.0,
+        warnings,
     }
 }
 
@@ -213,7 +245,10 @@ Measures, on this machine, the cost of one record, of one clock pair and of
 the whole monitoring hook path of a request; then, for the traffic you
 expect, prints the sample rate that keeps monitoring within the overhead
 target, the buffer size that holds the history you want, the predicted
-overhead, the window the buffer covers and the memory it takes.
+overhead, the window the buffer covers and the memory it takes, with a
+warning when a target cannot be met or the buffer exceeds the ADR's 1 MiB;
+and a slow-query threshold from the blog's own statements, timed on a
+scratch database.
 
 Usage: starpunk tune [FLAGS]
 
@@ -262,7 +297,7 @@ pub fn parse(args: &[String]) -> Result<Workload, String> {
             "--series" => &mut w.series,
             _ => return Err(format!("unknown flag {flag:?}: see `starpunk tune --help`")),
         };
-        if flag == "--request-ms" && n == 0.0 {
+        if (flag == "--request-ms" || flag == "--target-percent") && n == 0.0 {
             return Err(format!(
                 "invalid {flag}={value:?}: expected a number above 0"
             ));
@@ -271,6 +306,69 @@ pub fn parse(args: &[String]) -> Result<Workload, String> {
         i += 1;
     }
     Ok(w)
+}
+
+/// The blog's own read statements (home page, note, count, feed version,
+/// search), timed on a scratch database of 200 notes in a temporary
+/// directory: their median and 99th percentile, milliseconds.
+pub fn measure_statements() -> Option<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("starpunk-tune-{}", std::process::id()));
+    let measured = (|| {
+        let db = crate::db::Db::open(
+            &dir,
+            std::sync::Arc::new(Monitor::new(&PerfConfig::default())),
+        )
+        .ok()?;
+        let mut slugs = Vec::new();
+        {
+            let w = db.writer().ok()?;
+            for i in 0..200 {
+                let text = format!(
+                    "Tune note {i}: {}",
+                    "lorem ipsum dolor sit amet ".repeat(12)
+                );
+                slugs.push(w.create_note(&text, None).ok()?.slug);
+            }
+        }
+        let conn = db.conn().ok()?;
+        let mut ms = Vec::with_capacity(500);
+        let mut time = |f: &mut dyn FnMut() -> bool| {
+            let t = Instant::now();
+            let ok = f();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            ok
+        };
+        for (i, slug) in slugs.iter().enumerate().take(100) {
+            let ok = time(&mut || conn.published_notes(10, (i % 20) as i64).is_ok())
+                && time(&mut || conn.note_by_slug(slug).is_ok())
+                && time(&mut || conn.count_notes().is_ok())
+                && time(&mut || conn.feed_version().is_ok())
+                && time(&mut || conn.search_notes("lorem", 10).is_ok());
+            if !ok {
+                return None;
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        Some((ms[ms.len() / 2], ms[ms.len() * 99 / 100]))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+/// A slow-query threshold from the statements' own p99: ten times it,
+/// at least 5 ms, rounded up to 1, 2 or 5 times a power of ten; seconds.
+pub fn slow_threshold(p99_ms: f64) -> f64 {
+    let want = (p99_ms * 10.0).max(5.0);
+    let mut step = 1.0;
+    while step * 10.0 <= want {
+        step *= 10.0;
+    }
+    let nice = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * step)
+        .find(|v| *v >= want)
+        .unwrap_or(10.0 * step);
+    nice / 1e3
 }
 
 /// Runs `starpunk tune`, printing the report.
@@ -317,6 +415,27 @@ pub fn run(w: &Workload) {
         a.buffer_size,
         w.series
     );
+    for warning in &a.warnings {
+        println!("  WARNING: {warning}");
+    }
+    println!();
+    match measure_statements() {
+        Some((p50, p99)) => {
+            println!("STARPUNK_PERF_SLOW_QUERY_THRESHOLD={}", slow_threshold(p99));
+            println!();
+            println!(
+                "  the blog's statements, timed here on a scratch database of 200 notes: \
+                 p50 {p50:.3} ms, p99 {p99:.3} ms;"
+            );
+            println!(
+                "  ten times the p99 (at least 5 ms) flags what is unusual for this machine; \
+                 the default 1 s would almost never fire on a blog"
+            );
+        }
+        None => {
+            println!("  (could not time the statements on a scratch database: no threshold advice)")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -357,7 +476,37 @@ mod tests {
             request_ms: 0.001,
             ..Workload::default()
         };
-        assert_eq!(advise(&tiny, &costs()).sample_rate, 0.01);
+        let a = advise(&tiny, &costs());
+        assert_eq!(a.sample_rate, 0.01);
+        // 50 ns at rate 0 on a 1 µs request is 5 %: the target cannot be
+        // met, and the advice says so.
+        assert!(a.overhead_percent > 1.0);
+        assert!(
+            a.warnings
+                .iter()
+                .any(|w| w.contains("above the 1 % target")),
+            "{:?}",
+            a.warnings
+        );
+        // The default workload meets the overhead target; its 45,000-record
+        // ring (2.7 MiB) is over the buffer budget, and that is said.
+        let default = advise(&Workload::default(), &costs());
+        assert!(!default.warnings.iter().any(|w| w.contains("target")));
+        assert!(default
+            .warnings
+            .iter()
+            .any(|w| w.contains("STARPUNK_PERF_BUFFER_SIZE=16384")));
+    }
+
+    #[test]
+    fn slow_thresholds_are_round_and_never_tiny() {
+        assert_eq!(slow_threshold(0.05), 0.005);
+        assert_eq!(slow_threshold(0.7), 0.01);
+        assert_eq!(slow_threshold(1.3), 0.02);
+        assert_eq!(slow_threshold(3.0), 0.05);
+        assert_eq!(slow_threshold(60.0), 1.0);
+        let (p50, p99) = measure_statements().expect("statements time on a scratch database");
+        assert!(p50 > 0.0 && p99 >= p50, "{p50} {p99}");
     }
 
     #[test]
@@ -367,7 +516,17 @@ mod tests {
             window_minutes: 60.0,
             ..Workload::default()
         };
-        assert_eq!(advise(&w, &costs()).buffer_size, 1_000_000);
+        let big = advise(&w, &costs());
+        assert_eq!(big.buffer_size, 1_000_000);
+        // 61 MiB: over the budget, said with the size that fits.
+        assert!(
+            big.warnings
+                .iter()
+                .any(|m| m.contains("over the ADR's 1 MiB budget")
+                    && m.contains("STARPUNK_PERF_BUFFER_SIZE=")),
+            "{:?}",
+            big.warnings
+        );
         let quiet = Workload {
             requests_per_second: 0.01,
             ..Workload::default()
@@ -383,6 +542,7 @@ mod tests {
         assert_eq!((w.requests_per_second, w.window_minutes), (50.0, 5.0));
         assert!(parse(&args(&["--requests-per-second", "-1"])).is_err());
         assert!(parse(&args(&["--request-ms", "0"])).is_err());
+        assert!(parse(&args(&["--target-percent", "0"])).is_err());
         assert!(parse(&args(&["--nope", "1"])).is_err());
         assert!(parse(&args(&["--series"])).is_err());
     }
