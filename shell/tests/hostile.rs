@@ -251,3 +251,36 @@ fn a_slow_handler_is_not_cut_by_the_connection_timeouts() {
     assert_eq!(status_of(&text), Some(200), "{text}");
     assert!(text.ends_with("slept 1200 ms\n"), "{text}");
 }
+
+#[test]
+fn request_bodies_in_memory_are_bounded_server_wide() {
+    let blog = start_limited("body-budget", |l| {
+        l.body_timeout = Duration::from_secs(2);
+        l.workers = 2;
+    });
+    // 40 clients each announce a 1 MiB body and send 10 bytes: 40 MiB
+    // against a 32 MiB budget.
+    let slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = connect(&blog);
+            s.write_all(
+                b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n0123456789",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(health(&blog).0, 200);
+    let mut codes = std::collections::BTreeMap::<u16, u32>::new();
+    for s in slow {
+        let (text, _) = drain(s);
+        *codes.entry(status_of(&text).unwrap_or(0)).or_default() += 1;
+    }
+    // Each takes 1,025 KiB of the budget: 31 fit (and time out reading:
+    // 408); the others were refused room after a second (503).
+    let fit = starpunk::web::server::BODY_BUDGET_KIB / 1025;
+    assert_eq!(fit, 31);
+    assert_eq!(codes.get(&503).copied().unwrap_or(0), 40 - fit, "{codes:?}");
+    assert_eq!(codes.get(&408).copied().unwrap_or(0), fit, "{codes:?}");
+}

@@ -354,6 +354,10 @@ fn closing(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }
 
@@ -428,10 +432,11 @@ async fn respond(
     } else {
         0
     };
+    // A server full of bodies answers at once rather than holding the
+    // client: at most a second's wait for room.
+    let wait = shared.limits.body_timeout.min(Duration::from_secs(1));
     let budget = shared.body_budget.clone();
-    let Ok(Ok(budget)) =
-        tokio::time::timeout(shared.limits.body_timeout, budget.acquire_many_owned(kib)).await
-    else {
+    let Ok(Ok(budget)) = tokio::time::timeout(wait, budget.acquire_many_owned(kib)).await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many request bodies at once; try again\n",
