@@ -22,6 +22,21 @@ fn a_slow_head_is_cut_at_the_header_timeout() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
+/// `n` clients that each announce a body of `length` bytes and send 10.
+fn slow_bodies(blog: &Blog, n: usize, length: u32) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = connect(blog);
+            s.write_all(
+                format!("POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n0123456789")
+                    .as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect()
+}
+
 #[test]
 fn slow_bodies_hold_no_handler_and_get_408() {
     let blog = start_limited("slow-body", |l| {
@@ -30,16 +45,7 @@ fn slow_bodies_hold_no_handler_and_get_408() {
     });
     // Four times the handler threads, each promising 2,000 bytes and
     // sending 10.
-    let slow: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let mut s = connect(&blog);
-            s.write_all(
-                b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n0123456789",
-            )
-            .unwrap();
-            s
-        })
-        .collect();
+    let slow = slow_bodies(&blog, 8, 2000);
     std::thread::sleep(Duration::from_millis(200));
     let (code, took) = health(&blog);
     assert_eq!(code, 200);
@@ -260,16 +266,7 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
     });
     // 40 clients each announce a 1 MiB body and send 10 bytes: 40 MiB
     // against a 32 MiB budget.
-    let slow: Vec<TcpStream> = (0..40)
-        .map(|_| {
-            let mut s = connect(&blog);
-            s.write_all(
-                b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n0123456789",
-            )
-            .unwrap();
-            s
-        })
-        .collect();
+    let slow = slow_bodies(&blog, 40, 1048576);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(health(&blog).0, 200);
     let mut codes = std::collections::BTreeMap::<u16, u32>::new();

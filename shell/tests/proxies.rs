@@ -102,6 +102,21 @@ fn exercise(blog: &Blog, port: u16) {
     assert_eq!(blog.app().db.conn().unwrap().count_notes().unwrap(), 1);
 }
 
+/// Starts the proxy `cmd` (configured in `dir` to listen on `port`),
+/// checks the blog through it, stops it and removes `dir`.
+fn proxy_through(blog: &Blog, port: u16, dir: &Path, mut cmd: Command) {
+    let mut child = Kill(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port, &mut child.0);
+    exercise(blog, port);
+    drop(child);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn the_nginx_snippet_proxies_the_blog() {
     let Some(nginx) = tool("nginx") else {
@@ -127,19 +142,10 @@ fn the_nginx_snippet_proxies_the_blog() {
         d = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut child = Kill(
-        Command::new(nginx)
-            .args(["-c", &dir.join("nginx.conf").display().to_string(), "-e"])
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(port, &mut child.0);
-    exercise(&blog, port);
-    drop(child);
-    let _ = std::fs::remove_dir_all(dir);
+    let mut cmd = Command::new(nginx);
+    cmd.args(["-c", &dir.join("nginx.conf").display().to_string(), "-e"])
+        .arg(dir.join("error.log"));
+    proxy_through(&blog, port, &dir, cmd);
 }
 
 #[test]
@@ -159,20 +165,11 @@ fn the_caddy_snippet_proxies_the_blog() {
     std::fs::create_dir_all(&dir).unwrap();
     let conf = format!("{{\n  admin 127.0.0.1:{admin}\n  auto_https off\n}}\n{site}");
     std::fs::write(dir.join("Caddyfile"), conf).unwrap();
-    let mut child = Kill(
-        Command::new(caddy)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(dir.join("Caddyfile"))
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", &dir)
-            .env("XDG_CONFIG_HOME", &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(port, &mut child.0);
-    exercise(&blog, port);
-    drop(child);
-    let _ = std::fs::remove_dir_all(dir);
+    let mut cmd = Command::new(caddy);
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.join("Caddyfile"))
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir);
+    proxy_through(&blog, port, &dir, cmd);
 }

@@ -67,21 +67,17 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The listening socket: `SO_REUSEADDR`, and `TCP_NODELAY` for Linux's
-/// accepted sockets to inherit (each is set again on accept).
-pub fn listener(addr: SocketAddr) -> std::io::Result<StdListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-/// [`listener`], with an error that names the address.
+/// The listening socket on `addr` (`SO_REUSEADDR`; `TCP_NODELAY` is set on
+/// each accepted connection), with an error that names the address.
 pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
-    listener(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    let listen = || -> std::io::Result<StdListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, so the
@@ -103,16 +99,6 @@ struct Shared {
 }
 
 impl Server {
-    /// Binds `addr` and serves `handler` with `limits`. The bind happens
-    /// before this returns, so its error (naming the address) comes here.
-    pub fn start(
-        addr: SocketAddr,
-        limits: HttpSettings,
-        handler: Handler,
-    ) -> std::io::Result<Server> {
-        Self::start_on(bind(addr)?, limits, handler)
-    }
-
     /// Serves `handler` with `limits` on a listener from [`bind`].
     pub fn start_on(
         std_listener: StdListener,
