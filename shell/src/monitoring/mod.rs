@@ -13,6 +13,7 @@
 pub mod memory;
 pub mod snapshot;
 pub mod sql_pattern;
+pub mod trend;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -195,6 +196,10 @@ pub struct Inner {
     memory_op: AtomicU32,
     slow_log: Mutex<VecDeque<SlowQuery>>,
     memory_samples: Mutex<VecDeque<(u64, u64)>>,
+    /// Slow statements since start or the last clear.
+    slow_total: AtomicU64,
+    /// The last fifteen minutes, minute by minute (closed by the ticker).
+    trend: Mutex<trend::Trend>,
     started: Instant,
     /// Recorder clock at start or the last [`Monitor::clear`]: the series
     /// count from here, so rates divide by the time since.
@@ -233,11 +238,14 @@ impl Monitor {
             memory_op,
             slow_log: Mutex::new(VecDeque::with_capacity(SLOW_LOG_LEN)),
             memory_samples: Mutex::new(VecDeque::with_capacity(MEMORY_SAMPLES)),
+            slow_total: AtomicU64::new(0),
+            trend: Mutex::new(trend::Trend::default()),
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
             recorder,
         };
+        inner.restart_trend();
         let monitor = Monitor {
             inner: Some(inner),
             config: config.clone(),
@@ -440,13 +448,39 @@ impl Monitor {
         value
     }
 
-    /// Called every second by the ticker: window checkpoints, and a memory
-    /// sample every [`MEMORY_SAMPLE_SECS`] when memory tracking is on.
+    /// Called every second by the ticker: window checkpoints, a memory
+    /// sample every [`MEMORY_SAMPLE_SECS`] when memory tracking is on, and
+    /// the trend's point when a wall-clock minute has ended.
     pub fn tick(&self, second: u64) {
         let Some(inner) = &self.inner else { return };
         inner.recorder.rotate();
         if self.config.memory_tracking && second.is_multiple_of(MEMORY_SAMPLE_SECS) {
             self.sample_memory();
+        }
+        let due = inner.trend.lock().is_ok_and(|t| t.due(inner.unix_now()));
+        if due {
+            self.close_minute();
+        }
+    }
+
+    /// Closes the trend's current point now. The ticker calls it when a
+    /// wall-clock minute ends; tests and benchmarks call it to make
+    /// minutes quickly.
+    pub fn close_minute(&self) {
+        let Some(inner) = &self.inner else { return };
+        let totals = inner.http_totals();
+        let rss = self.rss_now();
+        if let Ok(mut t) = inner.trend.lock() {
+            t.close(totals, rss);
+        }
+    }
+
+    /// Resident memory now, or 0 with memory tracking off.
+    pub fn rss_now(&self) -> u64 {
+        if self.config.memory_tracking {
+            memory::read().rss_bytes
+        } else {
+            0
         }
     }
 
@@ -487,6 +521,8 @@ impl Monitor {
         if let Ok(mut s) = inner.memory_samples.lock() {
             s.clear();
         }
+        inner.slow_total.store(0, Ordering::Relaxed);
+        inner.restart_trend();
     }
 }
 
@@ -511,7 +547,58 @@ fn measure_record_cost(config: RecorderConfig) -> f64 {
 }
 
 impl Inner {
+    /// Unix seconds now, by the recorder's clock.
+    fn unix_now(&self) -> f64 {
+        self.recorder.anchor().to_unix_ns(self.recorder.now_ns()) as f64 / 1e9
+    }
+
+    /// The cumulative figures of every HTTP series now (cold path: one
+    /// histogram snapshot per route).
+    fn http_totals(&self) -> trend::Totals {
+        let rec = &self.recorder;
+        let at_unix = self.unix_now();
+        let mut latency = starpunk_perf::new_hdr(&rec.config().layout);
+        let (mut requests, mut e5, mut e4) = (0, 0, 0);
+        for (_, entry) in rec.registry().iter() {
+            if entry.category != Category::Http || entry.value.count() == 0 {
+                continue;
+            }
+            let (h, classes) = entry
+                .value
+                .read(|s| (s.since_start.snapshot(), s.status_classes()));
+            requests += h.len();
+            e5 += classes[5];
+            e4 += classes[4];
+            // Same layout: adding cannot fail.
+            let _ = latency.add(&h);
+        }
+        trend::Totals {
+            at_unix,
+            requests,
+            errors_5xx: e5,
+            client_errors_4xx: e4,
+            slow_queries: self.slow_total.load(Ordering::Relaxed),
+            latency,
+        }
+    }
+
+    /// Starts the trend again from zero, now (start and clear).
+    fn restart_trend(&self) {
+        let start = trend::Totals {
+            at_unix: self.unix_now(),
+            requests: 0,
+            errors_5xx: 0,
+            client_errors_4xx: 0,
+            slow_queries: 0,
+            latency: starpunk_perf::new_hdr(&self.recorder.config().layout),
+        };
+        if let Ok(mut t) = self.trend.lock() {
+            t.restart(start);
+        }
+    }
+
     fn log_slow(&self, entry: SlowQuery) {
+        self.slow_total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut log) = self.slow_log.lock() {
             if log.len() == SLOW_LOG_LEN {
                 log.pop_front();

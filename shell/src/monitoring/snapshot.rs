@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use starpunk_perf::{Category, MetricRecord, OpId, Series};
 
+use super::trend::{Overview, Totals};
 use super::{Inner, Monitor};
 use crate::config::PerfConfig;
 
@@ -277,6 +278,8 @@ pub struct PerfSnapshot {
     pub error_rate: f64,
     /// 4xx responses over all responses.
     pub client_error_rate: f64,
+    /// The last fifteen minutes, minute by minute, and their figures.
+    pub overview: Overview,
     /// Per route, since start, slowest (p99) first.
     pub endpoints: Vec<EndpointStats>,
     /// Per route, the recent window, slowest first.
@@ -569,6 +572,21 @@ impl Inner {
             samples: samples.iter().map(|&(t, r)| [t, r]).collect(),
         };
         database.queries_per_second = queries as f64 / counting_seconds;
+        let p99_response_ms = ms(all_http.value_at_quantile(0.99) as f64);
+        let empty = starpunk_perf::new_hdr(&rec.config().layout);
+        let now_totals = Totals {
+            at_unix: rec.anchor().to_unix_ns(now) as f64 / 1e9,
+            requests: requests_total,
+            errors_5xx,
+            client_errors_4xx,
+            slow_queries: self.slow_total.load(std::sync::atomic::Ordering::Relaxed),
+            latency: all_http,
+        };
+        let points = match self.trend.lock() {
+            Ok(t) => t.points(&now_totals, live.rss_bytes),
+            Err(_) => Vec::new(),
+        };
+        let overview = Overview::of(points, &empty);
         let stats = rec.ring().stats();
         let share = |n: u64| {
             if requests_total > 0 {
@@ -590,7 +608,8 @@ impl Inner {
             } else {
                 0.0
             },
-            p99_response_ms: ms(all_http.value_at_quantile(0.99) as f64),
+            p99_response_ms,
+            overview,
             errors_5xx,
             client_errors_4xx,
             error_rate: share(errors_5xx),

@@ -5,12 +5,14 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 use super::auth::to_login;
+use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Line};
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
 use crate::monitoring::snapshot::{
     rfc3339, DatabaseView, EndpointStats, PerfSnapshot, RssDelta, WorstRequest,
 };
+use crate::monitoring::trend::{MinutePoint, MINUTES};
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -157,118 +159,10 @@ fn duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{s} s"),
+        60..=3599 if s % 60 == 0 => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         3600..=86_399 => format!("{} h {} min", s / 3600, s / 60 % 60),
         _ => format!("{} d {} h {} min", s / 86_400, s / 3600 % 24, s / 60 % 60),
-    }
-}
-
-/// A horizontal bar chart, as inline SVG; `fmt` writes each value.
-pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> String) -> Markup {
-    let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
-    let row = 22.0;
-    let height = row * bars.len().max(1) as f64 + 30.0;
-    html! {
-        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 600 " (height) } role="img" aria-label=(title) {
-            title { (title) }
-            text x="0" y="14" font-size="12" font-weight="bold" { (title) }
-            @for (i, (label, value)) in bars.iter().enumerate() {
-                @let y = 25.0 + row * i as f64;
-                @let w = 260.0 * value / max;
-                text x="0" y=(y + 14.0) font-size="11" { (label.chars().take(38).collect::<String>()) }
-                rect x="240" y=(y + 3.0) width=(format!("{w:.1}")) height="14" fill="#0b5cad" {}
-                text x=(format!("{:.1}", 245.0 + w)) y=(y + 14.0) font-size="11" { (fmt(*value)) }
-            }
-        }
-    }
-}
-
-/// A line chart of memory samples `(unix seconds, bytes)`, as inline SVG,
-/// with a MiB axis and a time axis in minutes before the last sample.
-pub fn line_chart(title: &str, points: &[[u64; 2]]) -> Markup {
-    let (w, h) = (600.0, 180.0);
-    let (left, right, top, bottom) = (70.0, 10.0, 20.0, 40.0);
-    let (t0, t1) = (
-        points.first().map_or(0, |p| p[0]) as f64,
-        points.last().map_or(1, |p| p[0]) as f64,
-    );
-    let lo = points.iter().map(|p| p[1]).min().unwrap_or(0) as f64;
-    let hi = points.iter().map(|p| p[1]).max().unwrap_or(1) as f64;
-    let span_t = (t1 - t0).max(1.0);
-    let span_v = (hi - lo).max(1.0);
-    let x_of = |t: f64| left + (t - t0) / span_t * (w - left - right);
-    let y_of = |v: f64| top + (1.0 - (v - lo) / span_v) * (h - top - bottom);
-    let path: Vec<String> = points
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", x_of(p[0] as f64), y_of(p[1] as f64)))
-        .collect();
-    // Ticks every 5 minutes back from the last sample (every minute when
-    // the samples span less than 5).
-    let step = if span_t >= 600.0 { 300.0 } else { 60.0 };
-    let ticks: Vec<f64> = (0..)
-        .map(|i| t1 - step * f64::from(i))
-        .take_while(|t| *t >= t0)
-        .collect();
-    html! {
-        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) } role="img" aria-label=(title) {
-            title { (title) }
-            line x1=(left) y1=(h - bottom) x2=(w - right) y2=(h - bottom) stroke="#999" {}
-            line x1=(left) y1=(top) x2=(left) y2=(h - bottom) stroke="#999" {}
-            text x="0" y=(top + 4.0) font-size="10" { (mib(hi)) }
-            text x="0" y=(h - bottom) font-size="10" { (mib(lo)) }
-            @for t in &ticks {
-                @let x = x_of(*t);
-                line x1=(format!("{x:.1}")) y1=(h - bottom) x2=(format!("{x:.1}")) y2=(h - bottom + 4.0) stroke="#999" {}
-                text x=(format!("{:.1}", x - 14.0)) y=(h - bottom + 16.0) font-size="10" {
-                    @if (t1 - t) < 1.0 { "now" } @else { "-" (((t1 - t) / 60.0).round()) " min" }
-                }
-            }
-            text x=(left) y=(h - 4.0) font-size="10" { "time (minutes before the last sample, one sample every 10 s)" }
-            @if path.len() > 1 {
-                polyline points=(path.join(" ")) fill="none" stroke="#0b5cad" stroke-width="2" {}
-            } @else {
-                text x=(left + 10.0) y=(h / 2.0) font-size="12" { "Not enough samples yet" }
-            }
-        }
-    }
-}
-
-/// Where one request spent its time: each SQL statement and named
-/// function on the request's own time axis, as inline SVG.
-pub fn timeline_chart(w: &WorstRequest) -> Markup {
-    let total = w.duration_ms.max(1e-6);
-    let (width, left, right, row) = (600.0, 10.0, 10.0, 28.0);
-    let span_w = width - left - right;
-    let x_of = |ms: f64| left + (ms / total).clamp(0.0, 1.0) * span_w;
-    let height = row * (w.timeline.len() + 1) as f64 + 30.0;
-    let label = |name: &str, ms: f64, offset: f64| {
-        let short: String = name.chars().take(70).collect();
-        let dots = if name.chars().count() > 70 { "..." } else { "" };
-        format!("{short}{dots}  {ms:.3} ms at +{offset:.3} ms")
-    };
-    let title = format!("Timeline of {} at {} ({} ms)", w.route, w.at, w.duration_ms);
-    html! {
-        svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (width) " " (height) } role="img" aria-label=(title) {
-            title { (title) }
-            text x=(left) y="10" font-size="10" { (w.route) "  " (w.duration_ms) " ms, status " (w.status) }
-            rect x=(left) y="13" width=(format!("{span_w:.1}")) height="10" fill="#999" {}
-            @for (i, s) in w.timeline.iter().enumerate() {
-                @let y = row * (i + 1) as f64;
-                @let x = x_of(s.offset_ms);
-                @let bar = (s.duration_ms / total * span_w).max(1.5).min(width - right - x);
-                text x=(left) y=(y + 10.0) font-size="10" { (label(&s.name, s.duration_ms, s.offset_ms)) }
-                rect x=(format!("{x:.1}")) y=(y + 13.0) width=(format!("{bar:.1}")) height="10"
-                    fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
-            }
-            @let axis = height - 22.0;
-            line x1=(left) y1=(axis) x2=(width - right) y2=(axis) stroke="#999" {}
-            @for q in [0.0, 0.25, 0.5, 0.75, 1.0] {
-                @let x = left + q * span_w;
-                line x1=(format!("{x:.1}")) y1=(axis) x2=(format!("{x:.1}")) y2=(axis + 4.0) stroke="#999" {}
-                // Labels centred on their tick, the last one ending at it.
-                text x=(format!("{:.1}", if q < 1.0 { (x - 12.0).max(0.0) } else { x - 48.0 })) y=(axis + 15.0) font-size="10" { (format!("{:.2}", q * total)) " ms" }
-            }
-        }
     }
 }
 
@@ -285,8 +179,8 @@ fn request_details(w: &WorstRequest, open: bool) -> Markup {
     html! {
         details open[open] {
             summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at) " (SQL "
-                (format!("{sql:.3}")) " ms in " (w.timeline.iter().filter(|s| s.kind == "sql").count())
-                " statements, named functions " (format!("{functions:.3}")) " ms)" }
+                (format!("{sql:.3}")) " ms in " (count_of(w.timeline.iter().filter(|s| s.kind == "sql").count() as u64, "statement"))
+                ", named functions " (format!("{functions:.3}")) " ms)" }
             (timeline_chart(w))
             p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); grey: the whole request." }
         }
@@ -306,26 +200,296 @@ fn rss_delta(d: &RssDelta) -> Markup {
     }
 }
 
-fn endpoint_table(rows: &[EndpointStats], with_responses: bool, memory: bool) -> Markup {
+/// Rows a long table shows before the rest goes behind an expander.
+const TOP_ROWS: usize = 10;
+
+/// A table: its first `top` rows, the rest behind an expander that works
+/// without JavaScript (`details`).
+fn long_table(head: &Markup, rows: &[Markup], top: usize, noun: &str) -> Markup {
+    let table = |rows: &[Markup]| {
+        html! { div.scroll { table { thead { (head) } tbody { @for r in rows { (r) } } } } }
+    };
     html! {
-        div.scroll { table {
-            thead { tr {
-                th { "Series" } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
-                @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
-                @if memory { th.wrap { "RSS change per request (mean / worst)" } }
-            } }
-            tbody { @for e in rows { tr {
+        (table(&rows[..rows.len().min(top)]))
+        @if rows.len() > top {
+            details.more {
+                summary { "Show " (rows.len() - top) " more " (noun) }
+                (table(&rows[top..]))
+            }
+        }
+    }
+}
+
+/// A SQL pattern: whole when short, otherwise its beginning (cut between
+/// words) with the full text on demand.
+fn sql(pattern: &str) -> Markup {
+    counted_sql("", pattern)
+}
+
+/// [`sql`] after a `prefix` ("3 x ") that stays on the pattern's line.
+fn counted_sql(prefix: &str, pattern: &str) -> Markup {
+    const SHORT: usize = 48;
+    if pattern.chars().count() <= SHORT {
+        return html! { div.sql { (prefix) code { (pattern) } } };
+    }
+    let head: String = pattern.chars().take(SHORT).collect();
+    let head = match head.rfind(' ') {
+        Some(i) if i > SHORT / 3 => &head[..i],
+        _ => &head[..],
+    };
+    html! {
+        details.sql { summary { (prefix) code { (head) " ..." } } code { (pattern) } }
+    }
+}
+
+/// `n` and a noun, plural when `n` is not one.
+fn count_of(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", int(n), if n == 1 { "" } else { "s" })
+}
+
+/// How `now` compares with `before` in words, or "" when there is no
+/// earlier period to compare with.
+fn change(now: f64, before: f64, before_seconds: f64, unit: &str) -> String {
+    if before_seconds < 60.0 {
+        return String::new();
+    }
+    let against = format!("the {} before", duration(before_seconds));
+    if before <= 0.0 {
+        return if now > 0.0 {
+            format!("none in {against}")
+        } else {
+            format!("as in {against}")
+        };
+    }
+    let pct = (now - before) / before * 100.0;
+    if pct.abs() < 10.0 {
+        format!("steady against {against}")
+    } else {
+        format!(
+            "{} {:.0} % on {against} ({}{unit})",
+            if pct > 0.0 { "up" } else { "down" },
+            pct.abs(),
+            round3(before)
+        )
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Sentences on what changed: the last five minutes against the minutes
+/// before, routes slower now than since start, new errors and slow
+/// statements.
+fn changes(s: &PerfSnapshot) -> Vec<String> {
+    let (now, before) = (&s.overview.last_5_minutes, &s.overview.before);
+    let mut out = Vec::new();
+    let compare = |name: &str, a: f64, b: f64, unit: &str| {
+        let c = change(a, b, before.seconds, unit);
+        (c.starts_with("up") || c.starts_with("down")).then(|| {
+            format!(
+                "{name}: {}{unit} in the last {}, {c}.",
+                round3(a),
+                duration(now.seconds)
+            )
+        })
+    };
+    if before.requests >= 20 && now.requests >= 20 {
+        out.extend(compare(
+            "Requests per second",
+            now.requests_per_second,
+            before.requests_per_second,
+            "/s",
+        ));
+        out.extend(compare(
+            "p99 response time",
+            now.p99_ms,
+            before.p99_ms,
+            " ms",
+        ));
+    }
+    let since: std::collections::HashMap<&str, &EndpointStats> =
+        s.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
+    for r in &s.endpoints_recent {
+        if let Some(all) = since.get(r.name.as_str()) {
+            // Only when since start reaches further back than the window.
+            if r.count >= 10
+                && all.count >= r.count + 10
+                && r.p99_ms >= 1.5 * all.p99_ms
+                && r.p99_ms >= 1.0
+            {
+                out.push(format!(
+                    "{} is slower now: p99 {} ms over the last {} against {} ms since start.",
+                    r.name,
+                    r.p99_ms,
+                    duration(s.window_seconds),
+                    all.p99_ms
+                ));
+            }
+        }
+    }
+    let w = &s.overview.window;
+    if w.errors_5xx > 0 {
+        out.push(format!(
+            "{} (5xx) in the last {}: see Recent errors below.",
+            count_of(w.errors_5xx, "server error"),
+            duration(w.seconds)
+        ));
+    }
+    if w.slow_queries > 0 {
+        out.push(format!(
+            "{} (over {} s) in the last {}: see Slow queries below.",
+            count_of(w.slow_queries, "slow statement"),
+            s.config.slow_query_threshold,
+            duration(w.seconds)
+        ));
+    }
+    out
+}
+
+/// The values of `(time, value)` points.
+fn values(points: &[(f64, f64)]) -> Vec<f64> {
+    points.iter().map(|p| p.1).collect()
+}
+
+/// The overview's four figures with their trends, and its charts.
+fn overview(s: &PerfSnapshot) -> Markup {
+    let o = &s.overview;
+    let (w, now, before) = (&o.window, &o.last_5_minutes, &o.before);
+    let end = o
+        .points
+        .last()
+        .map_or(0.0, |p| p.start_unix as f64 + p.seconds);
+    // Each point sits at the middle of the time it covers.
+    let at = |p: &MinutePoint| p.start_unix as f64 + p.seconds / 2.0;
+    let served: Vec<_> = o.points.iter().filter(|p| p.requests > 0).collect();
+    let series = |f: &dyn Fn(&MinutePoint) -> f64| -> Vec<(f64, f64)> {
+        o.points.iter().map(|p| (at(p), f(p))).collect()
+    };
+    let latency = |f: &dyn Fn(&MinutePoint) -> f64| -> Vec<(f64, f64)> {
+        served.iter().map(|p| (at(p), f(p))).collect()
+    };
+    let rss: Vec<(f64, f64)> = s
+        .memory
+        .samples
+        .iter()
+        .map(|p| (p[0] as f64, p[1] as f64))
+        .collect();
+    let rss_change = match (rss.first(), rss.last()) {
+        (Some(a), Some(b)) => b.1 - a.1,
+        _ => 0.0,
+    };
+    let span = duration(w.seconds);
+    let minutes = MINUTES as f64 + 1.0;
+    html! {
+        h3 { "Now: the last " (span) }
+        p.meta { "Every figure here covers the last " (span) " (one point per minute, the current minute at the right), "
+            "counting every request at any sample rate." }
+        div.cards {
+            div.card {
+                span { "Requests per second" }
+                b { (format!("{:.2}", w.requests_per_second)) "/s" }
+                (sparkline("requests per second, minute by minute", &values(&series(&|p| p.requests_per_second))))
+                small { (count_of(w.requests, "request")) ". " (change(now.requests_per_second, before.requests_per_second, before.seconds, "/s")) }
+            }
+            div.card {
+                span { "p99 response time" }
+                b { (w.p99_ms) " ms" }
+                (sparkline("p99 response time, minute by minute", &values(&latency(&|p| p.p99_ms))))
+                small { "99 % of requests were faster; p50 " (w.p50_ms) " ms. " (change(now.p99_ms, before.p99_ms, before.seconds, " ms")) }
+            }
+            div.card {
+                span { "Error rate (5xx / all requests)" }
+                b { (percent(w.error_rate)) }
+                (sparkline("server errors per minute", &values(&series(&|p| p.errors_5xx as f64))))
+                small { (count_of(w.errors_5xx, "server error")) " of " (count_of(w.requests, "request")) "; 4xx (client errors, not counted): " (int(w.client_errors_4xx)) }
+            }
+            div.card {
+                span { "Memory (RSS)" }
+                @if s.memory.tracking {
+                    b { (mib(s.memory.rss_bytes as f64)) }
+                    (sparkline("resident memory, every 10 s", &values(&rss)))
+                    small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
+                } @else {
+                    b { "off" }
+                    small { "STARPUNK_PERF_MEMORY_TRACKING=false" }
+                }
+            }
+        }
+        div.charts {
+            (time_chart("Requests per second (each minute)", &[Line {
+                name: "requests/s", colour: "#0b5cad", points: series(&|p| p.requests_per_second), bars: false,
+            }], end, minutes, true, |v| format!("{}/s", round3(v))))
+            (time_chart("Response time, ms (p50 and p99 of each minute)", &[
+                Line { name: "p99", colour: "#c05a00", points: latency(&|p| p.p99_ms), bars: false },
+                Line { name: "p50", colour: "#0b5cad", points: latency(&|p| p.p50_ms), bars: false },
+            ], end, minutes, true, |v| format!("{} ms", round3(v))))
+            (time_chart("Errors per minute (5xx server, 4xx client)", &[
+                Line { name: "5xx", colour: "#b00020", points: series(&|p| p.errors_5xx as f64), bars: true },
+                Line { name: "4xx", colour: "#999999", points: series(&|p| p.client_errors_4xx as f64), bars: true },
+            ], end, minutes, true, |v| format!("{}", round3(v))))
+            @if s.memory.tracking {
+                (time_chart("Memory (RSS), MiB (a sample every 10 s)", &[Line {
+                    name: "RSS", colour: "#0b5cad", points: rss, bars: false,
+                }], end, minutes, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
+            }
+        }
+    }
+}
+
+/// The head and rows of a per-route (or per-function) latency table.
+fn endpoint_rows(
+    what: &str,
+    rows: &[EndpointStats],
+    with_responses: bool,
+    memory: bool,
+) -> (Markup, Vec<Markup>) {
+    let head = html! { tr {
+        th { (what) } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
+        @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
+        @if memory { th { "RSS change per request" br; "(mean / worst)" } }
+    } };
+    let body = rows
+        .iter()
+        .map(|e| {
+            html! { tr {
                 td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
                 td { (e.p99_ms) } td { (e.max_ms) }
                 @if with_responses {
                     td { (bytes(e.bytes_mean as u64)) }
                     td { (int(e.errors_5xx)) }
                     td { (int(e.client_errors_4xx)) }
-                    td.wrap { @for (code, n) in &e.status { (code) ": " (int(*n)) " " } }
+                    td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
                 }
-                @if memory { td.wrap { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
-            } } }
-        } }
+                @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
+            } }
+        })
+        .collect();
+    (head, body)
+}
+
+/// The slowest routes over the recent window, with their p99 since start.
+fn slowest_routes(s: &PerfSnapshot) -> Markup {
+    let since: std::collections::HashMap<&str, f64> = s
+        .endpoints
+        .iter()
+        .map(|e| (e.name.as_str(), e.p99_ms))
+        .collect();
+    let head = html! { tr {
+        th { "Route" } th { "Requests" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" } th { "p99 since start" }
+    } };
+    let rows: Vec<Markup> = s
+        .endpoints_recent
+        .iter()
+        .map(|e| html! { tr {
+            td { (e.name) } td { (int(e.count)) } td { (e.p50_ms) } td { (e.p95_ms) } td { (e.p99_ms) } td { (e.max_ms) }
+            td { @match since.get(e.name.as_str()) { Some(p) => { (p) " ms" }, None => "-" } }
+        } })
+        .collect();
+    html! {
+        h3 { "Slowest routes, last " (duration(s.window_seconds)) }
+        @if rows.is_empty() { p { "No requests in the last " (duration(s.window_seconds)) "." } }
+        @else { (long_table(&head, &rows, 5, "routes")) }
     }
 }
 
@@ -340,12 +504,6 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         };
         return views::page(site_name, "Performance", None, body).into_string();
     }
-    let p99_bars: Vec<(String, f64)> = s
-        .endpoints
-        .iter()
-        .take(12)
-        .map(|e| (e.name.clone(), e.p99_ms))
-        .collect();
     let status_bars: Vec<(String, f64)> = s
         .status_codes
         .iter()
@@ -357,11 +515,52 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         format!("since start, {} ago", duration(s.counting_seconds))
     };
     let est = s.sampling.estimated;
+    let (route_head, route_rows) = endpoint_rows("Route", &s.endpoints, true, s.memory.tracking);
+    let (function_head, function_rows) = endpoint_rows("Function", &s.functions, false, false);
+    let changed = changes(s);
+    let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
+    let pattern_rows: Vec<Markup> = s.query_patterns.iter().map(|q| html! { tr {
+        td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+    } }).collect();
+    let rp_head = html! { tr { th { "Route and pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } };
+    let rp_rows: Vec<Markup> = s.route_patterns.iter().map(|rp| html! { tr {
+        td { (rp.route) @if rp.n_plus_one { " " span.flag { "N+1" } } br; (sql(&rp.pattern)) }
+        td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
+        td { (rp.max_per_request) }
+        td { (int(rp.calls)) " / " (int(rp.requests)) }
+    } }).collect();
+    let slow_head = html! { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } };
+    let slow_rows: Vec<Markup> = s.slow_patterns.iter().map(|g| html! { tr {
+        td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
+        td { @for (i, r) in g.routes.iter().enumerate() {
+            @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
+    } }).collect();
+    let each_slow_head = html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } };
+    let each_slow_rows: Vec<Markup> = s
+        .slow_queries
+        .iter()
+        .map(|q| {
+            html! { tr {
+                td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) } td { (q.route) }
+            } }
+        })
+        .collect();
+    let worst_head =
+        html! { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } };
+    let worst_rows: Vec<Markup> = s.worst_requests.iter().take(30).map(|w| html! { tr {
+        td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
+            @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
+        td { (w.at) } td { (w.duration_ms) } td { (w.status) }
+    } }).collect();
     let body = html! {
         h2 { "Performance" }
         p.meta { "Refreshes every " (REFRESH_SECS) " s. Exports: "
             a href="/admin/performance.json" { "JSON" } ", " a href="/admin/performance.csv" { "CSV" } ", "
-            a href="/metrics" { "Prometheus" } "." }
+            a href="/metrics" { "Prometheus" } ". Sections: "
+            a href="#changes" { "what changed" } ", " a href="#endpoints" { "routes" } ", "
+            a href="#slow-queries" { "slow queries" } ", " a href="#query-patterns" { "SQL" } ", "
+            a href="#worst-requests" { "slowest requests" } ", " a href="#memory" { "memory" } ", "
+            a href="#database" { "database" } ", " a href="#monitor" { "the monitor" } "." }
         @if est {
             p.estimate { "Sample rate " (s.sampling.rate) ": every count, rate, mean and percentile on this page is exact "
                 "(every request and statement is timed and counted). Figures marked " b { "~" } " are estimated from the "
@@ -369,78 +568,46 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 (int(s.sampling.ring_forced as u64)) " more were kept because they failed (5xx) or ran a slow statement, "
                 "and are shown in the detail tables but left out of every estimate." }
         }
-        section #overview {
-            h3 { "Overview" }
-            div.cards {
-                div.card { "Uptime" b { (duration(s.uptime_seconds)) } }
-                div.card { "Requests" b { (int(s.requests_total)) } (since) br;
-                    (format!("{:.2}", s.requests_per_second)) " per second over the last " (duration(s.window_seconds)) }
-                div.card { "Mean response" b { (s.mean_response_ms) " ms" } "all requests " (since) }
-                div.card { "p99 response" b { (s.p99_response_ms) " ms" } "99 % of requests were faster" }
-                div.card { "Error rate (5xx)" b { (percent(s.error_rate)) }
-                    (int(s.errors_5xx)) " server errors of " (int(s.requests_total)) " requests" br;
-                    "4xx: " (percent(s.client_error_rate)) " (" (int(s.client_errors_4xx)) ")" }
-                div.card { "Memory (RSS)" b { @if s.memory.tracking { (mib(s.memory.rss_bytes as f64)) } @else { "off" } } }
-                div.card { "Ring buffer" b { (int(s.buffer.len as u64)) " / " (int(s.buffer.capacity as u64)) " records" }
-                    (int(s.buffer.overwritten)) " overwritten (replaced by newer ones, as designed)" br;
-                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" }
-                div.card { "Monitor cost" b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
-                    (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" }
+        section #overview { (overview(s)) }
+        section #changes {
+            h3 { "What changed" }
+            @if changed.is_empty() {
+                p { "Nothing worth a look: the last " (duration(s.overview.last_5_minutes.seconds))
+                    " look like the time before, no server errors and no slow statements in the last "
+                    (duration(s.overview.window.seconds)) "." }
+            } @else {
+                ul { @for c in &changed { li { (c) } } }
             }
-            p.meta { "Configuration: sample rate " (s.config.sample_rate) ", slow query threshold "
-                (s.config.slow_query_threshold) " s, buffer " (int(s.config.buffer_size as u64)) " records, memory tracking "
-                (s.config.memory_tracking) ", query log " (s.config.log_queries) ", series "
-                (s.monitor.series) " / " (s.monitor.series_capacity) "." }
+            (slowest_routes(s))
         }
         section #endpoints {
-            h3 { "Endpoint performance (" (since) ")" }
-            (bar_chart("p99 by route, ms (since start)", &p99_bars, |v| format!("{v:.2} ms")))
-            (endpoint_table(&s.endpoints, true, s.memory.tracking))
-            h3 { "Endpoint performance (last " (duration(s.window_seconds)) ")" }
-            (endpoint_table(&s.endpoints_recent, false, false))
-            h3 { "Named functions" }
-            (endpoint_table(&s.functions, false, false))
+            h3 { "Routes (" (since) ")" }
+            p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }
+            (long_table(&route_head, &route_rows, TOP_ROWS, "routes"))
+            h3 { "Named functions (" (since) ")" }
+            p.meta { "Work timed inside requests: password checks, search, feed generation, note writes." }
+            (long_table(&function_head, &function_rows, TOP_ROWS, "functions"))
         }
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
-            @if s.slow_queries.is_empty() { p { "None." } }
-            @else {
+            @if s.slow_queries.is_empty() {
+                p { "None. The threshold is STARPUNK_PERF_SLOW_QUERY_THRESHOLD (" (s.config.slow_query_threshold)
+                    " s); " code { "starpunk tune" } " suggests one from this blog's statement times." }
+            } @else {
                 p.meta { "The last " (s.slow_queries.len()) " slow statements, grouped by pattern." }
-                div.scroll { table {
-                    thead { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } }
-                    tbody { @for g in &s.slow_patterns { tr {
-                        td { (g.pattern) } td { (g.count) } td { (g.worst_ms) } td { (g.last_at) }
-                        td.wrap { @for (i, r) in g.routes.iter().enumerate() {
-                            @if i > 0 { ", " } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
-                    } } }
-                } }
+                (long_table(&slow_head, &slow_rows, TOP_ROWS, "patterns"))
                 details {
                     summary { "Every slow statement (" (s.slow_queries.len()) ")" }
-                    div.scroll { table {
-                        thead { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } }
-                        tbody { @for q in &s.slow_queries { tr { td { (q.pattern) } td { (q.at) } td { (q.duration_ms) } td { (q.route) } } } }
-                    } }
+                    (long_table(&each_slow_head, &each_slow_rows, usize::MAX, "statements"))
                 }
             }
         }
         section #query-patterns {
-            h3 { "Query patterns (" (since) ")" }
-            div.scroll { table {
-                thead { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } }
-                tbody { @for q in &s.query_patterns { tr {
-                    td { (q.pattern) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
-                } } }
-            } }
+            h3 { "SQL patterns (" (since) ")" }
+            p.meta { "Statements with their literal values taken out, by total time." }
+            (long_table(&pattern_head, &pattern_rows, TOP_ROWS, "patterns"))
             h3 { "Routes x patterns (the sampled requests in the ring buffer)" }
-            div.scroll { table {
-                thead { tr { th { "Route / pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } }
-                tbody { @for rp in &s.route_patterns { tr {
-                    td { (rp.route) br; (rp.pattern) @if rp.n_plus_one { " " span.flag { "N+1" } } }
-                    td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
-                    td { (rp.max_per_request) }
-                    td { (int(rp.calls)) " / " (int(rp.requests)) }
-                } } }
-            } }
+            (long_table(&rp_head, &rp_rows, TOP_ROWS, "pairs"))
         }
         section #worst-requests {
             h3 { "Where the slowest requests spent their time" }
@@ -451,24 +618,16 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @for w in &s.recent_errors { (request_details(w, false)) }
             }
             h3 { "Slowest recent requests (in the ring buffer)" }
-            div.scroll { table {
-                thead { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } }
-                tbody { @for w in s.worst_requests.iter().take(30) { tr {
-                    td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
-                        @for (p, n) in &w.queries { br; small { (n) " x " (p) } } }
-                    td { (w.at) } td { (w.duration_ms) } td { (w.status) }
-                } } }
-            } }
+            (long_table(&worst_head, &worst_rows, TOP_ROWS, "requests"))
         }
         section #memory {
             h3 { "Memory" }
             @if s.memory.tracking {
-                p { "RSS " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
+                p { "Resident memory (RSS) " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
                     (mib(s.memory.hwm_bytes as f64)) ", change over the last "
                     (duration(s.memory.window_seconds as f64)) " "
-                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) "." }
-                (line_chart("RSS, MiB, last 15 minutes", &s.memory.samples))
-                p.meta { "The RSS change per request of each route is in the endpoint table above"
+                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) ". The chart is in the overview above." }
+                p.meta { "The RSS change per request of each route is in the routes table"
                     @if est { " (~: measured on sampled requests only)" } "." }
             } @else {
                 p { "Memory tracking is off (STARPUNK_PERF_MEMORY_TRACKING)." }
@@ -477,13 +636,30 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #database {
             h3 { "Database" }
             div.cards {
-                div.card { "Pool" b { (s.database.pool_in_use) " / " (s.database.pool_size) } "connections in use" }
-                div.card { "Queries per second" b { (format!("{:.2}", s.database.queries_per_second)) } (since) }
-                div.card { "Cache hit rate" b { @match s.database.cache_hit_rate { Some(r) => { (format!("{:.1}", r * 100.0)) " %" }, None => "n/a" } } }
-                div.card { "Database file" b { (bytes(s.database.db_bytes)) } "WAL " (bytes(s.database.wal_bytes)) }
+                div.card { span { "Connections in use" } b { (s.database.pool_in_use) " of " (s.database.pool_size) } }
+                div.card { span { "Statements per second" } b { (format!("{:.2}", s.database.queries_per_second)) } small { (since) } }
+                div.card { span { "Page cache hit rate" } b { @match s.database.cache_hit_rate { Some(r) => { (format!("{:.1}", r * 100.0)) " %" }, None => "none yet" } }
+                    small { "reads served from SQLite's cache" } }
+                div.card { span { "Database file" } b { (bytes(s.database.db_bytes)) } small { "write-ahead log " (bytes(s.database.wal_bytes)) } }
             }
-            h3 { "Status codes (" (since) ")" }
-            (bar_chart("Responses by status", &status_bars, |v| int(v as u64)))
+            h3 { "Responses by status (" (since) ")" }
+            (bar_chart("Responses by status code", &status_bars, |v| int(v as u64)))
+        }
+        section #monitor {
+            h3 { "The monitor" }
+            div.cards {
+                div.card { span { "Uptime" } b { (duration(s.uptime_seconds)) } small { "counts " (since) } }
+                div.card { span { "Requests" } b { (int(s.requests_total)) } small { (since) } }
+                div.card { span { "Ring buffer (detail records)" } b { (int(s.buffer.len as u64)) " of " (int(s.buffer.capacity as u64)) }
+                    small { (int(s.buffer.overwritten)) " overwritten (replaced by newer ones, as designed); "
+                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" } }
+                div.card { span { "Cost" } b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
+                    small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
+            }
+            p.meta { "Configuration: sample rate " (s.config.sample_rate) ", slow query threshold "
+                (s.config.slow_query_threshold) " s, buffer " (int(s.config.buffer_size as u64)) " records, memory tracking "
+                (s.config.memory_tracking) ", query log " (s.config.log_queries) ", series "
+                (s.monitor.series) " of " (s.monitor.series_capacity) "." }
         }
     };
     views::page(site_name, "Performance", Some(refresh), body).into_string()

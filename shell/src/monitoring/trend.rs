@@ -1,0 +1,346 @@
+//! The last fifteen minutes, minute by minute: what the overview's charts
+//! and trends are drawn from.
+//!
+//! The ticker closes one point per wall-clock minute by differencing the
+//! cumulative figures of every HTTP series (counts, status classes, the
+//! merged latency histogram) against the previous minute's. Nothing here
+//! runs on the request path; the points are exact at any sample rate,
+//! because the series they difference are.
+
+use std::collections::VecDeque;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Complete minutes kept (the current, partial minute comes on top).
+pub const MINUTES: usize = 15;
+
+/// Cumulative figures of all HTTP series at one moment (since start or
+/// the last clear).
+#[derive(Clone, Debug)]
+pub struct Totals {
+    /// Unix seconds when taken.
+    pub at_unix: f64,
+    /// Requests.
+    pub requests: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub client_errors_4xx: u64,
+    /// Slow statements.
+    pub slow_queries: u64,
+    /// Latency of every request, nanoseconds.
+    pub latency: Histogram<u64>,
+}
+
+/// One minute (or the part of it since start, a clear, or up to now).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct MinutePoint {
+    /// Unix seconds at the point's start.
+    pub start_unix: u64,
+    /// Seconds the point covers: 60, or less for the current minute and
+    /// the minute of a start or clear.
+    pub seconds: f64,
+    /// Requests.
+    pub requests: u64,
+    /// Requests per second over the point.
+    pub requests_per_second: f64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub client_errors_4xx: u64,
+    /// Median latency, milliseconds (0 without requests).
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds (0 without requests).
+    pub p99_ms: f64,
+    /// Slow statements.
+    pub slow_queries: u64,
+    /// Resident memory at the point's end, bytes (0: not tracked).
+    pub rss_bytes: u64,
+    /// The point's latency buckets `(value ns, count)`, for merging points
+    /// into the quantiles of a longer period.
+    #[serde(skip)]
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// The overview: the recent minutes, their figures, and what changed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Overview {
+    /// The closed minutes (up to [`MINUTES`]) and the current one, oldest
+    /// first.
+    pub points: Vec<MinutePoint>,
+    /// All of `points` together.
+    pub window: PeriodFigures,
+    /// The last five points (the latest four minutes and the current one).
+    pub last_5_minutes: PeriodFigures,
+    /// The points before those.
+    pub before: PeriodFigures,
+}
+
+impl Overview {
+    /// The overview of `points`; `empty` is a histogram of the series'
+    /// layout.
+    pub fn of(points: Vec<MinutePoint>, empty: &Histogram<u64>) -> Overview {
+        let split = points.len().saturating_sub(5);
+        Overview {
+            window: PeriodFigures::of(&points, empty.clone()),
+            last_5_minutes: PeriodFigures::of(&points[split..], empty.clone()),
+            before: PeriodFigures::of(&points[..split], empty.clone()),
+            points,
+        }
+    }
+}
+
+/// Figures over several points.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct PeriodFigures {
+    /// Seconds covered.
+    pub seconds: f64,
+    /// Requests.
+    pub requests: u64,
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub client_errors_4xx: u64,
+    /// 5xx over all requests (0 without requests).
+    pub error_rate: f64,
+    /// Slow statements.
+    pub slow_queries: u64,
+}
+
+impl PeriodFigures {
+    /// The figures of `points` merged; `empty` is a histogram of the
+    /// series' layout to merge into.
+    pub fn of(points: &[MinutePoint], mut empty: Histogram<u64>) -> PeriodFigures {
+        let mut f = PeriodFigures::default();
+        for p in points {
+            f.seconds += p.seconds;
+            f.requests += p.requests;
+            f.errors_5xx += p.errors_5xx;
+            f.client_errors_4xx += p.client_errors_4xx;
+            f.slow_queries += p.slow_queries;
+            for &(v, n) in &p.buckets {
+                empty.saturating_record_n(v, n);
+            }
+        }
+        if f.seconds > 0.0 {
+            f.requests_per_second = f.requests as f64 / f.seconds;
+        }
+        if f.requests > 0 {
+            f.error_rate = f.errors_5xx as f64 / f.requests as f64;
+            f.p50_ms = ms(empty.value_at_quantile(0.5));
+            f.p99_ms = ms(empty.value_at_quantile(0.99));
+        }
+        f
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+/// The closed minutes and the totals at the last close.
+#[derive(Debug)]
+pub struct Trend {
+    points: VecDeque<MinutePoint>,
+    last: Option<Totals>,
+    /// Unix minute of the last close.
+    minute: u64,
+}
+
+impl Default for Trend {
+    fn default() -> Self {
+        Trend {
+            points: VecDeque::with_capacity(MINUTES + 1),
+            last: None,
+            minute: 0,
+        }
+    }
+}
+
+impl Trend {
+    /// Forgets every point; the next ones difference against `start`
+    /// (zero totals at a start or clear).
+    pub fn restart(&mut self, start: Totals) {
+        self.points.clear();
+        self.minute = start.at_unix as u64 / 60;
+        self.last = Some(start);
+    }
+
+    /// True when `now_unix` is in a later minute than the last close.
+    pub fn due(&self, now_unix: f64) -> bool {
+        now_unix as u64 / 60 > self.minute
+    }
+
+    /// Closes the point that ends at `now`: the change since the last
+    /// close. A `now` whose counts went down (a clear raced it) restarts.
+    pub fn close(&mut self, now: Totals, rss_bytes: u64) {
+        if self.last.as_ref().is_some_and(|l| now.at_unix < l.at_unix) {
+            // Taken before a clear that restarted the trend: stale.
+            return;
+        }
+        self.minute = now.at_unix as u64 / 60;
+        match point_between(self.last.as_ref(), &now, rss_bytes) {
+            Some(p) => {
+                if self.points.len() == MINUTES {
+                    self.points.pop_front();
+                }
+                self.points.push_back(p);
+                self.last = Some(now);
+            }
+            None => self.restart(now),
+        }
+    }
+
+    /// The closed points, oldest first, and the current minute so far.
+    pub fn points(&self, now: &Totals, rss_bytes: u64) -> Vec<MinutePoint> {
+        let mut out: Vec<MinutePoint> = self.points.iter().cloned().collect();
+        if let Some(p) = point_between(self.last.as_ref(), now, rss_bytes) {
+            if p.seconds >= 0.5 || out.is_empty() {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// The point from `before` (or from nothing) to `after`; `None` when a
+/// count went down in between (a clear).
+fn point_between(before: Option<&Totals>, after: &Totals, rss_bytes: u64) -> Option<MinutePoint> {
+    let mut latency = after.latency.clone();
+    let (start, requests, e5, e4, slow) = match before {
+        Some(b) => {
+            latency.subtract(&b.latency).ok()?;
+            (
+                b.at_unix,
+                after.requests.checked_sub(b.requests)?,
+                after.errors_5xx.checked_sub(b.errors_5xx)?,
+                after.client_errors_4xx.checked_sub(b.client_errors_4xx)?,
+                after.slow_queries.checked_sub(b.slow_queries)?,
+            )
+        }
+        None => (
+            after.at_unix,
+            after.requests,
+            after.errors_5xx,
+            after.client_errors_4xx,
+            after.slow_queries,
+        ),
+    };
+    let seconds = (after.at_unix - start).max(0.0);
+    let has = latency.len() > 0;
+    Some(MinutePoint {
+        start_unix: start as u64,
+        seconds,
+        requests,
+        requests_per_second: if seconds > 0.0 {
+            requests as f64 / seconds
+        } else {
+            0.0
+        },
+        errors_5xx: e5,
+        client_errors_4xx: e4,
+        p50_ms: if has {
+            ms(latency.value_at_quantile(0.5))
+        } else {
+            0.0
+        },
+        p99_ms: if has {
+            ms(latency.value_at_quantile(0.99))
+        } else {
+            0.0
+        },
+        slow_queries: slow,
+        rss_bytes,
+        buckets: latency
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Histogram<u64> {
+        Histogram::new_with_bounds(1_000, 60_000_000_000, 2).unwrap()
+    }
+
+    fn totals(at: f64, latencies_ms: &[u64], e5: u64) -> Totals {
+        let mut latency = empty();
+        for &l in latencies_ms {
+            latency.record(l * 1_000_000).unwrap();
+        }
+        Totals {
+            at_unix: at,
+            requests: latencies_ms.len() as u64,
+            errors_5xx: e5,
+            client_errors_4xx: 0,
+            slow_queries: 0,
+            latency,
+        }
+    }
+
+    #[test]
+    fn a_point_holds_only_its_minutes_requests() {
+        let mut t = Trend::default();
+        t.restart(totals(600.0, &[], 0));
+        // Minute one: 10 requests of 1 ms; minute two adds 10 of 100 ms.
+        let first: Vec<u64> = vec![1; 10];
+        t.close(totals(660.0, &first, 0), 0);
+        let mut both = first.clone();
+        both.extend([100; 10]);
+        t.close(totals(720.0, &both, 2), 0);
+        let pts = t.points(&totals(720.0, &both, 2), 0);
+        assert_eq!(pts.len(), 2, "no empty current point at the boundary");
+        assert_eq!((pts[0].requests, pts[1].requests), (10, 10));
+        assert!((pts[0].p99_ms - 1.0).abs() < 0.02, "{:?}", pts[0]);
+        assert!((pts[1].p50_ms - 100.0).abs() < 1.0, "{:?}", pts[1]);
+        assert_eq!((pts[0].errors_5xx, pts[1].errors_5xx), (0, 2));
+        assert_eq!(pts[1].start_unix, 660);
+        assert!((pts[1].requests_per_second - 10.0 / 60.0).abs() < 1e-9);
+        // Merged, the two minutes give the quantiles of all 20 requests.
+        let all = PeriodFigures::of(&pts, empty());
+        assert_eq!(all.requests, 20);
+        assert!(
+            (all.p99_ms - 100.0).abs() < 1.0 && (all.p50_ms - 1.0).abs() < 0.02,
+            "{all:?}"
+        );
+        assert!((all.error_rate - 0.1).abs() < 1e-12);
+        let o = Overview::of(pts, &empty());
+        assert_eq!((o.window.requests, o.last_5_minutes.requests), (20, 20));
+        assert_eq!(o.before.requests, 0);
+    }
+
+    #[test]
+    fn keeps_fifteen_minutes_and_restarts_when_counts_fall() {
+        let mut t = Trend::default();
+        t.restart(totals(0.0, &[], 0));
+        let mut lat = Vec::new();
+        for m in 1..=20u64 {
+            lat.push(m);
+            t.close(totals(60.0 * m as f64, &lat, 0), 0);
+        }
+        let now = totals(1_230.0, &lat, 0);
+        let pts = t.points(&now, 0);
+        assert_eq!(pts.len(), MINUTES + 1, "15 closed and the current one");
+        assert_eq!(pts[0].start_unix, 300);
+        assert_eq!(pts[MINUTES].seconds, 30.0);
+        let o = Overview::of(pts, &empty());
+        assert_eq!((o.last_5_minutes.requests, o.before.requests), (4, 11));
+        // A clear: the counts fall, the trend starts again from there.
+        t.close(totals(1_260.0, &[5], 0), 0);
+        assert_eq!(t.points(&totals(1_270.0, &[5, 6], 0), 0).len(), 1);
+        assert!(t.due(1_320.0) && !t.due(1_319.0));
+        // Totals taken before that clear are stale, not a point.
+        t.close(totals(1_250.0, &lat, 0), 0);
+        assert_eq!(t.points(&totals(1_270.0, &[5, 6], 0), 0).len(), 1);
+    }
+}
