@@ -85,6 +85,10 @@ fn bench(c: &mut Criterion) {
         16,
         "15 closed minutes and the current one"
     );
+    eprintln!("page: {} bytes", html.len());
+    if let Ok(p) = std::env::var("DASHBOARD_HTML") {
+        std::fs::write(p, &html).unwrap();
+    }
     let mut g = c.benchmark_group("dashboard");
     g.bench_function("snapshot (64 series, full ring)", |b| {
         b.iter(|| black_box(monitor.snapshot(DatabaseView::default())))

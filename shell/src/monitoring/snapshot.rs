@@ -573,7 +573,6 @@ impl Inner {
         };
         database.queries_per_second = queries as f64 / counting_seconds;
         let p99_response_ms = ms(all_http.value_at_quantile(0.99) as f64);
-        let empty = starpunk_perf::new_hdr(&rec.config().layout);
         let now_totals = Totals {
             at_unix: rec.anchor().to_unix_ns(now) as f64 / 1e9,
             requests: requests_total,
@@ -586,7 +585,7 @@ impl Inner {
             Ok(t) => t.points(&now_totals, live.rss_bytes),
             Err(_) => Vec::new(),
         };
-        let overview = Overview::of(points, &empty);
+        let overview = Overview::of(points);
         let stats = rec.ring().stats();
         let share = |n: u64| {
             if requests_total > 0 {

@@ -78,14 +78,13 @@ pub struct Overview {
 }
 
 impl Overview {
-    /// The overview of `points`; `empty` is a histogram of the series'
-    /// layout.
-    pub fn of(points: Vec<MinutePoint>, empty: &Histogram<u64>) -> Overview {
+    /// The overview of `points`.
+    pub fn of(points: Vec<MinutePoint>) -> Overview {
         let split = points.len().saturating_sub(5);
         Overview {
-            window: PeriodFigures::of(&points, empty.clone()),
-            last_5_minutes: PeriodFigures::of(&points[split..], empty.clone()),
-            before: PeriodFigures::of(&points[..split], empty.clone()),
+            window: PeriodFigures::of(&points),
+            last_5_minutes: PeriodFigures::of(&points[split..]),
+            before: PeriodFigures::of(&points[..split]),
             points,
         }
     }
@@ -115,30 +114,47 @@ pub struct PeriodFigures {
 }
 
 impl PeriodFigures {
-    /// The figures of `points` merged; `empty` is a histogram of the
-    /// series' layout to merge into.
-    pub fn of(points: &[MinutePoint], mut empty: Histogram<u64>) -> PeriodFigures {
+    /// The figures of `points` merged: counts add up, and the quantiles
+    /// come from the points' buckets together (exact merges, not averages
+    /// of percentiles).
+    pub fn of(points: &[MinutePoint]) -> PeriodFigures {
         let mut f = PeriodFigures::default();
+        let mut buckets: Vec<(u64, u64)> = Vec::new();
         for p in points {
             f.seconds += p.seconds;
             f.requests += p.requests;
             f.errors_5xx += p.errors_5xx;
             f.client_errors_4xx += p.client_errors_4xx;
             f.slow_queries += p.slow_queries;
-            for &(v, n) in &p.buckets {
-                empty.saturating_record_n(v, n);
-            }
+            buckets.extend_from_slice(&p.buckets);
         }
+        buckets.sort_unstable_by_key(|b| b.0);
         if f.seconds > 0.0 {
             f.requests_per_second = f.requests as f64 / f.seconds;
         }
         if f.requests > 0 {
             f.error_rate = f.errors_5xx as f64 / f.requests as f64;
-            f.p50_ms = ms(empty.value_at_quantile(0.5));
-            f.p99_ms = ms(empty.value_at_quantile(0.99));
+            f.p50_ms = ms(quantile(&buckets, 0.5));
+            f.p99_ms = ms(quantile(&buckets, 0.99));
         }
         f
     }
+}
+
+/// The value at quantile `q` of sorted `(value, count)` buckets, as
+/// hdrhistogram's `value_at_quantile` computes it: the first bucket whose
+/// running count reaches `ceil(q * total)` (at least one).
+fn quantile(sorted: &[(u64, u64)], q: f64) -> u64 {
+    let total: u64 = sorted.iter().map(|b| b.1).sum();
+    let wanted = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for &(v, n) in sorted {
+        seen += n;
+        if seen >= wanted {
+            return v;
+        }
+    }
+    sorted.last().map_or(0, |b| b.0)
 }
 
 fn ms(ns: u64) -> f64 {
@@ -202,7 +218,9 @@ impl Trend {
     pub fn points(&self, now: &Totals, rss_bytes: u64) -> Vec<MinutePoint> {
         let mut out: Vec<MinutePoint> = self.points.iter().cloned().collect();
         if let Some(p) = point_between(self.last.as_ref(), now, rss_bytes) {
-            if p.seconds >= 0.5 || out.is_empty() {
+            // A current minute only just begun is left out unless it
+            // already holds requests: no count is ever dropped.
+            if p.seconds >= 0.5 || p.requests > 0 || out.is_empty() {
                 out.push(p);
             }
         }
@@ -234,7 +252,7 @@ fn point_between(before: Option<&Totals>, after: &Totals, rss_bytes: u64) -> Opt
         ),
     };
     let seconds = (after.at_unix - start).max(0.0);
-    let has = latency.len() > 0;
+    let has = !latency.is_empty();
     Some(MinutePoint {
         start_unix: start as u64,
         seconds,
@@ -307,16 +325,49 @@ mod tests {
         assert_eq!(pts[1].start_unix, 660);
         assert!((pts[1].requests_per_second - 10.0 / 60.0).abs() < 1e-9);
         // Merged, the two minutes give the quantiles of all 20 requests.
-        let all = PeriodFigures::of(&pts, empty());
+        let all = PeriodFigures::of(&pts);
         assert_eq!(all.requests, 20);
         assert!(
             (all.p99_ms - 100.0).abs() < 1.0 && (all.p50_ms - 1.0).abs() < 0.02,
             "{all:?}"
         );
         assert!((all.error_rate - 0.1).abs() < 1e-12);
-        let o = Overview::of(pts, &empty());
+        let o = Overview::of(pts);
         assert_eq!((o.window.requests, o.last_5_minutes.requests), (20, 20));
         assert_eq!(o.before.requests, 0);
+    }
+
+    #[test]
+    fn merged_quantiles_match_hdrhistogram() {
+        // Three "minutes" of different latencies: the merge of their
+        // buckets gives the quantiles of one histogram of all of them.
+        let mut all = empty();
+        let mut pts = Vec::new();
+        let mut x: u64 = 7;
+        for minute in 0..3u64 {
+            let mut h = empty();
+            for _ in 0..1_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = 10_000 + (x >> 33) % (1_000_000 * (minute + 1));
+                h.record(v).unwrap();
+                all.record(v).unwrap();
+            }
+            pts.push(MinutePoint {
+                seconds: 60.0,
+                requests: 1_000,
+                buckets: h
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect(),
+                ..MinutePoint::default()
+            });
+        }
+        let f = PeriodFigures::of(&pts);
+        assert_eq!(f.p50_ms, ms(all.value_at_quantile(0.5)));
+        assert_eq!(f.p99_ms, ms(all.value_at_quantile(0.99)));
+        assert_eq!(f.requests_per_second, 3_000.0 / 180.0);
     }
 
     #[test]
@@ -333,7 +384,7 @@ mod tests {
         assert_eq!(pts.len(), MINUTES + 1, "15 closed and the current one");
         assert_eq!(pts[0].start_unix, 300);
         assert_eq!(pts[MINUTES].seconds, 30.0);
-        let o = Overview::of(pts, &empty());
+        let o = Overview::of(pts);
         assert_eq!((o.last_5_minutes.requests, o.before.requests), (4, 11));
         // A clear: the counts fall, the trend starts again from there.
         t.close(totals(1_260.0, &[5], 0), 0);

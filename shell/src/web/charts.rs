@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use maud::{html, Markup, PreEscaped};
+use maud::{html, Markup, PreEscaped, Render};
 
 use crate::monitoring::snapshot::WorstRequest;
 
@@ -75,9 +75,15 @@ fn nice_max(v: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-/// A coordinate with one decimal.
-fn fmt1(v: f64) -> String {
-    format!("{v:.1}")
+/// A coordinate with one decimal, written straight into the page (digits,
+/// a sign and a point need no escaping).
+#[derive(Clone, Copy)]
+struct N1(f64);
+
+impl Render for N1 {
+    fn render_to(&self, w: &mut String) {
+        let _ = write!(w, "{:.1}", self.0);
+    }
 }
 
 /// The `points` attribute of a polyline.
@@ -143,14 +149,14 @@ pub fn time_chart(
             @for q in [0.0, 0.5, 1.0] {
                 @let v = lo + q * (hi - lo);
                 @let y = y_of(v);
-                line x1=(left) y1=(fmt1(y)) x2=(W - right) y2=(fmt1(y)) stroke="#e4e4e4" {}
-                text x=(left - 4.0) y=(fmt1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (fmt(v)) }
+                line x1=(left) y1=(N1(y)) x2=(W - right) y2=(N1(y)) stroke="#e4e4e4" {}
+                text x=(left - 4.0) y=(N1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (fmt(v)) }
             }
             line x1=(left) y1=(h - bottom) x2=(W - right) y2=(h - bottom) stroke="#999" {}
-            @for back in (0..=minutes as u64).filter(|b| b % 5 == 0) {
+            @for back in (0..=minutes as u64).filter(|b| b.is_multiple_of(5)) {
                 @let x = x_of(now - back as f64 * 60.0);
-                line x1=(fmt1(x)) y1=(h - bottom) x2=(fmt1(x)) y2=(h - bottom + 4.0) stroke="#999" {}
-                text x=(fmt1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
+                line x1=(N1(x)) y1=(h - bottom) x2=(N1(x)) y2=(h - bottom + 4.0) stroke="#999" {}
+                text x=(N1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
                     text-anchor=(if back == 0 { "end" } else if x - left < 20.0 { "start" } else { "middle" }) {
                     @if back == 0 { "now" } @else { "-" (back) " min" }
                 }
@@ -164,10 +170,10 @@ pub fn time_chart(
                     @let slot = lines[..i].iter().filter(|l| l.bars).count() as f64;
                     @for &(t, v) in l.points.iter().filter(|p| p.1 > 0.0) {
                         @let x = (x_of(t) - minute_w / 2.0 + slot * minute_w / bar_lines).min(W - right - bw);
-                        rect x=(fmt1(x.max(left))) y=(fmt1(y_of(v))) width=(fmt1(bw)) height=(fmt1(h - bottom - y_of(v))) fill=(l.colour) {}
+                        rect x=(N1(x.max(left))) y=(N1(y_of(v))) width=(N1(bw)) height=(N1(h - bottom - y_of(v))) fill=(l.colour) {}
                     }
                 } @else if l.points.len() == 1 {
-                    circle cx=(fmt1(x_of(l.points[0].0))) cy=(fmt1(y_of(l.points[0].1))) r="2.5" fill=(l.colour) {}
+                    circle cx=(N1(x_of(l.points[0].0))) cy=(N1(y_of(l.points[0].1))) r="2.5" fill=(l.colour) {}
                 } @else if !l.points.is_empty() {
                     polyline fill="none" stroke=(l.colour) stroke-width="2"
                         points=(PreEscaped(polyline_points(l.points.iter().map(|&(t, v)| (x_of(t), y_of(v)))))) {}
@@ -218,8 +224,8 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> Strin
                 @let room = W - text_width(&value_text, FONT) - 8.0;
                 @let w = (room * value / max).max(1.0);
                 text x="0" y=(y + 11.0) font-size=(FONT) { (fit(label, W, FONT)) }
-                rect x="0" y=(y + 14.0) width=(fmt1(w)) height="11" fill="#0b5cad" {}
-                text x=(fmt1(w + 4.0)) y=(y + 24.0) font-size=(FONT) { (value_text) }
+                rect x="0" y=(y + 14.0) width=(N1(w)) height="11" fill="#0b5cad" {}
+                text x=(N1(w + 4.0)) y=(y + 24.0) font-size=(FONT) { (value_text) }
             }
         }
     }
@@ -245,21 +251,21 @@ pub fn timeline_chart(w: &WorstRequest) -> Markup {
         svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (height) } role="img" aria-label=(title) {
             title { (title) }
             text x=(left) y="10" font-size=(font) { (fit(&head, span_w, font)) }
-            rect x=(left) y="13" width=(fmt1(span_w)) height="10" fill="#999" {}
+            rect x=(left) y="13" width=(N1(span_w)) height="10" fill="#999" {}
             @for (i, s) in w.timeline.iter().enumerate() {
                 @let y = row * (i + 1) as f64;
                 @let x = x_of(s.offset_ms);
                 @let bar = (s.duration_ms / total * span_w).max(1.5).min(W - right - x);
                 text x=(left) y=(y + 10.0) font-size=(font) { (label(&s.name, s.duration_ms, s.offset_ms)) }
-                rect x=(fmt1(x)) y=(y + 13.0) width=(fmt1(bar)) height="10"
+                rect x=(N1(x)) y=(y + 13.0) width=(N1(bar)) height="10"
                     fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
             }
             @let axis = height - 22.0;
             line x1=(left) y1=(axis) x2=(W - right) y2=(axis) stroke="#999" {}
             @for q in [0.0, 0.5, 1.0] {
                 @let x = left + q * span_w;
-                line x1=(fmt1(x)) y1=(axis) x2=(fmt1(x)) y2=(axis + 4.0) stroke="#999" {}
-                text x=(fmt1(x)) y=(axis + 15.0) font-size=(font)
+                line x1=(N1(x)) y1=(axis) x2=(N1(x)) y2=(axis + 4.0) stroke="#999" {}
+                text x=(N1(x)) y=(axis + 15.0) font-size=(font)
                     text-anchor=(if q == 0.0 { "start" } else if q < 1.0 { "middle" } else { "end" }) {
                     (format!("{:.2}", q * total)) " ms"
                 }

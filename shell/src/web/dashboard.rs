@@ -10,7 +10,8 @@ use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
 use crate::monitoring::snapshot::{
-    rfc3339, DatabaseView, EndpointStats, PerfSnapshot, RssDelta, WorstRequest,
+    rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, RoutePattern, RssDelta,
+    SlowPattern, SlowQueryView, WorstRequest,
 };
 use crate::monitoring::trend::{MinutePoint, MINUTES};
 
@@ -159,7 +160,7 @@ fn duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{s} s"),
-        60..=3599 if s % 60 == 0 => format!("{} min", s / 60),
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         3600..=86_399 => format!("{} h {} min", s / 3600, s / 60 % 60),
         _ => format!("{} d {} h {} min", s / 86_400, s / 3600 % 24, s / 60 % 60),
@@ -202,19 +203,33 @@ fn rss_delta(d: &RssDelta) -> Markup {
 
 /// Rows a long table shows before the rest goes behind an expander.
 const TOP_ROWS: usize = 10;
+/// Rows a table shows at most, expander included; the JSON export has
+/// them all.
+const MAX_ROWS: usize = 100;
 
-/// A table: its first `top` rows, the rest behind an expander that works
-/// without JavaScript (`details`).
-fn long_table(head: &Markup, rows: &[Markup], top: usize, noun: &str) -> Markup {
-    let table = |rows: &[Markup]| {
-        html! { div.scroll { table { thead { (head) } tbody { @for r in rows { (r) } } } } }
+/// A table: its first `top` rows, the rest (up to [`MAX_ROWS`] in all)
+/// behind an expander that works without JavaScript (`details`).
+fn long_table<T>(
+    head: &Markup,
+    rows: &[T],
+    top: usize,
+    noun: &str,
+    row: impl Fn(&T) -> Markup,
+) -> Markup {
+    let table = |rows: &[T]| {
+        html! { div.scroll { table { thead { (head) } tbody { @for r in rows { (row(r)) } } } } }
     };
+    let shown = rows.len().min(MAX_ROWS);
     html! {
-        (table(&rows[..rows.len().min(top)]))
-        @if rows.len() > top {
+        (table(&rows[..shown.min(top)]))
+        @if shown > top {
             details.more {
-                summary { "Show " (rows.len() - top) " more " (noun) }
-                (table(&rows[top..]))
+                summary { "Show " (shown - top) " more " (noun) }
+                (table(&rows[top..shown]))
+                @if rows.len() > shown {
+                    p.meta { "And " (int((rows.len() - shown) as u64)) " more in the "
+                        a href="/admin/performance.json" { "JSON export" } "." }
+                }
             }
         }
     }
@@ -438,34 +453,31 @@ fn overview(s: &PerfSnapshot) -> Markup {
 }
 
 /// The head and rows of a per-route (or per-function) latency table.
-fn endpoint_rows(
+fn endpoint_table(
     what: &str,
+    noun: &str,
     rows: &[EndpointStats],
     with_responses: bool,
     memory: bool,
-) -> (Markup, Vec<Markup>) {
+) -> Markup {
     let head = html! { tr {
         th { (what) } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
         @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
         @if memory { th { "RSS change per request" br; "(mean / worst)" } }
     } };
-    let body = rows
-        .iter()
-        .map(|e| {
-            html! { tr {
-                td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
-                td { (e.p99_ms) } td { (e.max_ms) }
-                @if with_responses {
-                    td { (bytes(e.bytes_mean as u64)) }
-                    td { (int(e.errors_5xx)) }
-                    td { (int(e.client_errors_4xx)) }
-                    td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
-                }
-                @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
-            } }
-        })
-        .collect();
-    (head, body)
+    long_table(&head, rows, TOP_ROWS, noun, |e| {
+        html! { tr {
+            td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
+            td { (e.p99_ms) } td { (e.max_ms) }
+            @if with_responses {
+                td { (bytes(e.bytes_mean as u64)) }
+                td { (int(e.errors_5xx)) }
+                td { (int(e.client_errors_4xx)) }
+                td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
+            }
+            @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
+        } }
+    })
 }
 
 /// The slowest routes over the recent window, with their p99 since start.
@@ -478,18 +490,16 @@ fn slowest_routes(s: &PerfSnapshot) -> Markup {
     let head = html! { tr {
         th { "Route" } th { "Requests" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" } th { "p99 since start" }
     } };
-    let rows: Vec<Markup> = s
-        .endpoints_recent
-        .iter()
-        .map(|e| html! { tr {
+    let row = |e: &EndpointStats| {
+        html! { tr {
             td { (e.name) } td { (int(e.count)) } td { (e.p50_ms) } td { (e.p95_ms) } td { (e.p99_ms) } td { (e.max_ms) }
             td { @match since.get(e.name.as_str()) { Some(p) => { (p) " ms" }, None => "-" } }
-        } })
-        .collect();
+        } }
+    };
     html! {
         h3 { "Slowest routes, last " (duration(s.window_seconds)) }
-        @if rows.is_empty() { p { "No requests in the last " (duration(s.window_seconds)) "." } }
-        @else { (long_table(&head, &rows, 5, "routes")) }
+        @if s.endpoints_recent.is_empty() { p { "No requests in the last " (duration(s.window_seconds)) "." } }
+        @else { (long_table(&head, &s.endpoints_recent, 5, "routes", row)) }
     }
 }
 
@@ -515,43 +525,45 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         format!("since start, {} ago", duration(s.counting_seconds))
     };
     let est = s.sampling.estimated;
-    let (route_head, route_rows) = endpoint_rows("Route", &s.endpoints, true, s.memory.tracking);
-    let (function_head, function_rows) = endpoint_rows("Function", &s.functions, false, false);
     let changed = changes(s);
     let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
-    let pattern_rows: Vec<Markup> = s.query_patterns.iter().map(|q| html! { tr {
-        td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
-    } }).collect();
+    let pattern_row = |q: &PatternStats| {
+        html! { tr {
+            td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+        } }
+    };
     let rp_head = html! { tr { th { "Route and pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } };
-    let rp_rows: Vec<Markup> = s.route_patterns.iter().map(|rp| html! { tr {
-        td { (rp.route) @if rp.n_plus_one { " " span.flag { "N+1" } } br; (sql(&rp.pattern)) }
-        td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
-        td { (rp.max_per_request) }
-        td { (int(rp.calls)) " / " (int(rp.requests)) }
-    } }).collect();
+    let rp_row = |rp: &RoutePattern| {
+        html! { tr {
+            td { (rp.route) @if rp.n_plus_one { " " span.flag { "N+1" } } br; (sql(&rp.pattern)) }
+            td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
+            td { (rp.max_per_request) }
+            td { (int(rp.calls)) " / " (int(rp.requests)) }
+        } }
+    };
     let slow_head = html! { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } };
-    let slow_rows: Vec<Markup> = s.slow_patterns.iter().map(|g| html! { tr {
-        td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
-        td { @for (i, r) in g.routes.iter().enumerate() {
-            @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
-    } }).collect();
+    let slow_row = |g: &SlowPattern| {
+        html! { tr {
+            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
+            td { @for (i, r) in g.routes.iter().enumerate() {
+                @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
+        } }
+    };
     let each_slow_head = html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } };
-    let each_slow_rows: Vec<Markup> = s
-        .slow_queries
-        .iter()
-        .map(|q| {
-            html! { tr {
-                td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) } td { (q.route) }
-            } }
-        })
-        .collect();
+    let each_slow_row = |q: &SlowQueryView| {
+        html! { tr {
+            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) } td { (q.route) }
+        } }
+    };
     let worst_head =
         html! { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } };
-    let worst_rows: Vec<Markup> = s.worst_requests.iter().take(30).map(|w| html! { tr {
-        td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
-            @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
-        td { (w.at) } td { (w.duration_ms) } td { (w.status) }
-    } }).collect();
+    let worst_row = |w: &WorstRequest| {
+        html! { tr {
+            td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
+                @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
+            td { (w.at) } td { (w.duration_ms) } td { (w.status) }
+        } }
+    };
     let body = html! {
         h2 { "Performance" }
         p.meta { "Refreshes every " (REFRESH_SECS) " s. Exports: "
@@ -583,10 +595,10 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #endpoints {
             h3 { "Routes (" (since) ")" }
             p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }
-            (long_table(&route_head, &route_rows, TOP_ROWS, "routes"))
+            (endpoint_table("Route", "routes", &s.endpoints, true, s.memory.tracking))
             h3 { "Named functions (" (since) ")" }
             p.meta { "Work timed inside requests: password checks, search, feed generation, note writes." }
-            (long_table(&function_head, &function_rows, TOP_ROWS, "functions"))
+            (endpoint_table("Function", "functions", &s.functions, false, false))
         }
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
@@ -595,19 +607,19 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     " s); " code { "starpunk tune" } " suggests one from this blog's statement times." }
             } @else {
                 p.meta { "The last " (s.slow_queries.len()) " slow statements, grouped by pattern." }
-                (long_table(&slow_head, &slow_rows, TOP_ROWS, "patterns"))
+                (long_table(&slow_head, &s.slow_patterns, TOP_ROWS, "patterns", slow_row))
                 details {
                     summary { "Every slow statement (" (s.slow_queries.len()) ")" }
-                    (long_table(&each_slow_head, &each_slow_rows, usize::MAX, "statements"))
+                    (long_table(&each_slow_head, &s.slow_queries, usize::MAX, "statements", each_slow_row))
                 }
             }
         }
         section #query-patterns {
             h3 { "SQL patterns (" (since) ")" }
             p.meta { "Statements with their literal values taken out, by total time." }
-            (long_table(&pattern_head, &pattern_rows, TOP_ROWS, "patterns"))
+            (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", pattern_row))
             h3 { "Routes x patterns (the sampled requests in the ring buffer)" }
-            (long_table(&rp_head, &rp_rows, TOP_ROWS, "pairs"))
+            (long_table(&rp_head, &s.route_patterns, TOP_ROWS, "pairs", rp_row))
         }
         section #worst-requests {
             h3 { "Where the slowest requests spent their time" }
@@ -618,7 +630,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @for w in &s.recent_errors { (request_details(w, false)) }
             }
             h3 { "Slowest recent requests (in the ring buffer)" }
-            (long_table(&worst_head, &worst_rows, TOP_ROWS, "requests"))
+            (long_table(&worst_head, &s.worst_requests[..s.worst_requests.len().min(30)], TOP_ROWS, "requests", worst_row))
         }
         section #memory {
             h3 { "Memory" }
@@ -672,4 +684,97 @@ pub fn page(app: &App, req: &Request) -> WebResult {
     }
     let s = snapshot(app);
     Ok(Response::html(render(&app.config.site_name, &s)).with_no_cache())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitoring::trend::PeriodFigures;
+
+    fn period(seconds: f64, requests: u64, p99_ms: f64) -> PeriodFigures {
+        PeriodFigures {
+            seconds,
+            requests,
+            requests_per_second: requests as f64 / seconds,
+            p99_ms,
+            ..PeriodFigures::default()
+        }
+    }
+
+    #[test]
+    fn what_changed_names_a_slower_period_and_slower_routes() {
+        let mut s = PerfSnapshot {
+            enabled: true,
+            window_seconds: 900.0,
+            ..PerfSnapshot::default()
+        };
+        s.overview.before = period(600.0, 600, 4.0);
+        s.overview.last_5_minutes = period(300.0, 300, 12.0);
+        let route = |count, p99_ms| EndpointStats {
+            name: "GET /".into(),
+            count,
+            p99_ms,
+            ..EndpointStats::default()
+        };
+        s.endpoints = vec![route(5_000, 3.0)];
+        s.endpoints_recent = vec![route(900, 12.0)];
+        let c = changes(&s);
+        assert!(
+            c.iter().any(|l| l
+                == "p99 response time: 12 ms in the last 5 min, up 200 % on the 10 min before (4 ms)."),
+            "{c:?}"
+        );
+        assert!(
+            !c.iter().any(|l| l.starts_with("Requests per second")),
+            "steady: {c:?}"
+        );
+        assert!(
+            c.iter()
+                .any(|l| l.starts_with("GET / is slower now: p99 12 ms")),
+            "{c:?}"
+        );
+        // The same figures in both periods: nothing to say.
+        s.overview.last_5_minutes = period(300.0, 300, 4.0);
+        s.endpoints_recent = vec![route(900, 3.0)];
+        assert!(changes(&s).is_empty());
+        assert!(render("Blog", &s).contains("Nothing worth a look"));
+    }
+
+    #[test]
+    fn long_tables_fold_and_stop_at_a_hundred_rows() {
+        let rows: Vec<u32> = (0..150).collect();
+        let head = html! { tr { th { "n" } } };
+        let page = long_table(
+            &head,
+            &rows,
+            10,
+            "rows",
+            |n| html! { tr { td { "row " (n) } } },
+        )
+        .into_string();
+        assert!(page.contains("Show 90 more rows"), "{page}");
+        assert!(page.contains("row 99<") && !page.contains("row 100<"));
+        assert!(page.contains("And 50 more in the"));
+        let short = long_table(
+            &head,
+            &rows[..3],
+            10,
+            "rows",
+            |n| html! { tr { td { (n) } } },
+        )
+        .into_string();
+        assert!(!short.contains("<details"));
+    }
+
+    #[test]
+    fn long_sql_is_cut_between_words_with_the_whole_on_demand() {
+        let long = "SELECT id, slug, content, published_at FROM notes WHERE deleted_at IS NULL ORDER BY published_at DESC";
+        let m = sql(long).into_string();
+        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id, slug, content, published_at FROM ..."), "{m}");
+        assert!(m.contains(&format!("<code>{long}</code>")));
+        assert_eq!(
+            sql("SELECT 1").into_string(),
+            "<div class=\"sql\"><code>SELECT 1</code></div>"
+        );
+    }
 }
