@@ -365,3 +365,48 @@ fn kill_9_mid_write_loses_no_acknowledged_note_and_corrupts_nothing() {
     );
     eprintln!("kill -9 mid-write: {acked} acknowledged, {stored} stored, integrity ok");
 }
+
+/// `starpunk tune` as an owner runs it: advice for heavy traffic says
+/// what the buffer is, what reading it costs the dashboard and that it is
+/// over budget; a target of 0 is refused with a clear message.
+#[test]
+fn tune_explains_the_detail_ring_and_refuses_a_zero_target() {
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .args([
+            "tune",
+            "--requests-per-second",
+            "1000",
+            "--window-minutes",
+            "15",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "STARPUNK_PERF_SAMPLE_RATE=",
+        "STARPUNK_PERF_BUFFER_SIZE=1000000",
+        "detail ring:",
+        "reading a full ring of 1000000 records takes",
+        "WARNING: this buffer takes 61.0 MiB, over the ADR's 1 MiB budget",
+        "STARPUNK_PERF_SLOW_QUERY_THRESHOLD=",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
+    }
+    assert!(!text.contains("history in the buffer"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .args(["tune", "--target-percent", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--target-percent") && err.contains("above 0"),
+        "{err}"
+    );
+}
