@@ -487,12 +487,17 @@ impl Inner {
         let mut window_start = self.counting_since_ns();
         for (id, entry) in rec.registry().iter() {
             let s = &entry.value;
-            if s.count() == 0 {
+            if entry.category == Category::Memory {
+                continue;
+            }
+            let http = entry.category == Category::Http;
+            // One pass over the counters per series (no separate count).
+            let (e, h, sum) = since_start(&entry.name, s, http && config.memory_tracking);
+            if e.count == 0 {
                 continue;
             }
             match entry.category {
                 Category::Http => {
-                    let (e, h, sum) = since_start(&entry.name, s, config.memory_tracking);
                     for (code, n) in &e.status {
                         *status_codes.entry(code.clone()).or_default() += n;
                     }
@@ -513,7 +518,6 @@ impl Inner {
                     }
                 }
                 Category::Db => {
-                    let (e, _, sum) = since_start(&entry.name, s, false);
                     queries += e.count;
                     query_patterns.push(PatternStats {
                         pattern_id: id.0,
@@ -525,7 +529,7 @@ impl Inner {
                         rows: s.rows(),
                     });
                 }
-                Category::Function => functions.push(since_start(&entry.name, s, false).0),
+                Category::Function => functions.push(e),
                 Category::Memory => {}
             }
         }
@@ -581,11 +585,10 @@ impl Inner {
             slow_queries: self.slow_total.load(std::sync::atomic::Ordering::Relaxed),
             latency: all_http,
         };
-        let points = match self.trend.lock() {
-            Ok(t) => t.points(&now_totals, live.rss_bytes),
-            Err(_) => Vec::new(),
+        let overview = match self.trend.lock() {
+            Ok(t) => t.overview(&now_totals, live.rss_bytes),
+            Err(_) => Overview::default(),
         };
-        let overview = Overview::of(points);
         let stats = rec.ring().stats();
         let share = |n: u64| {
             if requests_total > 0 {

@@ -57,10 +57,6 @@ pub struct MinutePoint {
     pub slow_queries: u64,
     /// Resident memory at the point's end, bytes (0: not tracked).
     pub rss_bytes: u64,
-    /// The point's latency buckets `(value ns, count)`, for merging points
-    /// into the quantiles of a longer period.
-    #[serde(skip)]
-    pub buckets: Vec<(u64, u64)>,
 }
 
 /// The overview: the recent minutes, their figures, and what changed.
@@ -75,19 +71,6 @@ pub struct Overview {
     pub last_5_minutes: PeriodFigures,
     /// The points before those.
     pub before: PeriodFigures,
-}
-
-impl Overview {
-    /// The overview of `points`.
-    pub fn of(points: Vec<MinutePoint>) -> Overview {
-        let split = points.len().saturating_sub(5);
-        Overview {
-            window: PeriodFigures::of(&points),
-            last_5_minutes: PeriodFigures::of(&points[split..]),
-            before: PeriodFigures::of(&points[..split]),
-            points,
-        }
-    }
 }
 
 /// Figures over several points.
@@ -114,68 +97,67 @@ pub struct PeriodFigures {
 }
 
 impl PeriodFigures {
-    /// The figures of `points` merged: counts add up, and the quantiles
-    /// come from the points' buckets together (exact merges, not averages
-    /// of percentiles).
-    pub fn of(points: &[MinutePoint]) -> PeriodFigures {
+    /// The figures of `points`, whose requests' latencies together are
+    /// `latency` (merged histograms: exact quantiles, not averages of
+    /// percentiles).
+    pub fn of(points: &[MinutePoint], latency: &Histogram<u64>) -> PeriodFigures {
         let mut f = PeriodFigures::default();
-        let mut buckets: Vec<(u64, u64)> = Vec::new();
         for p in points {
             f.seconds += p.seconds;
             f.requests += p.requests;
             f.errors_5xx += p.errors_5xx;
             f.client_errors_4xx += p.client_errors_4xx;
             f.slow_queries += p.slow_queries;
-            buckets.extend_from_slice(&p.buckets);
         }
-        buckets.sort_unstable_by_key(|b| b.0);
         if f.seconds > 0.0 {
             f.requests_per_second = f.requests as f64 / f.seconds;
         }
         if f.requests > 0 {
             f.error_rate = f.errors_5xx as f64 / f.requests as f64;
-            f.p50_ms = ms(quantile(&buckets, 0.5));
-            f.p99_ms = ms(quantile(&buckets, 0.99));
+        }
+        if !latency.is_empty() {
+            f.p50_ms = ms(latency.value_at_quantile(0.5));
+            f.p99_ms = ms(latency.value_at_quantile(0.99));
         }
         f
     }
-}
-
-/// The value at quantile `q` of sorted `(value, count)` buckets, as
-/// hdrhistogram's `value_at_quantile` computes it: the first bucket whose
-/// running count reaches `ceil(q * total)` (at least one).
-fn quantile(sorted: &[(u64, u64)], q: f64) -> u64 {
-    let total: u64 = sorted.iter().map(|b| b.1).sum();
-    let wanted = ((q * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
-    for &(v, n) in sorted {
-        seen += n;
-        if seen >= wanted {
-            return v;
-        }
-    }
-    sorted.last().map_or(0, |b| b.0)
 }
 
 fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e3).round() / 1e3
 }
 
-/// The closed minutes and the totals at the last close.
+/// Closed points in the overview's "last five minutes" (the current
+/// minute is the fifth).
+const RECENT_CLOSED: usize = 4;
+
+/// The closed minutes, the totals at the last close, and the merged
+/// latency of the closed minutes (kept so a dashboard view merges only the
+/// current minute into them).
 #[derive(Debug)]
 pub struct Trend {
     points: VecDeque<MinutePoint>,
+    /// Each closed point's latency buckets `(value ns, count)`, for
+    /// merging points into the quantiles of a longer period.
+    buckets: VecDeque<Vec<(u64, u64)>>,
     last: Option<Totals>,
     /// Unix minute of the last close.
     minute: u64,
+    /// Latency of the last [`RECENT_CLOSED`] closed points, merged.
+    recent: Option<Histogram<u64>>,
+    /// Latency of the closed points before those, merged.
+    earlier: Option<Histogram<u64>>,
 }
 
 impl Default for Trend {
     fn default() -> Self {
         Trend {
             points: VecDeque::with_capacity(MINUTES + 1),
+            buckets: VecDeque::with_capacity(MINUTES + 1),
             last: None,
             minute: 0,
+            recent: None,
+            earlier: None,
         }
     }
 }
@@ -185,8 +167,28 @@ impl Trend {
     /// (zero totals at a start or clear).
     pub fn restart(&mut self, start: Totals) {
         self.points.clear();
+        self.buckets.clear();
         self.minute = start.at_unix as u64 / 60;
         self.last = Some(start);
+        self.merge_closed();
+    }
+
+    /// Recomputes the merged latency of the closed points (at each close:
+    /// the ticker's work, not a dashboard view's).
+    fn merge_closed(&mut self) {
+        let Some(last) = &self.last else { return };
+        let mut recent = last.latency.clone();
+        recent.reset();
+        let mut earlier = recent.clone();
+        let split = self.buckets.len().saturating_sub(RECENT_CLOSED);
+        for (i, b) in self.buckets.iter().enumerate() {
+            let into = if i < split { &mut earlier } else { &mut recent };
+            for &(v, n) in b {
+                into.saturating_record_n(v, n);
+            }
+        }
+        self.recent = Some(recent);
+        self.earlier = Some(earlier);
     }
 
     /// True when `now_unix` is in a later minute than the last close.
@@ -203,34 +205,74 @@ impl Trend {
         }
         self.minute = now.at_unix as u64 / 60;
         match point_between(self.last.as_ref(), &now, rss_bytes) {
-            Some(p) => {
+            Some((p, latency)) => {
                 if self.points.len() == MINUTES {
                     self.points.pop_front();
+                    self.buckets.pop_front();
                 }
                 self.points.push_back(p);
+                self.buckets.push_back(
+                    latency
+                        .iter_recorded()
+                        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                        .collect(),
+                );
                 self.last = Some(now);
+                self.merge_closed();
             }
             None => self.restart(now),
         }
     }
 
-    /// The closed points, oldest first, and the current minute so far.
-    pub fn points(&self, now: &Totals, rss_bytes: u64) -> Vec<MinutePoint> {
-        let mut out: Vec<MinutePoint> = self.points.iter().cloned().collect();
-        if let Some(p) = point_between(self.last.as_ref(), now, rss_bytes) {
-            // A current minute only just begun is left out unless it
-            // already holds requests: no count is ever dropped.
-            if p.seconds >= 0.5 || p.requests > 0 || out.is_empty() {
-                out.push(p);
-            }
+    /// The overview at `now`: the closed points and the current minute so
+    /// far, and their figures. Cheap: one histogram difference for the
+    /// current minute and two merges.
+    pub fn overview(&self, now: &Totals, rss_bytes: u64) -> Overview {
+        let mut points: Vec<MinutePoint> = self.points.iter().cloned().collect();
+        let (current, mut latency) = match point_between(self.last.as_ref(), now, rss_bytes) {
+            Some(c) => c,
+            // A clear raced this view: no current minute.
+            None => (MinutePoint::default(), empty_like(&now.latency)),
+        };
+        // A current minute only just begun is left out unless it already
+        // holds requests: no count is ever dropped.
+        if current.seconds >= 0.5 || current.requests > 0 || points.is_empty() {
+            points.push(current);
         }
-        out
+        let split = self.points.len().saturating_sub(RECENT_CLOSED);
+        if let Some(recent) = &self.recent {
+            let _ = latency.add(recent);
+        }
+        let last_5_minutes = PeriodFigures::of(&points[split.min(points.len())..], &latency);
+        let earlier = self
+            .earlier
+            .clone()
+            .unwrap_or_else(|| empty_like(&now.latency));
+        let before = PeriodFigures::of(&points[..split.min(points.len())], &earlier);
+        let _ = latency.add(&earlier);
+        Overview {
+            window: PeriodFigures::of(&points, &latency),
+            last_5_minutes,
+            before,
+            points,
+        }
     }
 }
 
-/// The point from `before` (or from nothing) to `after`; `None` when a
-/// count went down in between (a clear).
-fn point_between(before: Option<&Totals>, after: &Totals, rss_bytes: u64) -> Option<MinutePoint> {
+/// An empty histogram of `h`'s layout.
+fn empty_like(h: &Histogram<u64>) -> Histogram<u64> {
+    let mut e = h.clone();
+    e.reset();
+    e
+}
+
+/// The point from `before` (or from nothing) to `after`, with its
+/// latency histogram; `None` when a count went down in between (a clear).
+fn point_between(
+    before: Option<&Totals>,
+    after: &Totals,
+    rss_bytes: u64,
+) -> Option<(MinutePoint, Histogram<u64>)> {
     let mut latency = after.latency.clone();
     let (start, requests, e5, e4, slow) = match before {
         Some(b) => {
@@ -253,7 +295,7 @@ fn point_between(before: Option<&Totals>, after: &Totals, rss_bytes: u64) -> Opt
     };
     let seconds = (after.at_unix - start).max(0.0);
     let has = !latency.is_empty();
-    Some(MinutePoint {
+    let point = MinutePoint {
         start_unix: start as u64,
         seconds,
         requests,
@@ -276,11 +318,8 @@ fn point_between(before: Option<&Totals>, after: &Totals, rss_bytes: u64) -> Opt
         },
         slow_queries: slow,
         rss_bytes,
-        buckets: latency
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect(),
-    })
+    };
+    Some((point, latency))
 }
 
 #[cfg(test)]
@@ -316,7 +355,8 @@ mod tests {
         let mut both = first.clone();
         both.extend([100; 10]);
         t.close(totals(720.0, &both, 2), 0);
-        let pts = t.points(&totals(720.0, &both, 2), 0);
+        let o = t.overview(&totals(720.0, &both, 2), 0);
+        let pts = &o.points;
         assert_eq!(pts.len(), 2, "no empty current point at the boundary");
         assert_eq!((pts[0].requests, pts[1].requests), (10, 10));
         assert!((pts[0].p99_ms - 1.0).abs() < 0.02, "{:?}", pts[0]);
@@ -325,49 +365,70 @@ mod tests {
         assert_eq!(pts[1].start_unix, 660);
         assert!((pts[1].requests_per_second - 10.0 / 60.0).abs() < 1e-9);
         // Merged, the two minutes give the quantiles of all 20 requests.
-        let all = PeriodFigures::of(&pts);
+        let all = &o.window;
         assert_eq!(all.requests, 20);
         assert!(
             (all.p99_ms - 100.0).abs() < 1.0 && (all.p50_ms - 1.0).abs() < 0.02,
             "{all:?}"
         );
         assert!((all.error_rate - 0.1).abs() < 1e-12);
-        let o = Overview::of(pts);
-        assert_eq!((o.window.requests, o.last_5_minutes.requests), (20, 20));
-        assert_eq!(o.before.requests, 0);
+        assert_eq!((o.last_5_minutes.requests, o.before.requests), (20, 0));
     }
 
     #[test]
-    fn merged_quantiles_match_hdrhistogram() {
-        // Three "minutes" of different latencies: the merge of their
-        // buckets gives the quantiles of one histogram of all of them.
+    fn merged_quantiles_match_one_histogram_of_every_request() {
+        // Twenty minutes of different latencies, then part of a minute:
+        // the window, the last five points and the rest each give the
+        // quantiles of one histogram of their requests.
+        let mut t = Trend::default();
+        t.restart(totals(0.0, &[], 0));
         let mut all = empty();
-        let mut pts = Vec::new();
+        let mut minutes: Vec<Histogram<u64>> = Vec::new();
         let mut x: u64 = 7;
-        for minute in 0..3u64 {
+        for minute in 0..=20u64 {
             let mut h = empty();
-            for _ in 0..1_000 {
+            for _ in 0..500 {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let v = 10_000 + (x >> 33) % (1_000_000 * (minute + 1));
+                let v = 10_000 + (x >> 33) % (100_000 * (minute % 7 + 1));
                 h.record(v).unwrap();
                 all.record(v).unwrap();
             }
-            pts.push(MinutePoint {
-                seconds: 60.0,
-                requests: 1_000,
-                buckets: h
-                    .iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                    .collect(),
-                ..MinutePoint::default()
-            });
+            minutes.push(h);
+            let now = Totals {
+                at_unix: 60.0 * (minute + 1) as f64 - if minute == 20 { 30.0 } else { 0.0 },
+                requests: 500 * (minute + 1),
+                errors_5xx: 0,
+                client_errors_4xx: 0,
+                slow_queries: 0,
+                latency: all.clone(),
+            };
+            if minute < 20 {
+                t.close(now, 0);
+            } else {
+                let o = t.overview(&now, 0);
+                assert_eq!(o.points.len(), MINUTES + 1);
+                let merged = |from: usize, to: usize| {
+                    let mut m = empty();
+                    for h in &minutes[from..to] {
+                        m.add(h).unwrap();
+                    }
+                    m
+                };
+                // Points: minutes 5..=19 closed, minute 20 current.
+                for (fig, hist, n) in [
+                    (&o.window, merged(5, 21), 16 * 500),
+                    (&o.last_5_minutes, merged(16, 21), 5 * 500),
+                    (&o.before, merged(5, 16), 11 * 500),
+                ] {
+                    assert_eq!(fig.requests, n);
+                    assert_eq!(fig.p50_ms, ms(hist.value_at_quantile(0.5)), "{fig:?}");
+                    assert_eq!(fig.p99_ms, ms(hist.value_at_quantile(0.99)), "{fig:?}");
+                }
+                assert_eq!(o.last_5_minutes.seconds, 4.0 * 60.0 + 30.0);
+            }
         }
-        let f = PeriodFigures::of(&pts);
-        assert_eq!(f.p50_ms, ms(all.value_at_quantile(0.5)));
-        assert_eq!(f.p99_ms, ms(all.value_at_quantile(0.99)));
-        assert_eq!(f.requests_per_second, 3_000.0 / 180.0);
     }
 
     #[test]
@@ -379,19 +440,18 @@ mod tests {
             lat.push(m);
             t.close(totals(60.0 * m as f64, &lat, 0), 0);
         }
-        let now = totals(1_230.0, &lat, 0);
-        let pts = t.points(&now, 0);
-        assert_eq!(pts.len(), MINUTES + 1, "15 closed and the current one");
-        assert_eq!(pts[0].start_unix, 300);
-        assert_eq!(pts[MINUTES].seconds, 30.0);
-        let o = Overview::of(pts);
+        let o = t.overview(&totals(1_230.0, &lat, 0), 0);
+        assert_eq!(o.points.len(), MINUTES + 1, "15 closed and the current one");
+        assert_eq!(o.points[0].start_unix, 300);
+        assert_eq!(o.points[MINUTES].seconds, 30.0);
         assert_eq!((o.last_5_minutes.requests, o.before.requests), (4, 11));
         // A clear: the counts fall, the trend starts again from there.
         t.close(totals(1_260.0, &[5], 0), 0);
-        assert_eq!(t.points(&totals(1_270.0, &[5, 6], 0), 0).len(), 1);
+        let points = |t: &Trend| t.overview(&totals(1_270.0, &[5, 6], 0), 0).points.len();
+        assert_eq!(points(&t), 1);
         assert!(t.due(1_320.0) && !t.due(1_319.0));
         // Totals taken before that clear are stale, not a point.
         t.close(totals(1_250.0, &lat, 0), 0);
-        assert_eq!(t.points(&totals(1_270.0, &[5, 6], 0), 0).len(), 1);
+        assert_eq!(points(&t), 1);
     }
 }

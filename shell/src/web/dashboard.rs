@@ -179,9 +179,11 @@ fn request_details(w: &WorstRequest, open: bool) -> Markup {
     let (sql, functions) = (total_of("sql"), total_of("function"));
     html! {
         details open[open] {
-            summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at) " (SQL "
-                (format!("{sql:.3}")) " ms in " (count_of(w.timeline.iter().filter(|s| s.kind == "sql").count() as u64, "statement"))
-                ", named functions " (format!("{functions:.3}")) " ms)" }
+            summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at)
+                @if w.timeline.is_empty() { " (no SQL statements or named functions)" }
+                @else { " (SQL " (format!("{sql:.3}")) " ms in "
+                    (count_of(w.timeline.iter().filter(|s| s.kind == "sql").count() as u64, "statement"))
+                    ", named functions " (format!("{functions:.3}")) " ms)" } }
             (timeline_chart(w))
             p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); grey: the whole request." }
         }
