@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use starpunk::config::PerfConfig;
+use starpunk::web::dashboard;
 use starpunk::web::ratelimit::RateLimiter;
 
 fn traffic(blog: &Blog) {
@@ -282,6 +283,10 @@ fn logout_clears_the_metrics() {
     let csrf = csrf_in(&html);
     let inner = blog.app().monitor.inner().unwrap();
     assert!(inner.recorder.ring().len() > 10);
+    blog.app().monitor.close_minute();
+    let overview = |blog: &Blog| dashboard::snapshot(blog.app()).overview;
+    let before = overview(&blog);
+    assert!(before.window.requests > 10, "{before:?}");
     let r = agent
         .post(&blog.url("/admin/logout"))
         .set("Cookie", &cookie)
@@ -300,6 +305,10 @@ fn logout_clears_the_metrics() {
         .lookup(starpunk_perf::Category::Http, "GET /")
         .unwrap();
     assert_eq!(inner.recorder.series(home).unwrap().count(), 0);
+    // The overview's minutes are gone too (at most the logout itself).
+    let after = overview(&blog);
+    assert!(after.window.requests <= 1, "{after:?}");
+    assert_eq!(after.points.len(), 1, "{after:?}");
     // The old session is gone.
     let (code, _) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
     assert_eq!(code, 401);
