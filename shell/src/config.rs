@@ -47,7 +47,7 @@ impl Default for HttpSettings {
     }
 }
 
-/// Monitoring settings: the seven `STARPUNK_PERF_*` values.
+/// Monitoring settings: the `STARPUNK_PERF_*` values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PerfConfig {
     /// `STARPUNK_PERF_MONITORING_ENABLED`: the master switch.
@@ -64,6 +64,9 @@ pub struct PerfConfig {
     pub buffer_size: usize,
     /// `STARPUNK_PERF_DASHBOARD_ENABLED`.
     pub dashboard_enabled: bool,
+    /// `STARPUNK_PERF_CLEAR_ON_LOGOUT`: logout clears the metrics (the
+    /// ADR's rule).
+    pub clear_on_logout: bool,
 }
 
 impl Default for PerfConfig {
@@ -76,6 +79,7 @@ impl Default for PerfConfig {
             sample_rate: 1.0,
             buffer_size: 1_000,
             dashboard_enabled: true,
+            clear_on_logout: true,
         }
     }
 }
@@ -431,6 +435,14 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: true,
         apply: |c, v| set_bool(&mut c.perf.dashboard_enabled, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_CLEAR_ON_LOGOUT",
+        flag: "--perf-clear-on-logout",
+        help: "logging out clears the performance metrics [true]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.clear_on_logout, v),
     },
     Setting {
         env: "STARPUNK_SHUTDOWN_GRACE",

@@ -280,6 +280,11 @@ fn logout_clears_the_metrics() {
     let cookie = blog.login();
     let agent = blog.agent();
     let (_, html) = blog.get_with(&agent, "/admin", &[("Cookie", &cookie)]);
+    // The button says what it clears before it does.
+    assert!(
+        html.contains("Log out and clear the performance metrics"),
+        "{html}"
+    );
     let csrf = csrf_in(&html);
     let inner = blog.app().monitor.inner().unwrap();
     assert!(inner.recorder.ring().len() > 10);
@@ -312,6 +317,43 @@ fn logout_clears_the_metrics() {
     // The old session is gone.
     let (code, _) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
     assert_eq!(code, 401);
+}
+
+#[test]
+fn with_clear_on_logout_false_logout_clears_nothing() {
+    let perf = PerfConfig {
+        clear_on_logout: false,
+        ..monitoring()
+    };
+    let blog = start_with("logout-keeps", perf, |_| {});
+    traffic(&blog);
+    let cookie = blog.login();
+    let agent = blog.agent();
+    let (_, html) = blog.get_with(&agent, "/admin", &[("Cookie", &cookie)]);
+    assert!(html.contains("the performance metrics are kept"), "{html}");
+    assert!(!html.contains("clear the performance metrics"));
+    let csrf = csrf_in(&html);
+    let before = dashboard::snapshot(blog.app());
+    let r = agent
+        .post(&blog.url("/admin/logout"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf", &csrf)])
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let after = dashboard::snapshot(blog.app());
+    let home = |s: &starpunk::monitoring::snapshot::PerfSnapshot| {
+        s.endpoints
+            .iter()
+            .find(|e| e.name == "GET /")
+            .unwrap()
+            .count
+    };
+    assert_eq!(home(&after), home(&before));
+    assert!(
+        after.requests_total > before.requests_total,
+        "nothing cleared"
+    );
+    assert!(after.overview.window.requests >= before.overview.window.requests);
 }
 
 #[test]
