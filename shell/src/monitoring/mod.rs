@@ -582,6 +582,11 @@ impl Inner {
         }
     }
 
+    /// Statements over the slow threshold since start or the last clear.
+    pub fn slow_queries_total(&self) -> u64 {
+        self.slow_total.load(Ordering::Relaxed)
+    }
+
     /// Starts the trend again from zero, now (start and clear).
     fn restart_trend(&self) {
         let start = trend::Totals {
