@@ -158,6 +158,7 @@ pub fn serve_on(
         Arc::new(move |req| handler_app.handle(req)),
     )
     .map_err(StartError::Bind)?;
+    app.monitor.set_site(&app.config.site_url);
     spawn_ticker(Arc::downgrade(&app));
     Ok(Running {
         server,

@@ -10,17 +10,19 @@
 //! (`forced`), go to the ring that feeds the detail views. With memory
 //! tracking, the RSS change is measured for sampled requests only.
 
+pub mod alerts;
 pub mod memory;
 pub mod snapshot;
 pub mod sql_pattern;
 pub mod trend;
+pub mod webhook;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
 
@@ -200,6 +202,12 @@ pub struct Inner {
     slow_total: AtomicU64,
     /// The last fifteen minutes, minute by minute (closed by the ticker).
     trend: Mutex<trend::Trend>,
+    /// Alert rules and their states; `None` without rules.
+    alerts: Option<Mutex<alerts::Alerts>>,
+    /// Where alerts are POSTed, when configured.
+    webhook: Option<webhook::Webhook>,
+    /// The site's URL, for webhook bodies (set when the server starts).
+    site: std::sync::OnceLock<String>,
     started: Instant,
     /// Recorder clock at start or the last [`Monitor::clear`]: the series
     /// count from here, so rates divide by the time since.
@@ -240,6 +248,18 @@ impl Monitor {
             memory_samples: Mutex::new(VecDeque::with_capacity(MEMORY_SAMPLES)),
             slow_total: AtomicU64::new(0),
             trend: Mutex::new(trend::Trend::default()),
+            alerts: (!config.alerts.is_empty()).then(|| {
+                Mutex::new(alerts::Alerts::new(
+                    config.alerts.clone(),
+                    config.alert_window_seconds,
+                ))
+            }),
+            webhook: config
+                .alert_webhook
+                .clone()
+                .filter(|_| !config.alerts.is_empty())
+                .map(|url| webhook::Webhook::start(url, Duration::from_secs(1))),
+            site: std::sync::OnceLock::new(),
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
@@ -461,6 +481,58 @@ impl Monitor {
         if due {
             self.close_minute();
         }
+        if second.is_multiple_of(self.config.alert_every_seconds.max(1)) {
+            self.evaluate_alerts();
+        }
+    }
+
+    /// The site's URL, named in webhook bodies.
+    pub fn set_site(&self, url: &str) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.site.set(url.to_string());
+        }
+    }
+
+    /// Evaluates the alert rules now (the ticker calls it every
+    /// `alert_every_seconds`): logs each firing and resolution and queues
+    /// it for the webhook.
+    pub fn evaluate_alerts(&self) {
+        let Some(inner) = &self.inner else { return };
+        let Some(rules) = &inner.alerts else { return };
+        let scopes: Vec<(Option<String>, bool)> = match rules.lock() {
+            Ok(a) => a
+                .scopes()
+                .map(|(s, l)| (s.map(str::to_string), l))
+                .collect(),
+            Err(_) => return,
+        };
+        let sample = inner.alert_sample(&scopes);
+        let events = match rules.lock() {
+            Ok(mut a) => a.evaluate(sample),
+            Err(_) => return,
+        };
+        for e in events {
+            eprintln!(
+                "starpunk: alert {}: {} (value {}{u}, threshold {}{u})",
+                e.state,
+                e.rule,
+                e.value,
+                e.threshold,
+                u = e.unit
+            );
+            if let Some(hook) = &inner.webhook {
+                let body = serde_json::json!({
+                    "rule": e.rule,
+                    "state": e.state,
+                    "value": e.value,
+                    "threshold": e.threshold,
+                    "unit": e.unit,
+                    "at": e.at,
+                    "site": inner.site.get().map_or("", String::as_str),
+                });
+                hook.send(body.to_string());
+            }
+        }
     }
 
     /// Closes the trend's current point now. The ticker calls it when a
@@ -523,6 +595,9 @@ impl Monitor {
         }
         inner.slow_total.store(0, Ordering::Relaxed);
         inner.restart_trend();
+        if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
+            a.restart();
+        }
     }
 }
 
@@ -579,6 +654,75 @@ impl Inner {
             client_errors_4xx: e4,
             slow_queries: self.slow_total.load(Ordering::Relaxed),
             latency,
+        }
+    }
+
+    /// What the alert rules need now: per scope (all requests, or one
+    /// route) the cumulative requests, 5xx and, when asked, latency
+    /// buckets; slow statements; RSS.
+    fn alert_sample(&self, scopes: &[(Option<String>, bool)]) -> alerts::Sample {
+        let rec = &self.recorder;
+        let totals = |series: &mut dyn Iterator<Item = &starpunk_perf::Series>, latency: bool| {
+            let mut merged = latency.then(|| starpunk_perf::new_hdr(&rec.config().layout));
+            let mut t = alerts::ScopeTotals::default();
+            for s in series {
+                let (count, classes, h) = s.read(|s| {
+                    let h = merged.as_ref().map(|_| s.since_start.snapshot());
+                    (s.count(), s.status_classes(), h)
+                });
+                t.requests += count;
+                t.errors_5xx += classes[5];
+                if let (Some(m), Some(h)) = (merged.as_mut(), h) {
+                    let _ = m.add(&h);
+                }
+            }
+            if let Some(m) = merged {
+                t.latency = m
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect();
+            }
+            t
+        };
+        let scopes = scopes
+            .iter()
+            .map(|(route, latency)| match route {
+                None => totals(
+                    &mut rec
+                        .registry()
+                        .iter()
+                        .filter(|(_, e)| e.category == Category::Http)
+                        .map(|(_, e)| &e.value),
+                    *latency,
+                ),
+                Some(r) => totals(
+                    &mut rec
+                        .registry()
+                        .lookup(Category::Http, r)
+                        .and_then(|op| rec.series(op))
+                        .into_iter(),
+                    *latency,
+                ),
+            })
+            .collect();
+        alerts::Sample {
+            at: self.unix_now(),
+            scopes,
+            slow_queries: self.slow_total.load(Ordering::Relaxed),
+            rss_bytes: memory::read().rss_bytes,
+        }
+    }
+
+    /// The alert rules' states, recent events and webhook counts.
+    pub fn alerts_view(&self) -> snapshot::AlertsView {
+        let (rules, events) = match self.alerts.as_ref().map(Mutex::lock) {
+            Some(Ok(a)) => (a.view(), a.events()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        snapshot::AlertsView {
+            rules,
+            events,
+            webhook: self.webhook.as_ref().map(webhook::Webhook::view),
         }
     }
 

@@ -248,6 +248,18 @@ pub struct MonitorCost {
     pub series_capacity: usize,
 }
 
+/// The alert rules, their states and what happened.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct AlertsView {
+    /// Each rule's state (`ok`, `pending`, `firing`, `resolving`), last
+    /// value and threshold.
+    pub rules: Vec<super::alerts::RuleView>,
+    /// Recent firings and resolutions, newest first.
+    pub events: Vec<super::alerts::AlertEvent>,
+    /// Webhook deliveries, when a webhook is configured.
+    pub webhook: Option<super::webhook::WebhookView>,
+}
+
 /// Everything the dashboard shows.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct PerfSnapshot {
@@ -280,6 +292,8 @@ pub struct PerfSnapshot {
     pub client_error_rate: f64,
     /// The last fifteen minutes, minute by minute, and their figures.
     pub overview: Overview,
+    /// Alert rules and events.
+    pub alerts: AlertsView,
     /// Per route, since start, slowest (p99) first.
     pub endpoints: Vec<EndpointStats>,
     /// Per route, the recent window, slowest first.
@@ -612,6 +626,7 @@ impl Inner {
             },
             p99_response_ms,
             overview,
+            alerts: self.alerts_view(),
             errors_5xx,
             client_errors_4xx,
             error_rate: share(errors_5xx),

@@ -505,6 +505,49 @@ fn slowest_routes(s: &PerfSnapshot) -> Markup {
     }
 }
 
+/// Firing rules, shown above everything else.
+fn firing(s: &PerfSnapshot) -> Markup {
+    html! {
+        @for r in s.alerts.rules.iter().filter(|r| r.state == "firing" || r.state == "resolving") {
+            p.alert { b { "Alert firing: " } code { (r.rule) } " — now " (r.value) " " (r.unit)
+                " (threshold " (r.threshold) " " (r.unit) ")"
+                @if let Some(since) = &r.since { ", since " (since) } }
+        }
+    }
+}
+
+/// The alert rules, their states and recent events.
+fn alerts_section(s: &PerfSnapshot) -> Markup {
+    let a = &s.alerts;
+    let rule_head =
+        html! { tr { th { "Rule" } th { "State" } th { "Last minute" } th { "Threshold" } } };
+    let event_head = html! { tr { th { "Rule" } th { "Event" } th { "Value" } th { "At" } } };
+    html! {
+        h3 { "Alerts" }
+        @if a.rules.is_empty() {
+            p { "No alert rules. Set " code { "STARPUNK_PERF_ALERTS" } ", for example "
+                code { "error_rate > 1% for 5m; p99 > 500ms for 5m" } " (docs/OPERATING.md)." }
+        } @else {
+            p.meta { "Each rule's value covers the last minute; a rule fires when it has held for its duration and resolves when it has been clear as long. "
+                "Firings and resolutions are logged"
+                @if let Some(w) = &a.webhook { " and POSTed to the webhook (delivered " (int(w.delivered))
+                    ", failed " (int(w.failed)) ", dropped on a full queue " (int(w.dropped)) ")" } "." }
+            (long_table(&rule_head, &a.rules, TOP_ROWS, "rules", |r| html! { tr {
+                td { code { (r.rule) } }
+                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) } }
+                td { (r.value) " " (r.unit) }
+                td { (r.threshold) " " (r.unit) }
+            } }))
+            @if !a.events.is_empty() {
+                h3 { "Recent alert events" }
+                (long_table(&event_head, &a.events, TOP_ROWS, "events", |e| html! { tr {
+                    td { code { (e.rule) } } td { (e.state) } td { (e.value) " " (e.unit) } td { (e.at) }
+                } }))
+            }
+        }
+    }
+}
+
 /// The page body for a snapshot (public for the render benchmark).
 pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let refresh = html! { meta http-equiv="refresh" content=(REFRESH_SECS); };
@@ -571,7 +614,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         p.meta { "Refreshes every " (REFRESH_SECS) " s. Exports: "
             a href="/admin/performance.json" { "JSON" } ", " a href="/admin/performance.csv" { "CSV" } ", "
             a href="/metrics" { "Prometheus" } ". Sections: "
-            a href="#changes" { "what changed" } ", " a href="#endpoints" { "routes" } ", "
+            a href="#changes" { "what changed" } ", " a href="#alerts" { "alerts" } ", " a href="#endpoints" { "routes" } ", "
             a href="#slow-queries" { "slow queries" } ", " a href="#query-patterns" { "SQL" } ", "
             a href="#worst-requests" { "slowest requests" } ", " a href="#memory" { "memory" } ", "
             a href="#database" { "database" } ", " a href="#monitor" { "the monitor" } "." }
@@ -582,6 +625,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 (int(s.sampling.ring_forced as u64)) " more were kept because they failed (5xx) or ran a slow statement, "
                 "and are shown in the detail tables but left out of every estimate." }
         }
+        (firing(s))
         section #overview { (overview(s)) }
         section #changes {
             h3 { "What changed" }
@@ -594,6 +638,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
             }
             (slowest_routes(s))
         }
+        section #alerts { (alerts_section(s)) }
         section #endpoints {
             h3 { "Routes (" (since) ")" }
             p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }

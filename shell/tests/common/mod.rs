@@ -13,14 +13,17 @@ pub const TOKEN: &str = "micropub-token-0123456789";
 pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 /// The `id`s of the dashboard's sections.
-pub const DASHBOARD_SECTIONS: [&str; 7] = [
+pub const DASHBOARD_SECTIONS: [&str; 10] = [
     "overview",
+    "changes",
+    "alerts",
     "endpoints",
     "slow-queries",
     "query-patterns",
     "worst-requests",
     "memory",
     "database",
+    "monitor",
 ];
 
 pub struct Blog {
