@@ -61,6 +61,7 @@ impl std::error::Error for StartError {}
 pub fn build(config: Config) -> Result<(App, Generated), StartError> {
     let monitor = Arc::new(Monitor::new(&config.perf));
     let db = Db::open(&config.data_dir, monitor.clone()).map_err(StartError::Db)?;
+    monitor.open_history(&config.data_dir);
     let conn = db.writer().map_err(StartError::Db)?;
     let generated = Generated {
         admin_password: ensure_secret(

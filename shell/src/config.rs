@@ -68,6 +68,8 @@ pub struct PerfConfig {
     /// `STARPUNK_PERF_CLEAR_ON_LOGOUT`: logout clears the metrics (the
     /// ADR's rule).
     pub clear_on_logout: bool,
+    /// `STARPUNK_PERF_HISTORY_DAYS`: 0 (off) to 365.
+    pub history_days: u32,
     /// `STARPUNK_PERF_ALERTS`, parsed.
     pub alerts: Vec<crate::monitoring::alerts::Rule>,
     /// `STARPUNK_PERF_ALERT_WEBHOOK`: where firings and resolutions are
@@ -99,6 +101,7 @@ impl Default for PerfConfig {
             buffer_size: 1_000,
             dashboard_enabled: true,
             clear_on_logout: true,
+            history_days: 0,
             alerts: Vec::new(),
             alert_webhook: None,
             alert_window_seconds: 60.0,
@@ -466,6 +469,22 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: true,
         apply: |c, v| set_bool(&mut c.perf.clear_on_logout, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_HISTORY_DAYS",
+        flag: "--perf-history-days",
+        help: "days of hourly history kept on disk; 0 keeps nothing [0]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.perf.history_days = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| *d <= 365)
+                .ok_or("a number of days from 0 to 365")?;
+            Ok(())
+        },
     },
     Setting {
         env: "STARPUNK_PERF_ALERTS",

@@ -11,7 +11,9 @@
 //! tracking, the RSS change is measured for sampled requests only.
 
 pub mod alerts;
+pub mod history;
 pub mod memory;
+pub mod range;
 pub mod snapshot;
 pub mod sql_pattern;
 pub mod trend;
@@ -208,6 +210,8 @@ pub struct Inner {
     webhook: Option<webhook::Webhook>,
     /// The site's URL, for webhook bodies (set when the server starts).
     site: std::sync::OnceLock<String>,
+    /// The history file, with `STARPUNK_PERF_HISTORY_DAYS` > 0.
+    history: Mutex<HistoryState>,
     started: Instant,
     /// Recorder clock at start or the last [`Monitor::clear`]: the series
     /// count from here, so rates divide by the time since.
@@ -260,6 +264,7 @@ impl Monitor {
                 .filter(|_| !config.alerts.is_empty())
                 .map(|url| webhook::Webhook::start(url, Duration::from_secs(1))),
             site: std::sync::OnceLock::new(),
+            history: Mutex::new(HistoryState::default()),
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
@@ -535,16 +540,54 @@ impl Monitor {
         }
     }
 
-    /// Closes the trend's current point now. The ticker calls it when a
-    /// wall-clock minute ends; tests and benchmarks call it to make
-    /// minutes quickly.
+    /// Closes the trend's current point now, and writes the minute to the
+    /// history when it is on. The ticker calls it when a wall-clock minute
+    /// ends; tests and benchmarks call it to make minutes quickly.
     pub fn close_minute(&self) {
         let Some(inner) = &self.inner else { return };
         let totals = inner.http_totals();
+        let now = totals.at_unix;
         let rss = self.rss_now();
         if let Ok(mut t) = inner.trend.lock() {
             t.close(totals, rss);
         }
+        inner.write_history(now as i64);
+    }
+
+    /// Opens the history in `dir` when `STARPUNK_PERF_HISTORY_DAYS` > 0.
+    /// A history that cannot be opened never stops the blog: the reason
+    /// is logged and shown on the dashboard.
+    pub fn open_history(&self, dir: &std::path::Path) {
+        let Some(inner) = &self.inner else { return };
+        if self.config.history_days == 0 {
+            return;
+        }
+        let empty = starpunk_perf::new_hdr(&inner.recorder.config().layout);
+        let opened = history::History::open(
+            dir,
+            self.config.history_days,
+            VERSION,
+            inner.unix_now() as i64,
+            empty,
+        );
+        if let Ok(mut h) = inner.history.lock() {
+            h.dir = Some(dir.to_path_buf());
+            h.last_close = inner.unix_now() as i64;
+            match opened {
+                Ok(store) => h.store = Some(store),
+                Err(e) => {
+                    eprintln!(
+                        "starpunk: performance history unavailable ({e}); the blog runs without it"
+                    );
+                    h.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The history's state, for range views.
+    pub fn history(&self) -> Option<std::sync::MutexGuard<'_, HistoryState>> {
+        self.inner.as_ref()?.history.lock().ok()
     }
 
     /// Resident memory now, or 0 with memory tracking off.
@@ -598,8 +641,31 @@ impl Monitor {
         if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
             a.restart();
         }
+        if let Ok(mut h) = inner.history.lock() {
+            if let Some(store) = h.store.as_mut() {
+                if let Err(e) = store.clear() {
+                    h.error = Some(e);
+                }
+            }
+        }
     }
 }
+
+/// The history's state: the open file, or why there is none.
+#[derive(Default)]
+pub struct HistoryState {
+    /// The open history.
+    pub store: Option<history::History>,
+    /// The data directory it lives in.
+    pub dir: Option<std::path::PathBuf>,
+    /// The last error (opening or writing), shown on the dashboard.
+    pub error: Option<String>,
+    /// Unix seconds of the last write (or of the opening).
+    pub last_close: i64,
+}
+
+/// The blog's version, recorded with each start in the history.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Times 20,000 records into a scratch recorder of the same configuration.
 fn measure_record_cost(config: RecorderConfig) -> f64 {
@@ -654,6 +720,68 @@ impl Inner {
             client_errors_4xx: e4,
             slow_queries: self.slow_total.load(Ordering::Relaxed),
             latency,
+        }
+    }
+
+    /// Writes the minute that ended at `now` to the history, if open: per
+    /// route and pattern the cumulative figures (the history keeps the
+    /// differences). A failed write is kept as the error to show; the next
+    /// minute tries again.
+    fn write_history(&self, now: i64) {
+        let Ok(mut h) = self.history.lock() else {
+            return;
+        };
+        if h.store.is_none() {
+            return;
+        }
+        let rec = &self.recorder;
+        let mut series = Vec::new();
+        for (_, entry) in rec.registry().iter() {
+            let kind = match entry.category {
+                Category::Http => history::KIND_ROUTE,
+                Category::Db => history::KIND_PATTERN,
+                _ => continue,
+            };
+            let c = entry.value.read(|s| history::Cumulative {
+                count: s.count(),
+                sum_ns: s.since_start.sum(),
+                errors_5xx: s.status_classes()[5],
+                errors_4xx: s.status_classes()[4],
+                bytes: s.bytes(),
+                rows: s.rows(),
+                buckets: s.since_start.buckets().collect(),
+            });
+            if c.count > 0 {
+                series.push((kind, entry.name.clone(), c));
+            }
+        }
+        // The minute the point's time mostly fell in: at the ticker's close
+        // just after a boundary, the minute that ended; at a close in the
+        // middle of a minute (tests), that minute. A minute written twice
+        // (a restart within it) is added to, not replaced.
+        let mid = if h.last_close > 0 {
+            (h.last_close + now) / 2
+        } else {
+            now - 30
+        };
+        let start = mid - mid.rem_euclid(60);
+        h.last_close = now;
+        let slow = self.slow_total.load(Ordering::Relaxed);
+        let rss = memory::read().rss_bytes;
+        let result = match h.store.as_mut() {
+            Some(store) => store.write_minute(start, series, slow, rss),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => h.error = None,
+            Err(e) => {
+                if h.error.as_deref() != Some(e.as_str()) {
+                    eprintln!(
+                        "starpunk: performance history: cannot write ({e}); will retry each minute"
+                    );
+                }
+                h.error = Some(e);
+            }
         }
     }
 

@@ -248,6 +248,43 @@ pub struct MonitorCost {
     pub series_capacity: usize,
 }
 
+/// The history's state.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct HistoryView {
+    /// `STARPUNK_PERF_HISTORY_DAYS` (0: off).
+    pub days: u32,
+    /// The file is open and written each minute.
+    pub ok: bool,
+    /// Why not, or the last write's error.
+    pub error: Option<String>,
+    /// Bytes on disk (file and write-ahead log).
+    pub bytes: u64,
+}
+
+impl HistoryView {
+    /// The history's state in `monitor`.
+    pub fn of(monitor: &Monitor) -> HistoryView {
+        let days = monitor.config().history_days;
+        match monitor.history() {
+            Some(h) => HistoryView::from_state(days, &h),
+            None => HistoryView {
+                days,
+                ..HistoryView::default()
+            },
+        }
+    }
+
+    /// The view of a locked history state.
+    pub fn from_state(days: u32, h: &super::HistoryState) -> HistoryView {
+        HistoryView {
+            days,
+            ok: h.store.is_some() && h.error.is_none(),
+            error: h.error.clone(),
+            bytes: h.dir.as_deref().map_or(0, super::history::History::bytes),
+        }
+    }
+}
+
 /// The alert rules, their states and what happened.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct AlertsView {
@@ -294,6 +331,11 @@ pub struct PerfSnapshot {
     pub overview: Overview,
     /// Alert rules and events.
     pub alerts: AlertsView,
+    /// The history's state.
+    pub history: HistoryView,
+    /// Set when this snapshot covers a range from the history (then the
+    /// ring-based views are empty: they are live only).
+    pub range: Option<super::range::RangeInfo>,
     /// Per route, since start, slowest (p99) first.
     pub endpoints: Vec<EndpointStats>,
     /// Per route, the recent window, slowest first.
@@ -467,7 +509,9 @@ impl Monitor {
                 ..PerfSnapshot::default()
             };
         };
-        inner.snapshot(self.config(), database)
+        let mut s = inner.snapshot(self.config(), database);
+        s.history = HistoryView::of(self);
+        s
     }
 }
 
@@ -627,6 +671,8 @@ impl Inner {
             p99_response_ms,
             overview,
             alerts: self.alerts_view(),
+            history: HistoryView::default(),
+            range: None,
             errors_5xx,
             client_errors_4xx,
             error_rate: share(errors_5xx),

@@ -98,21 +98,54 @@ fn polyline_points(points: impl Iterator<Item = (f64, f64)>) -> String {
     out
 }
 
-/// A time-series chart over the `minutes` before `now` (Unix seconds),
-/// with a labelled value axis (`fmt`) and a time axis in minutes before
-/// now. `zero` starts the value axis at zero (counts and latencies; not
+/// The time axis of a [`time_chart`]: the span before `end`, its ticks,
+/// and marks (starts of the blog) on it.
+pub struct Axis {
+    /// Unix seconds at the right edge.
+    pub end: f64,
+    /// Seconds the axis spans.
+    pub span: f64,
+    /// Seconds between ticks.
+    pub tick: f64,
+    /// Seconds per tick-label unit, and the unit's name ("min", "h", "d").
+    pub unit: (f64, &'static str),
+    /// Seconds one point covers (bar width).
+    pub point: f64,
+    /// The axis caption.
+    pub caption: &'static str,
+    /// `(unix seconds, label)` marks drawn as dashed lines.
+    pub marks: Vec<(f64, String)>,
+}
+
+impl Axis {
+    /// The live view's axis: 16 minutes, a tick every 5.
+    pub fn live(end: f64) -> Axis {
+        Axis {
+            end,
+            span: 16.0 * 60.0,
+            tick: 300.0,
+            unit: (60.0, "min"),
+            point: 60.0,
+            caption: "minutes before now, one point per minute",
+            marks: Vec::new(),
+        }
+    }
+}
+
+/// A time-series chart over `axis`, with a labelled value axis (`fmt`).
+/// `zero` starts the value axis at zero (counts and latencies; not
 /// memory, whose changes would vanish).
 pub fn time_chart(
     title: &str,
     lines: &[Line],
-    now: f64,
-    minutes: f64,
+    axis: &Axis,
     zero: bool,
     fmt: impl Fn(f64) -> String,
 ) -> Markup {
     let h = 190.0;
     let (left, right, top, bottom) = (58.0, 8.0, 34.0, 34.0);
-    let t0 = now - minutes * 60.0;
+    let now = axis.end;
+    let t0 = now - axis.span;
     let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let (mut lo, mut hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let empty = lines.iter().all(|l| l.points.is_empty());
@@ -129,7 +162,8 @@ pub fn time_chart(
     let plot_h = h - top - bottom;
     let x_of = |t: f64| left + ((t - t0) / (now - t0).max(1.0)).clamp(0.0, 1.0) * plot_w;
     let y_of = |v: f64| top + (1.0 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0)) * plot_h;
-    let minute_w = plot_w / minutes;
+    let minute_w = plot_w * axis.point / axis.span;
+    let ticks = (axis.span / axis.tick).floor() as u64;
     let bar_lines = lines.iter().filter(|l| l.bars).count().max(1) as f64;
     let bw = (minute_w / bar_lines * 0.8).max(1.0);
     let legend: Vec<f64> = lines
@@ -155,15 +189,22 @@ pub fn time_chart(
                 text x=(left - 4.0) y=(N1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (fmt(v)) }
             }
             line x1=(left) y1=(h - bottom) x2=(W - right) y2=(h - bottom) stroke="#999" {}
-            @for back in (0..=minutes as u64).filter(|b| b.is_multiple_of(5)) {
-                @let x = x_of(now - back as f64 * 60.0);
+            @for i in 0..=ticks {
+                @let back = i as f64 * axis.tick;
+                @let x = x_of(now - back);
                 line x1=(N1(x)) y1=(h - bottom) x2=(N1(x)) y2=(h - bottom + 4.0) stroke="#999" {}
                 text x=(N1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
-                    text-anchor=(if back == 0 { "end" } else if x - left < 20.0 { "start" } else { "middle" }) {
-                    @if back == 0 { "now" } @else { "-" (back) " min" }
+                    text-anchor=(if i == 0 { "end" } else if x - left < 20.0 { "start" } else { "middle" }) {
+                    @if i == 0 { "now" } @else { "-" ((back / axis.unit.0).round()) " " (axis.unit.1) }
                 }
             }
-            text x=(left) y=(h - 3.0) font-size=(FONT - 1.0) { "minutes before now, one point per minute" }
+            text x=(left) y=(h - 3.0) font-size=(FONT - 1.0) { (axis.caption) }
+            @for (t, label) in axis.marks.iter().filter(|m| m.0 >= t0 && m.0 <= now) {
+                @let x = x_of(*t);
+                line x1=(N1(x)) y1=(top) x2=(N1(x)) y2=(h - bottom) stroke="#6a3d9a" stroke-dasharray="3,3" {}
+                text x=(N1(x + 2.0)) y=(top + 9.0) font-size=(FONT - 2.0) fill="#6a3d9a"
+                    text-anchor=(if x > W - 60.0 { "end" } else { "start" }) { (fit(label, 56.0, FONT - 2.0)) }
+            }
             @if empty {
                 text x=(left + 10.0) y=(top + plot_h / 2.0) font-size=(FONT) { "No data yet" }
             }
@@ -316,8 +357,7 @@ mod tests {
                 points: vec![(now - 14.5 * 60.0, 2.0), (now - 30.0, 4.0)],
                 bars: false,
             }],
-            now,
-            16.0,
+            &Axis::live(now),
             true,
             |v| format!("{v:.0}/s"),
         )

@@ -5,15 +5,16 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 use super::auth::to_login;
-use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Line};
+use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line};
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
+use crate::monitoring::range::{Compare, Range};
 use crate::monitoring::snapshot::{
     rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, RoutePattern, RssDelta,
     SlowPattern, SlowQueryView, WorstRequest,
 };
-use crate::monitoring::trend::{MinutePoint, MINUTES};
+use crate::monitoring::trend::MinutePoint;
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -39,29 +40,62 @@ fn guard(app: &App, req: &Request, html: bool) -> Result<Result<(), Response>, W
     Ok(Ok(()))
 }
 
-/// The snapshot, with the database layer's figures.
+/// The live snapshot, with the database layer's figures.
 pub fn snapshot(app: &App) -> PerfSnapshot {
+    app.monitor.snapshot(database_view(app))
+}
+
+/// The database layer's figures.
+fn database_view(app: &App) -> DatabaseView {
     let stats = app
         .db
         .conn()
         .map(|c| c.stats(&app.config.data_dir))
         .unwrap_or_default();
-    app.monitor.snapshot(DatabaseView {
+    DatabaseView {
         pool_in_use: app.db.pool_in_use(),
         pool_size: app.db.pool_size(),
         queries_per_second: 0.0,
         cache_hit_rate: stats.cache_hit_rate,
         db_bytes: stats.db_bytes,
         wal_bytes: stats.wal_bytes,
+    }
+}
+
+/// `?range=`, or a 400 naming the accepted values.
+fn range_of(req: &Request) -> Result<Range, Response> {
+    let v = req.get_param("range");
+    Range::parse(v.as_deref()).ok_or_else(|| {
+        Response::text("range must be one of 15m, 1h, 24h, 7d, 30d\n").with_status_code(400)
     })
 }
 
-/// `GET /admin/performance.json`.
+/// The snapshot for `range`: live, or from the history (`Err`: why not).
+fn snapshot_for(app: &App, range: Range) -> Result<PerfSnapshot, String> {
+    match range {
+        Range::Live => Ok(snapshot(app)),
+        _ => app.monitor.range_snapshot(range, database_view(app)),
+    }
+}
+
+/// `GET /admin/performance.json?range=`.
 pub fn json(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, false)? {
         return Ok(r);
     }
-    Ok(Response::from_data("application/json", json_body(&snapshot(app))).with_no_cache())
+    let range = match range_of(req) {
+        Ok(r) => r,
+        Err(r) => return Ok(r),
+    };
+    Ok(match snapshot_for(app, range) {
+        Ok(s) => Response::from_data("application/json", json_body(&s)),
+        Err(why) => Response::from_data(
+            "application/json",
+            serde_json::json!({ "error": why, "range": range.name() }).to_string(),
+        )
+        .with_status_code(404),
+    }
+    .with_no_cache())
 }
 
 /// The JSON export's body.
@@ -369,6 +403,54 @@ fn values(points: &[(f64, f64)]) -> Vec<f64> {
     points.iter().map(|p| p.1).collect()
 }
 
+/// The time axis of the overview's charts, and what one point covers.
+fn axis_of(s: &PerfSnapshot, end: f64) -> (Axis, &'static str) {
+    let Some(r) = &s.range else {
+        return (Axis::live(end), "minute");
+    };
+    let span = (r.to_unix - r.from_unix) as f64;
+    let (tick, unit, caption, per) = match r.range.as_str() {
+        "1h" => (
+            900.0,
+            (60.0, "min"),
+            "minutes before now, one point per minute",
+            "minute",
+        ),
+        "24h" => (
+            6.0 * 3600.0,
+            (3600.0, "h"),
+            "hours before now, one point per 15 minutes",
+            "15 minutes",
+        ),
+        "7d" => (
+            86_400.0,
+            (86_400.0, "d"),
+            "days before now, one point per 2 hours",
+            "2 hours",
+        ),
+        _ => (
+            7.0 * 86_400.0,
+            (86_400.0, "d"),
+            "days before now, one point per 12 hours",
+            "12 hours",
+        ),
+    };
+    let axis = Axis {
+        end: r.to_unix as f64,
+        span,
+        tick,
+        unit,
+        point: r.bucket_seconds as f64,
+        caption,
+        marks: r
+            .starts
+            .iter()
+            .map(|st| (st.at_unix as f64, format!("start {}", st.version)))
+            .collect(),
+    };
+    (axis, per)
+}
+
 /// The overview's four figures with their trends, and its charts.
 fn overview(s: &PerfSnapshot) -> Markup {
     let o = &s.overview;
@@ -397,11 +479,21 @@ fn overview(s: &PerfSnapshot) -> Markup {
         _ => 0.0,
     };
     let span = duration(w.seconds);
-    let minutes = MINUTES as f64 + 1.0;
+    let (axis, per) = axis_of(s, end);
     html! {
-        h3 { "Now: the last " (span) }
-        p.meta { "Every figure here covers the last " (span) " (one point per minute, the current minute at the right), "
-            "counting every request at any sample rate." }
+        @if let Some(r) = &s.range {
+            @let label = Range::parse(Some(&r.range)).map_or("", Range::label);
+            h3 { "The last " (label) " (from the history)" }
+            p.meta { "Every figure here covers the last " (label)
+                @if (r.covered_seconds as f64) < (r.to_unix - r.from_unix) as f64 - 120.0 {
+                    " (the history holds " (duration(r.covered_seconds as f64)) " of it)" }
+                ", one point per " (per) "; percentiles merged from the stored distributions, not averaged. "
+                "Dashed lines mark starts of the blog." }
+        } @else {
+            h3 { "Now: the last " (span) }
+            p.meta { "Every figure here covers the last " (span) " (one point per minute, the current minute at the right), "
+                "counting every request at any sample rate." }
+        }
         div.cards {
             div.card {
                 span { "Requests per second" }
@@ -423,7 +515,11 @@ fn overview(s: &PerfSnapshot) -> Markup {
             }
             div.card {
                 span { "Memory (RSS)" }
-                @if s.memory.tracking {
+                @if s.range.is_some() {
+                    b { (mib(s.memory.rss_bytes as f64)) }
+                    (sparkline("resident memory over the range", &values(&rss)))
+                    small { "now; " (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the range" }
+                } @else if s.memory.tracking {
                     b { (mib(s.memory.rss_bytes as f64)) }
                     (sparkline("resident memory, every 10 s", &values(&rss)))
                     small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
@@ -434,21 +530,21 @@ fn overview(s: &PerfSnapshot) -> Markup {
             }
         }
         div.charts {
-            (time_chart("Requests per second (each minute)", &[Line {
+            (time_chart(&format!("Requests per second (each {per})"), &[Line {
                 name: "requests/s", colour: "#0b5cad", points: series(&|p| p.requests_per_second), bars: false,
-            }], end, minutes, true, |v| format!("{}/s", round3(v))))
-            (time_chart("Response time, ms (p50 and p99 of each minute)", &[
+            }], &axis, true, |v| format!("{}/s", round3(v))))
+            (time_chart(&format!("Response time, ms (p50 and p99 of each {per})"), &[
                 Line { name: "p99", colour: "#c05a00", points: latency(&|p| p.p99_ms), bars: false },
                 Line { name: "p50", colour: "#0b5cad", points: latency(&|p| p.p50_ms), bars: false },
-            ], end, minutes, true, |v| format!("{} ms", round3(v))))
-            (time_chart("Errors per minute (5xx server, 4xx client)", &[
+            ], &axis, true, |v| format!("{} ms", round3(v))))
+            (time_chart(&format!("Errors per {per} (5xx server, 4xx client)"), &[
                 Line { name: "5xx", colour: "#b00020", points: series(&|p| p.errors_5xx as f64), bars: true },
                 Line { name: "4xx", colour: "#999999", points: series(&|p| p.client_errors_4xx as f64), bars: true },
-            ], end, minutes, true, |v| format!("{}", round3(v))))
-            @if s.memory.tracking {
-                (time_chart("Memory (RSS), MiB (a sample every 10 s)", &[Line {
+            ], &axis, true, |v| format!("{}", round3(v))))
+            @if s.memory.tracking || s.range.is_some() {
+                (time_chart(if s.range.is_some() { "Memory (RSS), MiB" } else { "Memory (RSS), MiB (a sample every 10 s)" }, &[Line {
                     name: "RSS", colour: "#0b5cad", points: rss, bars: false,
-                }], end, minutes, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
+                }], &axis, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
             }
         }
     }
@@ -551,6 +647,9 @@ fn alerts_section(s: &PerfSnapshot) -> Markup {
 /// The page body for a snapshot (public for the render benchmark).
 pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let refresh = html! { meta http-equiv="refresh" content=(REFRESH_SECS); };
+    if let Some(r) = &s.range {
+        return render_range(site_name, s, r);
+    }
     if !s.enabled {
         let body = html! {
             h2 { "Performance" }
@@ -611,6 +710,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     };
     let body = html! {
         h2 { "Performance" }
+        (range_nav(Range::Live))
         p.meta { "Refreshes every " (REFRESH_SECS) " s. Exports: "
             a href="/admin/performance.json" { "JSON" } ", " a href="/admin/performance.csv" { "CSV" } ", "
             a href="/metrics" { "Prometheus" } ". Sections: "
@@ -715,6 +815,11 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 div.card { span { "Cost" } b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
                     small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
             }
+            p.meta { "History: "
+                @if s.history.days == 0 { "off (STARPUNK_PERF_HISTORY_DAYS=0: nothing is written to disk)" }
+                @else if s.history.ok { (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk" }
+                @else { span.error { "unavailable: " (s.history.error.as_deref().unwrap_or("not open")) } " (the blog runs without it)" }
+                "." }
             p.meta { "Configuration: sample rate " (s.config.sample_rate) ", slow query threshold "
                 (s.config.slow_query_threshold) " s, buffer " (int(s.config.buffer_size as u64)) " records, memory tracking "
                 (s.config.memory_tracking) ", query log " (s.config.log_queries) ", series "
@@ -724,13 +829,104 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     views::page(site_name, "Performance", Some(refresh), body).into_string()
 }
 
-/// `GET /admin/performance`.
+/// `GET /admin/performance?range=`.
 pub fn page(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, true)? {
         return Ok(r);
     }
-    let s = snapshot(app);
-    Ok(Response::html(render(&app.config.site_name, &s)).with_no_cache())
+    let range = match range_of(req) {
+        Ok(r) => r,
+        Err(r) => return Ok(r),
+    };
+    let html = match snapshot_for(app, range) {
+        Ok(s) => render(&app.config.site_name, &s),
+        Err(why) => {
+            let body = html! {
+                h2 { "Performance" }
+                (range_nav(range))
+                p { "No " (range.label()) " view: " (why) "." }
+            };
+            views::page(&app.config.site_name, "Performance", None, body).into_string()
+        }
+    };
+    Ok(Response::html(html).with_no_cache())
+}
+
+/// Links to every range, the current one in bold.
+fn range_nav(current: Range) -> Markup {
+    html! {
+        nav.ranges aria-label="Time range" {
+            "Range: "
+            @for (i, r) in Range::ALL.iter().enumerate() {
+                @if i > 0 { " · " }
+                @if *r == current { b { (r.label()) } }
+                @else { a href={ "/admin/performance?range=" (r.name()) } { (r.label()) } }
+            }
+        }
+    }
+}
+
+/// The current version against the previous one, per route.
+fn compare_section(c: &Compare) -> Markup {
+    let head = html! { tr {
+        th { "Route" } th { "Requests" br; "before / now" } th { "p50 ms" br; "before / now" }
+        th { "p99 ms" br; "before / now" } th { "Error rate" br; "before / now" }
+    } };
+    html! {
+        h3 { "This version against the previous one" }
+        p.meta { "Version " (c.current) " (since " (c.current_since) ") against " (c.previous)
+            ", each over all the history holds of it." }
+        (long_table(&head, &c.routes, TOP_ROWS, "routes", |r| html! { tr {
+            td { (r.route) }
+            td { (int(r.requests[0])) " / " (int(r.requests[1])) }
+            td { (r.p50_ms[0]) " / " (r.p50_ms[1]) }
+            td { (r.p99_ms[0]) " / " (r.p99_ms[1])
+                @if r.p99_ms[0] > 0.0 && r.p99_ms[1] > 1.5 * r.p99_ms[0] && r.requests[1] >= 10 { " " span.flag { "slower" } } }
+            td { (percent(r.error_rate[0])) " / " (percent(r.error_rate[1])) }
+        } }))
+    }
+}
+
+/// The page over a range from the history: the overview, routes and
+/// patterns over the range, starts, and the version comparison.
+fn render_range(
+    site_name: &str,
+    s: &PerfSnapshot,
+    r: &crate::monitoring::range::RangeInfo,
+) -> String {
+    let range = Range::parse(Some(&r.range)).unwrap_or(Range::Live);
+    let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
+    let body = html! {
+        h2 { "Performance" }
+        (range_nav(range))
+        p.meta { "Exports: " a href={ "/admin/performance.json?range=" (r.range) } { "JSON of this range" } ". "
+            "From the history (" (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk"
+            @if let Some(e) = &s.history.error { "; " span.error { "last error: " (e) } } "). "
+            "Slow queries, the slowest requests with their timelines, routes x patterns and the database are live views: see "
+            a href="/admin/performance" { "15 min (live)" } "." }
+        (firing(s))
+        section #overview { (overview(s)) }
+        section #alerts { (alerts_section(s)) }
+        section #endpoints {
+            h3 { "Routes over the last " (range.label()) }
+            p.meta { "Latency in milliseconds; statuses by class (the history keeps classes, not codes)." }
+            (endpoint_table("Route", "routes", &s.endpoints, true, false))
+        }
+        section #query-patterns {
+            h3 { "SQL patterns over the last " (range.label()) }
+            (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", |q| html! { tr {
+                td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+            } }))
+        }
+        section #deploys {
+            h3 { "Starts" }
+            @if r.starts.is_empty() { p { "No start of the blog in this range." } }
+            @else { ul { @for st in &r.starts { li { (st.at) ": version " (st.version) } } } }
+            @if let Some(c) = &r.compare { (compare_section(c)) }
+            @else { p.meta { "The history holds one version only: nothing to compare yet." } }
+        }
+    };
+    views::page(site_name, "Performance", None, body).into_string()
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ svg.spark { display: block; width: 100%; height: 1.8rem; margin: .2rem 0; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr)); gap: 1rem; margin-top: 1rem; }
 svg.timeline { max-width: 32rem; }
 .flag { color: var(--warn); font-weight: bold; }
+nav.ranges { margin: .3rem 0 .8rem; }
 .alert { background: #fde8ea; border-left: 3px solid var(--warn); padding: .5rem .7rem; }
 .error { color: var(--warn); }
 svg { max-width: 100%; height: auto; }

@@ -1,0 +1,535 @@
+//! Opt-in history (`STARPUNK_PERF_HISTORY_DAYS`): aggregates only, in a
+//! SQLite file of its own (`perf-history.sqlite3` in the data directory).
+//!
+//! Once a minute the ticker writes, in one transaction, a row per route and
+//! per query pattern that saw traffic in that minute (counts, 5xx and 4xx,
+//! bytes, rows, the exact sum of latencies and the latency distribution as
+//! an hdrhistogram V2 blob), plus a row for all requests with the slow
+//! statements and RSS. Minute rows are kept 24 hours; each complete hour is
+//! rolled up into hour rows (histograms merged, so percentiles over any
+//! range are exact merges), kept for the configured days. Each start
+//! records the version. Nothing here runs on the request path, and a
+//! failing history file never stops the blog: the error is kept and shown.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use rusqlite::{params, Connection};
+
+/// Row kinds.
+pub const KIND_ALL: i64 = 0;
+/// A route's row.
+pub const KIND_ROUTE: i64 = 1;
+/// A query pattern's row.
+pub const KIND_PATTERN: i64 = 2;
+
+/// Seconds per minute row and per hour row.
+pub const MINUTE: i64 = 60;
+/// Seconds per hour row.
+pub const HOUR: i64 = 3600;
+/// How long minute rows are kept (a day, and an hour for the roll-up).
+const MINUTES_KEPT: i64 = 25 * HOUR;
+
+/// The file's name in the data directory.
+pub const FILE: &str = "perf-history.sqlite3";
+
+/// Cumulative figures of one series (since start or the last clear).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cumulative {
+    /// Events.
+    pub count: u64,
+    /// Sum of latencies, ns.
+    pub sum_ns: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub errors_4xx: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Rows returned or changed.
+    pub rows: u64,
+    /// Latency buckets `(value ns, count)`, ascending.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// One stored row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Unix seconds at the row's start.
+    pub start: i64,
+    /// [`MINUTE`] or [`HOUR`].
+    pub resolution: i64,
+    /// [`KIND_ALL`], [`KIND_ROUTE`] or [`KIND_PATTERN`].
+    pub kind: i64,
+    /// Route template or pattern; empty for [`KIND_ALL`].
+    pub name: String,
+    /// Events.
+    pub count: u64,
+    /// Sum of latencies, ns.
+    pub sum_ns: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub errors_4xx: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Rows returned or changed.
+    pub rows: u64,
+    /// Slow statements ([`KIND_ALL`] only).
+    pub slow: u64,
+    /// Resident memory at the row's end, bytes ([`KIND_ALL`] only; 0:
+    /// unknown).
+    pub rss: u64,
+    /// The latency distribution.
+    pub latency: Histogram<u64>,
+}
+
+/// The history file and what the last minute's write left behind.
+pub struct History {
+    conn: Connection,
+    days: u32,
+    /// Cumulative figures at the last write, per (kind, name).
+    last: HashMap<(i64, String), Cumulative>,
+    last_slow: u64,
+    /// An empty histogram of the series' layout.
+    empty: Histogram<u64>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl History {
+    /// Opens (or creates) the history in `dir`, records this start of
+    /// `version` at `now` and prunes what is past retention.
+    pub fn open(
+        dir: &Path,
+        days: u32,
+        version: &str,
+        now: i64,
+        empty: Histogram<u64>,
+    ) -> Result<History, String> {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS starts (
+                 at INTEGER NOT NULL,
+                 version TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS rows (
+                 resolution INTEGER NOT NULL,
+                 start INTEGER NOT NULL,
+                 kind INTEGER NOT NULL,
+                 name TEXT NOT NULL,
+                 count INTEGER NOT NULL,
+                 sum_ns INTEGER NOT NULL,
+                 errors_5xx INTEGER NOT NULL,
+                 errors_4xx INTEGER NOT NULL,
+                 bytes INTEGER NOT NULL,
+                 rows INTEGER NOT NULL,
+                 slow INTEGER NOT NULL,
+                 rss INTEGER NOT NULL,
+                 latency BLOB NOT NULL,
+                 PRIMARY KEY (resolution, start, kind, name)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        let integrity: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(err)?;
+        if integrity != "ok" {
+            return Err(format!("{} is damaged ({integrity})", path.display()));
+        }
+        conn.execute(
+            "INSERT INTO starts (at, version) VALUES (?1, ?2)",
+            params![now, version],
+        )
+        .map_err(err)?;
+        let mut h = History {
+            conn,
+            days,
+            last: HashMap::new(),
+            last_slow: 0,
+            empty,
+        };
+        h.roll_up_and_prune(now)?;
+        Ok(h)
+    }
+
+    /// Writes the minute that starts at `start`: per series, the change
+    /// since the last write (a series whose counts fell was cleared: its
+    /// figures count from zero); `slow` and `rss` for all requests. One
+    /// transaction: a crash loses at most this minute.
+    pub fn write_minute(
+        &mut self,
+        start: i64,
+        series: Vec<(i64, String, Cumulative)>,
+        slow_total: u64,
+        rss: u64,
+    ) -> Result<(), String> {
+        let mut all = self.empty.clone();
+        let mut total = Cumulative::default();
+        let mut rows = Vec::new();
+        for (kind, name, now) in series {
+            let before = self.last.get(&(kind, name.clone()));
+            let cleared = before.is_some_and(|b| now.count < b.count);
+            let zero = Cumulative::default();
+            let b = if cleared {
+                &zero
+            } else {
+                before.unwrap_or(&zero)
+            };
+            let delta = Cumulative {
+                count: now.count.saturating_sub(b.count),
+                sum_ns: now.sum_ns.wrapping_sub(b.sum_ns),
+                errors_5xx: now.errors_5xx.saturating_sub(b.errors_5xx),
+                errors_4xx: now.errors_4xx.saturating_sub(b.errors_4xx),
+                bytes: now.bytes.saturating_sub(b.bytes),
+                rows: now.rows.saturating_sub(b.rows),
+                buckets: difference(&b.buckets, &now.buckets),
+            };
+            self.last.insert((kind, name.clone()), now);
+            if delta.count == 0 {
+                continue;
+            }
+            let mut latency = self.empty.clone();
+            for &(v, n) in &delta.buckets {
+                latency.saturating_record_n(v, n);
+            }
+            if kind == KIND_ROUTE {
+                let _ = all.add(&latency);
+                total.count += delta.count;
+                total.sum_ns = total.sum_ns.wrapping_add(delta.sum_ns);
+                total.errors_5xx += delta.errors_5xx;
+                total.errors_4xx += delta.errors_4xx;
+                total.bytes += delta.bytes;
+            }
+            rows.push((kind, name, delta, latency));
+        }
+        let slow = if slow_total < self.last_slow {
+            slow_total
+        } else {
+            slow_total - self.last_slow
+        };
+        self.last_slow = slow_total;
+        let mut slow_extra = 0;
+        rows.push((KIND_ALL, String::new(), total, all));
+        // A minute already written (by an earlier run of the blog in the
+        // same minute): add to it rather than replace it.
+        let existing = self.rows_between(MINUTE, start, start + MINUTE, None)?;
+        for old in existing {
+            if let Some((_, _, d, latency)) = rows
+                .iter_mut()
+                .find(|(k, n, _, _)| *k == old.kind && *n == old.name)
+            {
+                d.count += old.count;
+                d.sum_ns = d.sum_ns.wrapping_add(old.sum_ns);
+                d.errors_5xx += old.errors_5xx;
+                d.errors_4xx += old.errors_4xx;
+                d.bytes += old.bytes;
+                d.rows += old.rows;
+                let _ = latency.add(&old.latency);
+                if old.kind == KIND_ALL {
+                    slow_extra += old.slow;
+                }
+            }
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+                     errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .map_err(err)?;
+            for (kind, name, d, latency) in &rows {
+                let (slow, rss) = if *kind == KIND_ALL {
+                    (slow + slow_extra, rss)
+                } else {
+                    (0, 0)
+                };
+                insert
+                    .execute(params![
+                        MINUTE,
+                        start,
+                        kind,
+                        name,
+                        d.count as i64,
+                        d.sum_ns as i64,
+                        d.errors_5xx as i64,
+                        d.errors_4xx as i64,
+                        d.bytes as i64,
+                        d.rows as i64,
+                        slow as i64,
+                        rss as i64,
+                        serialize(latency)?,
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.roll_up_and_prune(start + MINUTE)
+    }
+
+    /// Rolls every complete hour that has minute rows and no hour rows
+    /// into hour rows, then deletes minute rows past a day and hour rows
+    /// past retention.
+    fn roll_up_and_prune(&mut self, now: i64) -> Result<(), String> {
+        let current_hour = now - now.rem_euclid(HOUR);
+        let hours: Vec<i64> = {
+            let mut q = self
+                .conn
+                .prepare_cached(
+                    "SELECT DISTINCT start - (start % 3600) AS h FROM rows
+                     WHERE resolution = 60 AND start < ?1
+                     AND h NOT IN (SELECT start FROM rows WHERE resolution = 3600)",
+                )
+                .map_err(err)?;
+            let hours = q
+                .query_map([current_hour], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            hours
+        };
+        for hour in hours {
+            let minutes = self.rows_between(MINUTE, hour, hour + HOUR, None)?;
+            let mut merged: Vec<Row> = Vec::new();
+            for m in minutes {
+                match merged
+                    .iter_mut()
+                    .find(|r| r.kind == m.kind && r.name == m.name)
+                {
+                    Some(r) => add_row(r, &m),
+                    None => merged.push(Row {
+                        start: hour,
+                        resolution: HOUR,
+                        ..m
+                    }),
+                }
+            }
+            let tx = self.conn.transaction().map_err(err)?;
+            for r in &merged {
+                tx.execute(
+                    "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+                     errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        HOUR,
+                        hour,
+                        r.kind,
+                        r.name,
+                        r.count as i64,
+                        r.sum_ns as i64,
+                        r.errors_5xx as i64,
+                        r.errors_4xx as i64,
+                        r.bytes as i64,
+                        r.rows as i64,
+                        r.slow as i64,
+                        r.rss as i64,
+                        serialize(&r.latency)?,
+                    ],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+        }
+        self.conn
+            .execute(
+                "DELETE FROM rows WHERE (resolution = 60 AND start < ?1)
+                 OR (resolution = 3600 AND start < ?2)",
+                params![now - MINUTES_KEPT, now - i64::from(self.days) * 86_400],
+            )
+            .map_err(err)?;
+        self.conn
+            .execute(
+                "DELETE FROM starts WHERE at < ?1",
+                params![now - i64::from(self.days.max(1)) * 86_400],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Rows of `resolution` with `from <= start < to`, of one kind or all.
+    pub fn rows_between(
+        &self,
+        resolution: i64,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT start, kind, name, count, sum_ns, errors_5xx, errors_4xx, bytes, rows,
+                 slow, rss, latency FROM rows
+                 WHERE resolution = ?1 AND start >= ?2 AND start < ?3 AND (?4 IS NULL OR kind = ?4)
+                 ORDER BY start",
+            )
+            .map_err(err)?;
+        let rows = q
+            .query_map(params![resolution, from, to, kind], |r| {
+                let blob: Vec<u8> = r.get(11)?;
+                Ok((
+                    Row {
+                        start: r.get(0)?,
+                        resolution,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                        sum_ns: r.get::<_, i64>(4)? as u64,
+                        errors_5xx: r.get::<_, i64>(5)? as u64,
+                        errors_4xx: r.get::<_, i64>(6)? as u64,
+                        bytes: r.get::<_, i64>(7)? as u64,
+                        rows: r.get::<_, i64>(8)? as u64,
+                        slow: r.get::<_, i64>(9)? as u64,
+                        rss: r.get::<_, i64>(10)? as u64,
+                        latency: Histogram::new(1).expect("a 1-significant-figure histogram"),
+                    },
+                    blob,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        let mut de = Deserializer::new();
+        for row in rows {
+            let (mut row, blob) = row.map_err(err)?;
+            row.latency = de
+                .deserialize(&mut blob.as_slice())
+                .map_err(|e| format!("a damaged histogram in the history: {e:?}"))?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// The rows covering `from..to` (Unix seconds): hour rows where a
+    /// whole hour is rolled up and older than a day, minute rows for the
+    /// rest.
+    pub fn rows_for_range(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let oldest_minute: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT min(start) FROM rows WHERE resolution = 60",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        // Minute rows wherever the range starts inside them (1 h and 24 h
+        // views: exact); otherwise hour rows up to where minute rows take
+        // over (the hour of the oldest minute row comes from its hour row
+        // once rolled up, as that row holds the pruned minutes too; the
+        // hour the range starts in is counted whole).
+        let Some(oldest) = oldest_minute.filter(|m| from < *m) else {
+            return self.rows_between(MINUTE, from, to, kind);
+        };
+        let hour = oldest - oldest.rem_euclid(HOUR);
+        let rolled: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM rows WHERE resolution = 3600 AND start = ?1)",
+                [hour],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let split = if rolled { hour + HOUR } else { hour };
+        let mut rows = self.rows_between(HOUR, from - from.rem_euclid(HOUR), split, kind)?;
+        rows.extend(self.rows_between(MINUTE, split, to, kind)?);
+        Ok(rows)
+    }
+
+    /// Starts (Unix seconds, version) since `from`, oldest first.
+    pub fn starts(&self, from: i64) -> Result<Vec<(i64, String)>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT at, version FROM starts WHERE at >= ?1 ORDER BY at")
+            .map_err(err)?;
+        let starts = q
+            .query_map([from], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(starts)
+    }
+
+    /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
+    /// the starts stay (a version and a time are not traffic).
+    pub fn clear(&mut self) -> Result<(), String> {
+        self.conn.execute("DELETE FROM rows", []).map_err(err)?;
+        self.last.clear();
+        self.last_slow = 0;
+        Ok(())
+    }
+
+    /// Bytes of the file and its write-ahead log.
+    pub fn bytes(dir: &Path) -> u64 {
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        size(dir.join(FILE)) + size(dir.join(format!("{FILE}-wal")))
+    }
+}
+
+/// Adds `m`'s figures into `r` (same kind and name).
+pub fn add_row(r: &mut Row, m: &Row) {
+    r.count += m.count;
+    r.sum_ns = r.sum_ns.wrapping_add(m.sum_ns);
+    r.errors_5xx += m.errors_5xx;
+    r.errors_4xx += m.errors_4xx;
+    r.bytes += m.bytes;
+    r.rows += m.rows;
+    r.slow += m.slow;
+    // RSS: the latest known.
+    if m.rss > 0 && m.start >= r.start {
+        r.rss = m.rss;
+    }
+    let _ = r.latency.add(&m.latency);
+}
+
+fn serialize(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut out)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(out)
+}
+
+/// `after - before` of ascending cumulative buckets (counts that did not
+/// grow are left out).
+fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut b = before.iter().peekable();
+    for &(v, n) in after {
+        while b.peek().is_some_and(|&&(bv, _)| bv < v) {
+            b.next();
+        }
+        let old = match b.peek() {
+            Some(&&(bv, bn)) if bv == v => bn,
+            _ => 0,
+        };
+        if n > old {
+            out.push((v, n - old));
+        }
+    }
+    out
+}
