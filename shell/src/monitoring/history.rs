@@ -95,6 +95,8 @@ pub struct History {
     last_slow: u64,
     /// An empty histogram of the series' layout.
     empty: Histogram<u64>,
+    /// The next hour boundary, when the roll-up and pruning run again.
+    next_roll_up: i64,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -168,6 +170,7 @@ impl History {
             last: HashMap::new(),
             last_slow: 0,
             empty,
+            next_roll_up: 0,
         };
         h.roll_up_and_prune(now)?;
         Ok(h)
@@ -286,7 +289,10 @@ impl History {
             }
         }
         tx.commit().map_err(err)?;
-        self.roll_up_and_prune(start + MINUTE)
+        if start + MINUTE >= self.next_roll_up {
+            self.roll_up_and_prune(start + MINUTE)?;
+        }
+        Ok(())
     }
 
     /// Rolls every complete hour that has minute rows and no hour rows
@@ -294,6 +300,7 @@ impl History {
     /// past retention.
     fn roll_up_and_prune(&mut self, now: i64) -> Result<(), String> {
         let current_hour = now - now.rem_euclid(HOUR);
+        self.next_roll_up = current_hour + HOUR;
         let hours: Vec<i64> = {
             let mut q = self
                 .conn
@@ -532,4 +539,127 @@ fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u64, u64)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Histogram<u64> {
+        Histogram::new_with_bounds(1_000, 30_000_000_000, 2).unwrap()
+    }
+
+    /// Cumulative figures of `n` requests per minute for `minutes`
+    /// minutes, latency `ms(minute)` each.
+    fn cumulative(minutes: u64, n: u64, ms: impl Fn(u64) -> u64) -> Cumulative {
+        let mut h = empty();
+        let mut c = Cumulative::default();
+        for m in 0..minutes {
+            h.record_n(ms(m) * 1_000_000, n).unwrap();
+            c.count += n;
+            c.sum_ns += ms(m) * 1_000_000 * n;
+            c.bytes += 100 * n;
+        }
+        c.errors_5xx = minutes;
+        c.buckets = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        c
+    }
+
+    #[test]
+    fn minutes_roll_up_into_exact_hours_and_retention_prunes() {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = 1_800_000_000 - 1_800_000_000 % HOUR; // an hour boundary
+        let mut h = History::open(&dir, 1, "1.0", t0, empty()).unwrap();
+        // Three hours, 10 requests a minute on one route: 1 ms in the first
+        // hour, 100 ms in the second, 10 ms in the third; one 5xx a minute.
+        let ms = |m: u64| match m / 60 {
+            0 => 1,
+            1 => 100,
+            _ => 10,
+        };
+        for m in 1..=180u64 {
+            let c = cumulative(m, 10, ms);
+            h.write_minute(
+                t0 + (m as i64 - 1) * MINUTE,
+                vec![(KIND_ROUTE, "GET /".into(), c)],
+                0,
+                0,
+            )
+            .unwrap();
+        }
+        let hours = h
+            .rows_between(HOUR, t0, t0 + 3 * HOUR, Some(KIND_ROUTE))
+            .unwrap();
+        // All three hours are complete: each rolled up.
+        let counts: Vec<u64> = hours.iter().map(|r| r.count).collect();
+        assert_eq!(counts, [600, 600, 600]);
+        assert_eq!((hours[0].errors_5xx, hours[1].errors_5xx), (60, 60));
+        assert_eq!(hours[1].sum_ns, 600 * 100_000_000);
+        // The merged distribution of both hours: half 1 ms, half 100 ms.
+        let mut both = hours[0].latency.clone();
+        both.add(&hours[1].latency).unwrap();
+        assert!((both.value_at_quantile(0.25) as f64 / 1e6 - 1.0).abs() < 0.01);
+        assert!((both.value_at_quantile(0.75) as f64 / 1e6 - 100.0).abs() < 1.0);
+        // Ranges starting inside the minute rows read minutes; ranges
+        // starting before them read hours: either way no request twice.
+        for from in [t0, t0 - 5 * HOUR] {
+            let all = h
+                .rows_for_range(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
+                .unwrap();
+            assert_eq!(
+                all.iter().map(|r| r.count).sum::<u64>(),
+                1_800,
+                "from {from}"
+            );
+        }
+        // The all-requests row follows the routes.
+        let totals = h
+            .rows_between(MINUTE, t0, t0 + 3 * HOUR, Some(KIND_ALL))
+            .unwrap();
+        assert_eq!(totals.iter().map(|r| r.count).sum::<u64>(), 1_800);
+        // Two days later (retention 1 day): everything is pruned.
+        let later = t0 + 2 * 86_400 + 3 * HOUR;
+        let c = cumulative(181, 10, ms);
+        h.write_minute(later, vec![(KIND_ROUTE, "GET /".into(), c)], 0, 0)
+            .unwrap();
+        let left = h.rows_between(HOUR, 0, later, None).unwrap().len()
+            + h.rows_between(MINUTE, 0, later, None).unwrap().len();
+        assert_eq!(left, 0, "past retention");
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cleared_series_counts_from_zero() {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-clear-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = History::open(&dir, 1, "1.0", 3_600, empty()).unwrap();
+        h.write_minute(
+            3_600,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(5, 10, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
+        // After a clear the cumulative counts restart lower.
+        h.write_minute(
+            3_660,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(1, 3, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
+        let rows = h.rows_between(MINUTE, 0, 10_000, Some(KIND_ROUTE)).unwrap();
+        assert_eq!(rows.iter().map(|r| r.count).collect::<Vec<_>>(), [50, 3]);
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
