@@ -200,6 +200,7 @@ fn dashboard_renders_in_headless_chromium() {
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
         memory_tracking: true,
+        history_days: 1,
         ..starpunk::config::PerfConfig::default()
     };
     let blog = start_with("browser", perf, |_| {});
@@ -351,6 +352,25 @@ fn dashboard_renders_in_headless_chromium() {
         "page height: {desktop_height} px at 1,280 ({:.1} screens of 900), {phone_height} px at 390 ({:.1} screens of 844)",
         desktop_height as f64 / 900.0,
         phone_height as f64 / 844.0
+    );
+
+    // The history's 1-hour view, on the phone too.
+    d.goto(&blog.url("/admin/performance?range=1h"));
+    let range = layout_problems(&d);
+    assert!(
+        range.problems.is_empty(),
+        "1-hour view at 390 px: {:#?}",
+        range.problems
+    );
+    assert!(range.charts >= 4, "{range:?}");
+    let text = d
+        .script("return document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("The last 1 hour (from the history)"),
+        "{text}"
     );
 
     // The checks can fail: a paragraph squeezed until its words break, and a

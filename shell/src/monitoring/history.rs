@@ -467,6 +467,41 @@ impl History {
         Ok(rows)
     }
 
+    /// The rows covering `from..to` with as few rows as possible: hour
+    /// rows for every rolled-up hour inside the range, minute rows for the
+    /// rest (the part of the first hour, and the hour not yet rolled up).
+    /// Where the first hour's minutes are pruned (ranges past a day), its
+    /// hour row counts whole. For totals over long ranges; charts that need
+    /// minutes use [`rows_for_range`](Self::rows_for_range).
+    pub fn rows_for_range_coarse(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let (oldest_minute, rolled_end): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT min(start) FROM rows WHERE resolution = 60),
+                        (SELECT max(start) + 3600 FROM rows WHERE resolution = 3600)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(err)?;
+        let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
+        let hours_end = rolled_end
+            .unwrap_or(first_full)
+            .clamp(first_full, to.max(first_full));
+        let mut rows = if oldest_minute.is_some_and(|m| m <= from) {
+            self.rows_between(MINUTE, from, first_full.min(to), kind)?
+        } else {
+            self.rows_between(HOUR, first_full - HOUR, first_full, kind)?
+        };
+        rows.extend(self.rows_between(HOUR, first_full, hours_end, kind)?);
+        rows.extend(self.rows_between(MINUTE, hours_end.max(from), to, kind)?);
+        Ok(rows)
+    }
+
     /// Starts (Unix seconds, version) since `from`, oldest first.
     pub fn starts(&self, from: i64) -> Result<Vec<(i64, String)>, String> {
         let mut q = self

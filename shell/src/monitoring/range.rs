@@ -257,12 +257,12 @@ fn compare(store: &History, starts: &[(i64, String)], now: i64) -> Result<Option
     // A minute row is written when its minute ends, by the run that was
     // up then: it belongs to the run its end falls in.
     let ends_in = |from: i64| from - 59;
-    let before = store.rows_for_range(
+    let before = store.rows_for_range_coarse(
         ends_in(previous_from),
         ends_in(current_from),
         Some(KIND_ROUTE),
     )?;
-    let after = store.rows_for_range(ends_in(current_from), now + 60, Some(KIND_ROUTE))?;
+    let after = store.rows_for_range_coarse(ends_in(current_from), now + 60, Some(KIND_ROUTE))?;
     let (before, after) = (merged(&before, KIND_ROUTE), merged(&after, KIND_ROUTE));
     let mut names: Vec<&str> = before
         .iter()
@@ -329,7 +329,16 @@ impl Monitor {
         let now =
             inner.recorder.anchor().to_unix_ns(inner.recorder.now_ns()) as i64 / 1_000_000_000;
         let from = now - range.seconds();
-        let rows = store.rows_for_range(from, now + 60, None)?;
+        // Charts: all requests' rows, by the minute up to a day (15-minute
+        // points need them), by the hour beyond. Tables: the fewest rows.
+        let mut rows = if range.seconds() <= 86_400 {
+            store.rows_for_range(from, now + 60, Some(KIND_ALL))?
+        } else {
+            store.rows_for_range_coarse(from, now + 60, Some(KIND_ALL))?
+        };
+        for kind in [KIND_ROUTE, KIND_PATTERN] {
+            rows.extend(store.rows_for_range_coarse(from, now + 60, Some(kind))?);
+        }
         let bucket = range.bucket_seconds();
         // Chart points: all requests' rows per bucket.
         let mut buckets: BTreeMap<i64, Row> = BTreeMap::new();
