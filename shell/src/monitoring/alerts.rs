@@ -475,20 +475,7 @@ fn value_of(rule: &Rule, scopes: &[Option<String>], base: &Sample, now: &Sample)
 /// (ascending buckets of cumulative counts), as hdrhistogram computes it;
 /// 0 without requests.
 pub fn quantile_of_difference(before: &[(u64, u64)], after: &[(u64, u64)], q: f64) -> u64 {
-    let mut diff: Vec<(u64, u64)> = Vec::with_capacity(after.len());
-    let mut b = before.iter().peekable();
-    for &(v, n) in after {
-        while b.peek().is_some_and(|&&(bv, _)| bv < v) {
-            b.next();
-        }
-        let old = match b.peek() {
-            Some(&&(bv, bn)) if bv == v => bn,
-            _ => 0,
-        };
-        if n > old {
-            diff.push((v, n - old));
-        }
-    }
+    let diff = super::history::difference(before, after);
     let total: u64 = diff.iter().map(|d| d.1).sum();
     if total == 0 {
         return 0;

@@ -558,7 +558,7 @@ fn serialize(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
 
 /// `after - before` of ascending cumulative buckets (counts that did not
 /// grow are left out).
-fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u64, u64)> {
+pub(crate) fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut b = before.iter().peekable();
     for &(v, n) in after {
