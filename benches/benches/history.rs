@@ -123,6 +123,7 @@ fn main() {
         let store = h.store.as_ref().unwrap();
         let t = Instant::now();
         let rows = store
+            .reader()
             .rows_for_range_coarse(now - 7 * 86_400, now + 60, None)
             .unwrap();
         println!(

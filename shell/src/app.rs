@@ -196,7 +196,16 @@ fn spawn_ticker(app: Weak<App>) {
                 std::thread::sleep(Duration::from_secs(1));
                 second += 1;
                 match app.upgrade() {
-                    Some(app) => app.monitor.tick(second),
+                    // A bug in a tick must not end the ticker (and with it
+                    // the window, the history and the alerts).
+                    Some(app) => {
+                        let tick = std::panic::AssertUnwindSafe(|| app.monitor.tick(second));
+                        if std::panic::catch_unwind(tick).is_err() {
+                            eprintln!(
+                                "starpunk: a monitor tick failed; the next one runs as usual"
+                            );
+                        }
+                    }
                     None => return,
                 }
             }

@@ -76,7 +76,7 @@ pub struct PerfConfig {
     /// POSTed. It may hold a secret token: exports show only whether it is
     /// set.
     #[serde(serialize_with = "only_whether_set")]
-    pub alert_webhook: Option<String>,
+    pub alert_webhook: Option<Secret>,
     /// Seconds an alert value covers ("the last minute"); not a setting
     /// (tests shorten it).
     #[serde(skip)]
@@ -86,8 +86,19 @@ pub struct PerfConfig {
     pub alert_every_seconds: u64,
 }
 
-fn only_whether_set<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+fn only_whether_set<S: serde::Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_bool(v.is_some())
+}
+
+/// A value that may hold a secret (a webhook URL with a token): `Debug`
+/// prints `<hidden>`, so no log or panic message shows it.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 impl Default for PerfConfig {
@@ -517,7 +528,7 @@ const SETTINGS: &[Setting] = &[
             if host.is_empty() || host.contains(char::is_whitespace) {
                 return Err("an http:// or https:// URL with a host".into());
             }
-            c.perf.alert_webhook = Some(v.to_string());
+            c.perf.alert_webhook = Some(Secret(v.to_string()));
             Ok(())
         },
     },

@@ -91,7 +91,7 @@ fn a_slow_spell_fires_once_and_resolves_once_through_the_webhook() {
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
         alerts: starpunk::monitoring::alerts::parse_rules(rule, &["GET /"]).unwrap(),
-        alert_webhook: Some(hook.url.clone()),
+        alert_webhook: Some(starpunk::config::Secret(hook.url.clone())),
         // "The last minute" shortened to 3 s, evaluated every second.
         alert_window_seconds: 3.0,
         alert_every_seconds: 1,
@@ -156,7 +156,9 @@ fn a_slow_spell_fires_once_and_resolves_once_through_the_webhook() {
     assert_eq!(a["events"][0]["state"], "resolved", "newest first");
     assert_eq!(a["webhook"]["delivered"], 2);
     assert_eq!(a["webhook"]["attempts"], 3);
-    // The webhook's URL (it may hold a token) is never shown.
+    // The webhook's URL (it may hold a token) is never shown, not even by
+    // the configuration's Debug.
+    assert!(!format!("{:?}", blog.app().config).contains("hooks/alerts"));
     assert_eq!(v["config"]["alert_webhook"], true);
     assert!(!json.contains("hooks/alerts"));
     let (_, html) = blog.get_with(&agent, "/admin/performance", &auth);

@@ -183,9 +183,9 @@ fn parse_duration(d: &str) -> Result<f64, String> {
     };
     n.parse::<u32>()
         .ok()
-        .filter(|n| *n <= 24 * 60)
         .map(|n| f64::from(n) * scale)
-        .ok_or_else(|| format!("\"{d}\" is not a duration from 0s to 1440m"))
+        .filter(|s| *s <= 86_400.0)
+        .ok_or_else(|| format!("\"{d}\" is not a duration from 0s to a day (86400s or 1440m)"))
 }
 
 /// The cumulative figures of one scope (all requests, or one route).
@@ -346,7 +346,13 @@ impl Alerts {
             return Vec::new();
         };
         let mut events = Vec::new();
+        // A value "over the last minute" needs a minute behind it: after a
+        // start or a clear, only RSS (a value of now) is judged until then.
+        let full = now.at - base.at + 1e-6 >= self.window;
         for (rule, state) in self.rules.iter().zip(self.states.iter_mut()) {
+            if !full && rule.metric != Metric::Rss {
+                continue;
+            }
             let value = value_of(rule, &self.scopes, &base, now);
             state.value = value;
             let t = now.at;
@@ -575,10 +581,10 @@ mod tests {
             }
         }
         assert_eq!(fired.len(), 2, "{fired:?}");
-        // The error rate since t=0 (the window is not full yet) passes
-        // 10 % at t=13; it has held for 10 s at t=23.
+        // Nothing is judged before a whole minute is behind the value
+        // (t=60, 28 % then); it has held for 10 s at t=70.
         assert_eq!(fired[0].1, "firing");
-        assert_eq!(fired[0].0, 23, "{fired:?}");
+        assert_eq!(fired[0].0, 70, "{fired:?}");
         // After t=60 the minute's rate falls under 10 % as the failures
         // leave the window (at t=101), then 10 s more.
         assert_eq!(fired[1].1, "resolved");
@@ -619,7 +625,7 @@ mod tests {
             0
         );
         let rules = parse_rules("p99 > 100ms for 0s", &ROUTES).unwrap();
-        let mut a = Alerts::new(rules, 60.0);
+        let mut a = Alerts::new(rules, 5.0);
         assert!(a.evaluate(sample(0.0, 100, 0, &before)).is_empty());
         let e = a.evaluate(sample(5.0, 110, 0, &after));
         assert_eq!(e.len(), 1);
@@ -629,7 +635,7 @@ mod tests {
     #[test]
     fn a_clear_restarts_the_window() {
         let rules = parse_rules("request_rate > 1000 for 0s", &ROUTES).unwrap();
-        let mut a = Alerts::new(rules, 60.0);
+        let mut a = Alerts::new(rules, 1.0);
         a.evaluate(sample(0.0, 1_000_000, 0, &[]));
         // Counts fell (logout): no negative or huge rate, no event.
         assert!(a.evaluate(sample(1.0, 5, 0, &[])).is_empty());

@@ -130,6 +130,10 @@ impl History {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
+        // Deleted rows (a logout's clear) are overwritten, not left in free
+        // pages.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS starts (
                  at INTEGER NOT NULL,
@@ -190,6 +194,9 @@ impl History {
         let mut all = self.empty.clone();
         let mut total = Cumulative::default();
         let mut rows = Vec::new();
+        // What this minute leaves behind, kept only once it is committed:
+        // a failed write is retried with the next minute's figures.
+        let mut next_last = Vec::new();
         for (kind, name, now) in series {
             let before = self.last.get(&(kind, name.clone()));
             let cleared = before.is_some_and(|b| now.count < b.count);
@@ -208,7 +215,7 @@ impl History {
                 rows: now.rows.saturating_sub(b.rows),
                 buckets: difference(&b.buckets, &now.buckets),
             };
-            self.last.insert((kind, name.clone()), now);
+            next_last.push(((kind, name.clone()), now));
             if delta.count == 0 {
                 continue;
             }
@@ -218,11 +225,11 @@ impl History {
             }
             if kind == KIND_ROUTE {
                 let _ = all.add(&latency);
-                total.count += delta.count;
+                total.count = total.count.saturating_add(delta.count);
                 total.sum_ns = total.sum_ns.wrapping_add(delta.sum_ns);
-                total.errors_5xx += delta.errors_5xx;
-                total.errors_4xx += delta.errors_4xx;
-                total.bytes += delta.bytes;
+                total.errors_5xx = total.errors_5xx.saturating_add(delta.errors_5xx);
+                total.errors_4xx = total.errors_4xx.saturating_add(delta.errors_4xx);
+                total.bytes = total.bytes.saturating_add(delta.bytes);
             }
             rows.push((kind, name, delta, latency));
         }
@@ -231,26 +238,27 @@ impl History {
         } else {
             slow_total - self.last_slow
         };
-        self.last_slow = slow_total;
-        let mut slow_extra = 0;
+        let mut slow_extra: u64 = 0;
         rows.push((KIND_ALL, String::new(), total, all));
         // A minute already written (by an earlier run of the blog in the
         // same minute): add to it rather than replace it.
-        let existing = self.rows_between(MINUTE, start, start + MINUTE, None)?;
+        let existing = self
+            .reader()
+            .rows_between(MINUTE, start, start + MINUTE, None)?;
         for old in existing {
             if let Some((_, _, d, latency)) = rows
                 .iter_mut()
                 .find(|(k, n, _, _)| *k == old.kind && *n == old.name)
             {
-                d.count += old.count;
+                d.count = d.count.saturating_add(old.count);
                 d.sum_ns = d.sum_ns.wrapping_add(old.sum_ns);
-                d.errors_5xx += old.errors_5xx;
-                d.errors_4xx += old.errors_4xx;
-                d.bytes += old.bytes;
-                d.rows += old.rows;
+                d.errors_5xx = d.errors_5xx.saturating_add(old.errors_5xx);
+                d.errors_4xx = d.errors_4xx.saturating_add(old.errors_4xx);
+                d.bytes = d.bytes.saturating_add(old.bytes);
+                d.rows = d.rows.saturating_add(old.rows);
                 let _ = latency.add(&old.latency);
                 if old.kind == KIND_ALL {
-                    slow_extra += old.slow;
+                    slow_extra = slow_extra.saturating_add(old.slow);
                 }
             }
         }
@@ -289,6 +297,8 @@ impl History {
             }
         }
         tx.commit().map_err(err)?;
+        self.last.extend(next_last);
+        self.last_slow = slow_total;
         if start + MINUTE >= self.next_roll_up {
             self.roll_up_and_prune(start + MINUTE)?;
         }
@@ -318,46 +328,11 @@ impl History {
             hours
         };
         for hour in hours {
-            let minutes = self.rows_between(MINUTE, hour, hour + HOUR, None)?;
-            let mut merged: Vec<Row> = Vec::new();
-            for m in minutes {
-                match merged
-                    .iter_mut()
-                    .find(|r| r.kind == m.kind && r.name == m.name)
-                {
-                    Some(r) => add_row(r, &m),
-                    None => merged.push(Row {
-                        start: hour,
-                        resolution: HOUR,
-                        ..m
-                    }),
-                }
+            // An hour that cannot be rolled up (a damaged row) is logged and
+            // left; the others, and pruning, go on.
+            if let Err(e) = self.roll_up(hour) {
+                eprintln!("starpunk: performance history: hour {hour} not rolled up ({e})");
             }
-            let tx = self.conn.transaction().map_err(err)?;
-            for r in &merged {
-                tx.execute(
-                    "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
-                     errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    params![
-                        HOUR,
-                        hour,
-                        r.kind,
-                        r.name,
-                        r.count as i64,
-                        r.sum_ns as i64,
-                        r.errors_5xx as i64,
-                        r.errors_4xx as i64,
-                        r.bytes as i64,
-                        r.rows as i64,
-                        r.slow as i64,
-                        r.rss as i64,
-                        serialize(&r.latency)?,
-                    ],
-                )
-                .map_err(err)?;
-            }
-            tx.commit().map_err(err)?;
         }
         self.conn
             .execute(
@@ -375,6 +350,115 @@ impl History {
         Ok(())
     }
 
+    /// Merges the minute rows of `hour` into hour rows, in one transaction.
+    fn roll_up(&mut self, hour: i64) -> Result<(), String> {
+        let minutes = self
+            .reader()
+            .rows_between(MINUTE, hour, hour + HOUR, None)?;
+        let mut merged: Vec<Row> = Vec::new();
+        for m in minutes {
+            match merged
+                .iter_mut()
+                .find(|r| r.kind == m.kind && r.name == m.name)
+            {
+                Some(r) => add_row(r, &m),
+                None => merged.push(Row {
+                    start: hour,
+                    resolution: HOUR,
+                    ..m
+                }),
+            }
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        for r in &merged {
+            tx.execute(
+                "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+                 errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    HOUR,
+                    hour,
+                    r.kind,
+                    r.name,
+                    r.count as i64,
+                    r.sum_ns as i64,
+                    r.errors_5xx as i64,
+                    r.errors_4xx as i64,
+                    r.bytes as i64,
+                    r.rows as i64,
+                    r.slow as i64,
+                    r.rss as i64,
+                    serialize(&r.latency)?,
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Its reader.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: &self.conn }
+    }
+
+    /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
+    /// the starts stay (a version and a time are not traffic).
+    pub fn clear(&mut self) -> Result<(), String> {
+        self.conn.execute("DELETE FROM rows", []).map_err(err)?;
+        // And out of the write-ahead log.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(err)?;
+        self.last.clear();
+        self.last_slow = 0;
+        Ok(())
+    }
+
+    /// Bytes of the file and its write-ahead log.
+    pub fn bytes(dir: &Path) -> u64 {
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        size(dir.join(FILE)) + size(dir.join(format!("{FILE}-wal")))
+    }
+}
+
+/// Reads the history through a connection: the writer's own, or a
+/// read-only one of a dashboard view (so a long view never holds up the
+/// ticker's writes; WAL lets both run at once).
+pub struct Reader<'a> {
+    conn: &'a Connection,
+}
+
+/// A read-only connection to the history file.
+pub struct ReadOnly {
+    conn: Connection,
+}
+
+impl ReadOnly {
+    /// Opens `dir`'s history for reading.
+    pub fn open(dir: &Path) -> Result<ReadOnly, String> {
+        let conn = Connection::open_with_flags(
+            dir.join(FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(err)?;
+        Ok(ReadOnly { conn })
+    }
+
+    /// Its reader.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: &self.conn }
+    }
+}
+
+/// A stored integer as a count: a negative one is a damaged row.
+fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(i)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+}
+
+impl Reader<'_> {
     /// Rows of `resolution` with `from <= start < to`, of one kind or all.
     pub fn rows_between(
         &self,
@@ -401,14 +485,14 @@ impl History {
                         resolution,
                         kind: r.get(1)?,
                         name: r.get(2)?,
-                        count: r.get::<_, i64>(3)? as u64,
+                        count: count(r, 3)?,
                         sum_ns: r.get::<_, i64>(4)? as u64,
-                        errors_5xx: r.get::<_, i64>(5)? as u64,
-                        errors_4xx: r.get::<_, i64>(6)? as u64,
-                        bytes: r.get::<_, i64>(7)? as u64,
-                        rows: r.get::<_, i64>(8)? as u64,
-                        slow: r.get::<_, i64>(9)? as u64,
-                        rss: r.get::<_, i64>(10)? as u64,
+                        errors_5xx: count(r, 5)?,
+                        errors_4xx: count(r, 6)?,
+                        bytes: count(r, 7)?,
+                        rows: count(r, 8)?,
+                        slow: count(r, 9)?,
+                        rss: count(r, 10)?,
                         latency: Histogram::new(1).expect("a 1-significant-figure histogram"),
                     },
                     blob,
@@ -469,9 +553,10 @@ impl History {
 
     /// The rows covering `from..to` with as few rows as possible: hour
     /// rows for every rolled-up hour inside the range, minute rows for the
-    /// rest (the part of the first hour, and the hour not yet rolled up).
-    /// Where the first hour's minutes are pruned (ranges past a day), its
-    /// hour row counts whole. For totals over long ranges; charts that need
+    /// rest (the part of the first hour, and the hours not yet rolled up).
+    /// Where a partial hour's minutes are pruned (ranges past a day), its
+    /// hour row counts whole in the range its start falls in, so two
+    /// adjacent ranges never count it twice. For totals over long ranges; charts that need
     /// minutes use [`rows_for_range`](Self::rows_for_range).
     pub fn rows_for_range_coarse(
         &self,
@@ -489,16 +574,31 @@ impl History {
             )
             .map_err(err)?;
         let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
-        let hours_end = rolled_end
+        let last_full_end = to - to.rem_euclid(HOUR);
+        let kept = |t: i64| oldest_minute.is_some_and(|m| m <= t);
+        let mut rows = Vec::new();
+        // The part of the first hour: its minutes where they are kept. A
+        // pruned partial hour belongs to the range its start falls in.
+        let head_end = first_full.min(to);
+        if let Some(m) = oldest_minute.filter(|m| *m < head_end) {
+            rows.extend(self.rows_between(MINUTE, from.max(m), head_end, kind)?);
+        }
+        // Whole hours inside the range that are rolled up.
+        let hours_to = rolled_end
             .unwrap_or(first_full)
-            .clamp(first_full, to.max(first_full));
-        let mut rows = if oldest_minute.is_some_and(|m| m <= from) {
-            self.rows_between(MINUTE, from, first_full.min(to), kind)?
-        } else {
-            self.rows_between(HOUR, first_full - HOUR, first_full, kind)?
-        };
-        rows.extend(self.rows_between(HOUR, first_full, hours_end, kind)?);
-        rows.extend(self.rows_between(MINUTE, hours_end.max(from), to, kind)?);
+            .min(last_full_end)
+            .max(first_full);
+        rows.extend(self.rows_between(HOUR, first_full, hours_to, kind)?);
+        // The rest: minutes where they are kept, else the hour row that
+        // starts in the range (counted whole).
+        let rest = hours_to.max(head_end);
+        if rest < to {
+            if kept(rest) {
+                rows.extend(self.rows_between(MINUTE, rest, to, kind)?);
+            } else {
+                rows.extend(self.rows_between(HOUR, rest, to, kind)?);
+            }
+        }
         Ok(rows)
     }
 
@@ -515,32 +615,17 @@ impl History {
             .map_err(err)?;
         Ok(starts)
     }
-
-    /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
-    /// the starts stay (a version and a time are not traffic).
-    pub fn clear(&mut self) -> Result<(), String> {
-        self.conn.execute("DELETE FROM rows", []).map_err(err)?;
-        self.last.clear();
-        self.last_slow = 0;
-        Ok(())
-    }
-
-    /// Bytes of the file and its write-ahead log.
-    pub fn bytes(dir: &Path) -> u64 {
-        let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
-        size(dir.join(FILE)) + size(dir.join(format!("{FILE}-wal")))
-    }
 }
 
 /// Adds `m`'s figures into `r` (same kind and name).
 pub fn add_row(r: &mut Row, m: &Row) {
-    r.count += m.count;
+    r.count = r.count.saturating_add(m.count);
     r.sum_ns = r.sum_ns.wrapping_add(m.sum_ns);
-    r.errors_5xx += m.errors_5xx;
-    r.errors_4xx += m.errors_4xx;
-    r.bytes += m.bytes;
-    r.rows += m.rows;
-    r.slow += m.slow;
+    r.errors_5xx = r.errors_5xx.saturating_add(m.errors_5xx);
+    r.errors_4xx = r.errors_4xx.saturating_add(m.errors_4xx);
+    r.bytes = r.bytes.saturating_add(m.bytes);
+    r.rows = r.rows.saturating_add(m.rows);
+    r.slow = r.slow.saturating_add(m.slow);
     // RSS: the latest known.
     if m.rss > 0 && m.start >= r.start {
         r.rss = m.rss;
@@ -629,6 +714,7 @@ mod tests {
             .unwrap();
         }
         let hours = h
+            .reader()
             .rows_between(HOUR, t0, t0 + 3 * HOUR, Some(KIND_ROUTE))
             .unwrap();
         // All three hours are complete: each rolled up.
@@ -645,6 +731,7 @@ mod tests {
         // starting before them read hours: either way no request twice.
         for from in [t0, t0 - 5 * HOUR] {
             let all = h
+                .reader()
                 .rows_for_range(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
                 .unwrap();
             assert_eq!(
@@ -652,9 +739,34 @@ mod tests {
                 1_800,
                 "from {from}"
             );
+            let coarse = h
+                .reader()
+                .rows_for_range_coarse(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
+                .unwrap();
+            assert_eq!(coarse.iter().map(|r| r.count).sum::<u64>(), 1_800);
+            assert_eq!(coarse.len(), 3, "three hour rows, no minutes");
         }
+        let count = |from, to| {
+            h.reader()
+                .rows_for_range_coarse(from, to, Some(KIND_ROUTE))
+                .unwrap()
+                .iter()
+                .map(|r| r.count)
+                .sum::<u64>()
+        };
+        // A range starting mid-hour: its minutes, then whole hours.
+        assert_eq!(count(t0 + 30 * MINUTE, t0 + 3 * HOUR), 1_500);
+        // Two runs split by a deploy in the middle of an hour: each counts
+        // its own requests, none twice.
+        let deploy = t0 + 90 * MINUTE;
+        assert_eq!(
+            (count(t0, deploy), count(deploy, t0 + 3 * HOUR)),
+            (900, 900)
+        );
+        assert_eq!(count(t0 + 10 * MINUTE, t0 + 50 * MINUTE), 400);
         // The all-requests row follows the routes.
         let totals = h
+            .reader()
             .rows_between(MINUTE, t0, t0 + 3 * HOUR, Some(KIND_ALL))
             .unwrap();
         assert_eq!(totals.iter().map(|r| r.count).sum::<u64>(), 1_800);
@@ -663,8 +775,11 @@ mod tests {
         let c = cumulative(181, 10, ms);
         h.write_minute(later, vec![(KIND_ROUTE, "GET /".into(), c)], 0, 0)
             .unwrap();
-        let left = h.rows_between(HOUR, 0, later, None).unwrap().len()
-            + h.rows_between(MINUTE, 0, later, None).unwrap().len();
+        let left = h.reader().rows_between(HOUR, 0, later, None).unwrap().len()
+            + h.reader()
+                .rows_between(MINUTE, 0, later, None)
+                .unwrap()
+                .len();
         assert_eq!(left, 0, "past retention");
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);
@@ -692,7 +807,10 @@ mod tests {
             0,
         )
         .unwrap();
-        let rows = h.rows_between(MINUTE, 0, 10_000, Some(KIND_ROUTE)).unwrap();
+        let rows = h
+            .reader()
+            .rows_between(MINUTE, 0, 10_000, Some(KIND_ROUTE))
+            .unwrap();
         assert_eq!(rows.iter().map(|r| r.count).collect::<Vec<_>>(), [50, 3]);
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);

@@ -262,7 +262,7 @@ impl Monitor {
                 .alert_webhook
                 .clone()
                 .filter(|_| !config.alerts.is_empty())
-                .map(|url| webhook::Webhook::start(url, Duration::from_secs(1))),
+                .map(|url| webhook::Webhook::start(url.0, Duration::from_secs(1))),
             site: std::sync::OnceLock::new(),
             history: Mutex::new(HistoryState::default()),
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
@@ -551,7 +551,7 @@ impl Monitor {
         if let Ok(mut t) = inner.trend.lock() {
             t.close(totals, rss);
         }
-        inner.write_history(now as i64);
+        inner.write_history(now as i64, self.config.history_days);
     }
 
     /// Opens the history in `dir` when `STARPUNK_PERF_HISTORY_DAYS` > 0.
@@ -727,12 +727,27 @@ impl Inner {
     /// route and pattern the cumulative figures (the history keeps the
     /// differences). A failed write is kept as the error to show; the next
     /// minute tries again.
-    fn write_history(&self, now: i64) {
+    fn write_history(&self, now: i64, days: u32) {
         let Ok(mut h) = self.history.lock() else {
             return;
         };
         if h.store.is_none() {
-            return;
+            // Not open (it failed at start): try again each minute.
+            let Some(dir) = h.dir.clone() else { return };
+            let empty = starpunk_perf::new_hdr(&self.recorder.config().layout);
+            match history::History::open(&dir, days, VERSION, now, empty) {
+                Ok(store) => {
+                    eprintln!("starpunk: performance history: open again");
+                    h.store = Some(store);
+                    h.error = None;
+                    h.last_close = now;
+                    return;
+                }
+                Err(e) => {
+                    h.error = Some(e);
+                    return;
+                }
+            }
         }
         let rec = &self.recorder;
         let mut series = Vec::new();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::history::{add_row, History, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE};
+use super::history::{add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE};
 use super::snapshot::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
 use super::trend::{MinutePoint, Overview, PeriodFigures};
 use super::Monitor;
@@ -234,7 +234,11 @@ fn point(bucket_start: i64, seconds: f64, r: &Row) -> MinutePoint {
 
 /// The current version's routes against the previous version's, over
 /// the whole history.
-fn compare(store: &History, starts: &[(i64, String)], now: i64) -> Result<Option<Compare>, String> {
+fn compare(
+    store: &Reader<'_>,
+    starts: &[(i64, String)],
+    now: i64,
+) -> Result<Option<Compare>, String> {
     let Some((_, current)) = starts.last() else {
         return Ok(None);
     };
@@ -317,15 +321,29 @@ impl Monitor {
         let Some(inner) = self.inner() else {
             return Err("monitoring is off".into());
         };
-        let Some(state) = self.history() else {
+        // The history's lock only long enough to read its state: the view
+        // reads through a read-only connection of its own, so the ticker's
+        // writes never wait on it.
+        let (history, dir) = {
+            let Some(state) = self.history() else {
+                return Err("the history is unavailable".into());
+            };
+            if state.store.is_none() {
+                return Err(match &state.error {
+                    Some(e) => format!("the history is unavailable: {e}"),
+                    None => "the history is off: set STARPUNK_PERF_HISTORY_DAYS to keep it".into(),
+                });
+            }
+            (
+                super::snapshot::HistoryView::from_state(self.config().history_days, &state),
+                state.dir.clone(),
+            )
+        };
+        let Some(dir) = dir else {
             return Err("the history is unavailable".into());
         };
-        let Some(store) = state.store.as_ref() else {
-            return Err(match &state.error {
-                Some(e) => format!("the history is unavailable: {e}"),
-                None => "the history is off: set STARPUNK_PERF_HISTORY_DAYS to keep it".into(),
-            });
-        };
+        let read = ReadOnly::open(&dir).map_err(|e| format!("the history is unavailable: {e}"))?;
+        let store = &read.reader();
         let now =
             inner.recorder.anchor().to_unix_ns(inner.recorder.now_ns()) as i64 / 1_000_000_000;
         let from = now - range.seconds();
@@ -459,7 +477,7 @@ impl Monitor {
             window,
             ..Overview::default()
         };
-        s.history = super::snapshot::HistoryView::from_state(self.config().history_days, &state);
+        s.history = history;
         Ok(s)
     }
 }

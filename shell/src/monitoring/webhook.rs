@@ -108,7 +108,10 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<(), Failure> {
         .set("User-Agent", "starpunk-alerts")
         .send_string(body)
     {
-        Ok(_) => Ok(()),
+        Ok(r) if (200..300).contains(&r.status()) => Ok(()),
+        // A redirect (not followed) or an informational answer delivered
+        // nothing.
+        Ok(r) => Err(Failure::Refused(format!("HTTP {}", r.status()))),
         Err(ureq::Error::Status(code, _)) if code >= 500 || code == 408 || code == 429 => {
             Err(Failure::Retry(format!("HTTP {code}")))
         }
