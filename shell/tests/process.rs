@@ -454,3 +454,52 @@ fn a_bad_alert_rule_stops_start_up_naming_it() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The history across stops: SIGTERM writes the minute in progress, so a
+/// restart for a deploy loses nothing; `kill -9` loses at most the minute
+/// in progress and leaves an intact file.
+#[test]
+fn history_survives_sigterm_and_kill_9_loses_at_most_the_current_minute() {
+    let dir = temp_dir("history-stops");
+    let with_history = "STARPUNK_PERF_MONITORING_ENABLED=true STARPUNK_PERF_HISTORY_DAYS=1";
+    let mut p = spawn_in(dir.clone(), with_history);
+    for _ in 0..20 {
+        assert_eq!(get(p.port, "/").map(|r| r.0), Some(200));
+    }
+    terminate(&p);
+    assert_eq!(p.child.wait().unwrap().code(), Some(0));
+    let file = dir.join("perf-history.sqlite3");
+    let home = |file: &std::path::Path| -> (i64, i64, String) {
+        let conn = rusqlite::Connection::open(file).unwrap();
+        let sum = |name: &str| -> i64 {
+            conn.query_row(
+                "SELECT coalesce(sum(count), 0) FROM rows WHERE resolution = 60 AND kind = 1 AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        (sum("GET /"), sum("GET /feed.xml"), check)
+    };
+    assert_eq!(
+        home(&file),
+        (20, 0, "ok".to_string()),
+        "SIGTERM wrote the minute"
+    );
+
+    let mut p = spawn_in(dir.clone(), with_history);
+    for _ in 0..10 {
+        assert_eq!(get(p.port, "/feed.xml").map(|r| r.0), Some(200));
+    }
+    p.child.kill().unwrap();
+    let _ = p.child.wait();
+    let (before, lost, check) = home(&file);
+    assert_eq!(check, "ok");
+    assert_eq!(before, 20, "what was written stays");
+    // The killed run's minute is lost (but for what the ticker wrote at a
+    // minute's end before the kill).
+    assert!(lost <= 10, "{lost}");
+}
