@@ -112,6 +112,20 @@ fn earlier_minutes_survive_a_restart_and_versions_are_compared() {
     assert!(page.contains("start 0.0.9"), "a start marked on the charts");
     let (code, _) = b.get_with(&agent, "/admin/performance?range=2y", &auth);
     assert_eq!(code, 400);
+    // The CSV export takes the same range (a third-party CSV parser).
+    let (code, text) = b.get_with(&agent, "/admin/performance.csv?range=24h", &auth);
+    assert_eq!(code, 200);
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(&reader.headers().unwrap()[2], "count");
+    let lines: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let home = lines
+        .iter()
+        .find(|l| &l[0] == "route" && &l[1] == "GET /")
+        .unwrap();
+    assert_eq!(&home[2], "50");
+    assert!(lines
+        .iter()
+        .any(|l| &l[0] == "pattern" && l[1].starts_with("SELECT")));
     // Logout (clear on logout, the default) clears the history too.
     let (_, admin) = b.get_with(&agent, "/admin", &auth);
     let csrf = csrf_in(&admin);

@@ -112,10 +112,61 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-/// `GET /admin/performance.csv`: the ring's records, oldest first.
+/// The routes and patterns of a range view, one line each.
+fn range_csv(s: &PerfSnapshot) -> String {
+    let mut out = String::from(
+        "kind,name,count,errors_5xx,errors_4xx,mean_ms,p50_ms,p95_ms,p99_ms,max_ms,total_ms,rows\n",
+    );
+    for e in &s.endpoints {
+        out.push_str(&format!(
+            "route,{},{},{},{},{},{},{},{},{},{},\n",
+            csv_field(&e.name),
+            e.count,
+            e.errors_5xx,
+            e.client_errors_4xx,
+            e.mean_ms,
+            e.p50_ms,
+            e.p95_ms,
+            e.p99_ms,
+            e.max_ms,
+            round3(e.mean_ms * e.count as f64),
+        ));
+    }
+    for q in &s.query_patterns {
+        out.push_str(&format!(
+            "pattern,{},{},,,{},,,{},,{},{}\n",
+            csv_field(&q.pattern),
+            q.calls,
+            q.mean_ms,
+            q.p99_ms,
+            q.total_ms,
+            q.rows,
+        ));
+    }
+    out
+}
+
+/// `GET /admin/performance.csv`: the ring's records, oldest first; with
+/// `?range=` (other than `15m`), the routes and patterns over the range
+/// from the history.
 pub fn csv(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, false)? {
         return Ok(r);
+    }
+    let range = match range_of(req) {
+        Ok(r) => r,
+        Err(r) => return Ok(r),
+    };
+    if range != Range::Live {
+        return Ok(match snapshot_for(app, range) {
+            Ok(s) => Response::from_data("text/csv; charset=utf-8", range_csv(&s))
+                .with_content_disposition_attachment(&format!(
+                    "starpunk-performance-{}.csv",
+                    range.name()
+                )),
+            Err(why) => Response::text(format!("{why}\n")).with_status_code(404),
+        }
+        .with_no_cache());
     }
     // `kept`: "sampled" (chosen by the sampler) or "forced" (left out by
     // it but kept because it failed or ran a slow statement).
@@ -899,7 +950,8 @@ fn render_range(
     let body = html! {
         h2 { "Performance" }
         (range_nav(range))
-        p.meta { "Exports: " a href={ "/admin/performance.json?range=" (r.range) } { "JSON of this range" } ". "
+        p.meta { "Exports of this range: " a href={ "/admin/performance.json?range=" (r.range) } { "JSON" } ", "
+            a href={ "/admin/performance.csv?range=" (r.range) } { "CSV" } ". "
             "From the history (" (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk"
             @if let Some(e) = &s.history.error { "; " span.error { "last error: " (e) } } "). "
             "Slow queries, the slowest requests with their timelines, routes x patterns and the database are live views: see "
