@@ -9,6 +9,9 @@
 //! - `64 B slots, spread`: 64-byte slots, but consecutive tickets go to
 //!   slots `cap / 8` apart (`spread` below), so slots written at the same
 //!   time are never neighbours;
+//! - `ticket by CAS + backoff` (chosen): the ticket from a compare-exchange
+//!   of `head` that backs off after losing to another writer, at most 8
+//!   times, then `fetch_add` (as shipped in `RingBuffer::ticket`);
 //! - `..., plain store`: the claim is a plain store of the odd `seq` when
 //!   the previous lap is found (a load, then a store), instead of a
 //!   compare-exchange. **Unsound** (two writers a lap apart can both
@@ -18,11 +21,12 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
+use starpunk_benches::run_threads;
 
 const WORDS: usize = 7;
 const CAP: usize = 1_000;
@@ -70,7 +74,7 @@ slot_impl!(Slot64);
 slot_impl!(Slot128);
 
 /// The ring with one design choice switched by `SPREAD` and `PLAIN`.
-struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool> {
+struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool = false> {
     head: CachePadded<AtomicU64>,
     dropped: CachePadded<AtomicU64>,
     slots: Box<[S]>,
@@ -80,7 +84,9 @@ struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool> {
 /// different eighths of the ring.
 const GROUPS: u64 = 8;
 
-impl<S: Slot, const SPREAD: bool, const PLAIN: bool> Ring<S, SPREAD, PLAIN> {
+impl<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool>
+    Ring<S, SPREAD, PLAIN, BACKOFF>
+{
     fn new(cap: usize) -> Self {
         Self {
             head: CachePadded::new(AtomicU64::new(0)),
@@ -103,9 +109,37 @@ impl<S: Slot, const SPREAD: bool, const PLAIN: bool> Ring<S, SPREAD, PLAIN> {
         ((i % GROUPS) * per + i / GROUPS) as usize
     }
 
+    /// A ticket: one `fetch_add`, or (`BACKOFF`) a compare-exchange that,
+    /// when another writer got in first, backs off (1, 2, 4, ... spins)
+    /// and tries again, at most `TRIES` times before taking the ticket
+    /// with `fetch_add`.
+    #[inline]
+    fn ticket(&self) -> u64 {
+        if !BACKOFF {
+            return self.head.fetch_add(1, Ordering::Relaxed);
+        }
+        const TRIES: u32 = 8;
+        let mut seen = self.head.load(Ordering::Relaxed);
+        for step in 0..TRIES {
+            match self.head.compare_exchange_weak(
+                seen,
+                seen + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(t) => return t,
+                Err(now) => seen = now,
+            }
+            for _ in 0..1u32 << step.min(6) {
+                std::hint::spin_loop();
+            }
+        }
+        self.head.fetch_add(1, Ordering::Relaxed)
+    }
+
     #[inline]
     fn push(&self, words: [u64; WORDS]) {
-        let ticket = self.head.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.ticket();
         let Some(slot) = self.slots.get(self.index(ticket)) else {
             return;
         };
@@ -144,6 +178,9 @@ fn designs() -> Vec<(&'static str, Pusher)> {
     let r2 = Ring::<Slot64, true, false>::new(CAP);
     let r3 = Ring::<Slot64, false, true>::new(CAP);
     let r4 = Ring::<Slot64, true, true>::new(CAP);
+    let r5 = Ring::<Slot64, false, false, true>::new(CAP);
+    let r6 = Ring::<Slot128, false, false, true>::new(CAP);
+    let shipped = starpunk_perf::RingBuffer::new(CAP);
     let q = ArrayQueue::<[u64; WORDS]>::new(CAP);
     let q4 = ArrayQueue::<[u64; 4]>::new(CAP);
     let counter = CachePadded::new(AtomicU64::new(0));
@@ -171,10 +208,7 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             Box::new(move |v| r0.push(words(v))),
         ),
         ("128 B slots", Box::new(move |v| r1.push(words(v)))),
-        (
-            "64 B slots, spread (chosen)",
-            Box::new(move |v| r2.push(words(v))),
-        ),
+        ("64 B slots, spread", Box::new(move |v| r2.push(words(v)))),
         (
             "64 B slots, plain store (unsound)",
             Box::new(move |v| r3.push(words(v))),
@@ -183,39 +217,61 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             "64 B slots, spread + plain store (unsound)",
             Box::new(move |v| r4.push(words(v))),
         ),
+        (
+            "64 B slots, ticket by CAS + backoff (chosen)",
+            Box::new(move |v| r5.push(words(v))),
+        ),
+        (
+            "starpunk_perf::RingBuffer (as shipped)",
+            Box::new(move |v| {
+                shipped.push(starpunk_perf::MetricRecord {
+                    timestamp_ns: v,
+                    duration_ns: v ^ 1,
+                    bytes: v ^ 2,
+                    rows: v ^ 3,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "128 B slots, ticket by CAS + backoff",
+            Box::new(move |v| r6.push(words(v))),
+        ),
     ]
 }
 
-/// Wall time per iteration with `threads` threads each doing `iters`
-/// operations, all released together by a spinning barrier (the threads
-/// are started outside the timed part).
-pub fn run_threads(threads: usize, iters: u64, f: &(dyn Fn(u64) + Sync)) -> Duration {
-    let ready = AtomicU64::new(0);
-    let go = AtomicU64::new(0);
-    let start = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (ready, go) = (&ready, &go);
-            s.spawn(move || {
-                ready.fetch_add(1, Ordering::AcqRel);
-                while go.load(Ordering::Acquire) == 0 {
-                    std::hint::spin_loop();
-                }
-                let mut v = t as u64 * 1_000_003;
-                for _ in 0..iters {
-                    v = v.wrapping_add(1);
-                    f(black_box(v));
-                }
-            });
+/// `RING_ROUNDS=n`: besides criterion, `n` rounds in which every design
+/// runs once in turn (200,000 operations per thread), so a change in the
+/// host (another tenant, the hypervisor moving a vCPU) hits every design
+/// alike; prints each design's median and quartiles over the rounds.
+fn interleaved_rounds(threads: &[usize]) {
+    let Some(rounds) = std::env::var("RING_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    else {
+        return;
+    };
+    const OPS: u64 = 200_000;
+    for &n in threads {
+        let designs = designs();
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); designs.len()];
+        for _ in 0..rounds {
+            for (i, (_, f)) in designs.iter().enumerate() {
+                let t = run_threads(n, OPS, &**f);
+                times[i].push(t.as_nanos() as f64 / OPS as f64);
+            }
         }
-        while ready.load(Ordering::Acquire) < threads as u64 {
-            std::thread::yield_now();
+        for ((name, _), t) in designs.iter().zip(&mut times) {
+            t.sort_by(f64::total_cmp);
+            let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "rounds/{n} threads/{name}: median {:.1} ns (quartiles {:.1} to {:.1}) over {rounds} rounds",
+                q(0.5),
+                q(0.25),
+                q(0.75)
+            );
         }
-        *start.lock().unwrap() = Some(Instant::now());
-        go.store(1, Ordering::Release);
-    });
-    let started = start.lock().unwrap().take().unwrap();
-    started.elapsed()
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -237,6 +293,7 @@ fn bench(c: &mut Criterion) {
         .ok()
         .map(|s| s.split(',').filter_map(|t| t.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 4, 8]);
+    interleaved_rounds(&threads);
     for &n in &threads {
         let mut g = c.benchmark_group(format!("ring designs/{n} threads"));
         for (name, f) in designs() {
