@@ -10,8 +10,9 @@
 //!   slots `cap / 8` apart (`spread` below), so slots written at the same
 //!   time are never neighbours;
 //! - `ticket by CAS + backoff` (chosen): the ticket from a compare-exchange
-//!   of `head` that backs off after losing to another writer, at most 8
-//!   times, then `fetch_add` (as shipped in `RingBuffer::ticket`);
+//!   of `head` that backs off (16, 32, 64, 128 pauses) after losing to
+//!   another writer, at most 4 times, then `fetch_add` (as shipped in
+//!   `RingBuffer::ticket`); `short backoff`: the same with 1, 2, 4, 8;
 //! - `..., plain store`: the claim is a plain store of the odd `seq` when
 //!   the previous lap is found (a load, then a store), instead of a
 //!   compare-exchange. **Unsound** (two writers a lap apart can both
@@ -74,7 +75,7 @@ slot_impl!(Slot64);
 slot_impl!(Slot128);
 
 /// The ring with one design choice switched by `SPREAD` and `PLAIN`.
-struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool = false> {
+struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool, const PAUSES: u32 = 0> {
     head: CachePadded<AtomicU64>,
     dropped: CachePadded<AtomicU64>,
     slots: Box<[S]>,
@@ -84,8 +85,8 @@ struct Ring<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool 
 /// different eighths of the ring.
 const GROUPS: u64 = 8;
 
-impl<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool>
-    Ring<S, SPREAD, PLAIN, BACKOFF>
+impl<S: Slot, const SPREAD: bool, const PLAIN: bool, const PAUSES: u32>
+    Ring<S, SPREAD, PLAIN, PAUSES>
 {
     fn new(cap: usize) -> Self {
         Self {
@@ -109,28 +110,25 @@ impl<S: Slot, const SPREAD: bool, const PLAIN: bool, const BACKOFF: bool>
         ((i % GROUPS) * per + i / GROUPS) as usize
     }
 
-    /// A ticket: one `fetch_add`, or (`BACKOFF`) a compare-exchange that,
-    /// when another writer got in first, backs off (1, 2, 4, ... spins)
-    /// and tries again, at most `TRIES` times before taking the ticket
-    /// with `fetch_add`.
+    /// A ticket: one `fetch_add` (`PAUSES == 0`), or a compare-exchange
+    /// that, when another writer got in first, pauses `PAUSES << try`
+    /// times (the shift at most 3) and tries again, at most 4 times before
+    /// taking the ticket with `fetch_add` (as `RingBuffer::ticket`).
     #[inline]
     fn ticket(&self) -> u64 {
-        if !BACKOFF {
+        if PAUSES == 0 {
             return self.head.fetch_add(1, Ordering::Relaxed);
         }
-        const TRIES: u32 = 8;
         let mut seen = self.head.load(Ordering::Relaxed);
-        for step in 0..TRIES {
-            match self.head.compare_exchange_weak(
-                seen,
-                seen + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+        for step in 0..4u32 {
+            match self
+                .head
+                .compare_exchange(seen, seen + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(t) => return t,
                 Err(now) => seen = now,
             }
-            for _ in 0..1u32 << step.min(6) {
+            for _ in 0..PAUSES << step.min(3) {
                 std::hint::spin_loop();
             }
         }
@@ -178,8 +176,9 @@ fn designs() -> Vec<(&'static str, Pusher)> {
     let r2 = Ring::<Slot64, true, false>::new(CAP);
     let r3 = Ring::<Slot64, false, true>::new(CAP);
     let r4 = Ring::<Slot64, true, true>::new(CAP);
-    let r5 = Ring::<Slot64, false, false, true>::new(CAP);
-    let r6 = Ring::<Slot128, false, false, true>::new(CAP);
+    let r5 = Ring::<Slot64, false, false, 16>::new(CAP);
+    let r6 = Ring::<Slot128, false, false, 16>::new(CAP);
+    let r7 = Ring::<Slot64, false, false, 1>::new(CAP);
     let shipped = starpunk_perf::RingBuffer::new(CAP);
     let q = ArrayQueue::<[u64; WORDS]>::new(CAP);
     let q4 = ArrayQueue::<[u64; 4]>::new(CAP);
@@ -218,8 +217,12 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             Box::new(move |v| r4.push(words(v))),
         ),
         (
-            "64 B slots, ticket by CAS + backoff (chosen)",
+            "64 B slots, ticket by CAS + backoff (16, 32, 64, 128 pauses; chosen)",
             Box::new(move |v| r5.push(words(v))),
+        ),
+        (
+            "64 B slots, ticket by CAS + short backoff (1, 2, 4, 8 pauses)",
+            Box::new(move |v| r7.push(words(v))),
         ),
         (
             "starpunk_perf::RingBuffer (as shipped)",
