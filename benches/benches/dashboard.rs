@@ -62,9 +62,15 @@ fn full_monitor() -> Monitor {
             category,
             ..MetricRecord::default()
         });
+        // Fifteen minutes of trend: a point closed every 1,250 records.
+        if n % 1_250 == 1_249 {
+            monitor.close_minute();
+        }
     }
     assert_eq!(rec.ring().len(), 1_000);
     assert_eq!(rec.registry().len(), 64);
+    // The current minute is shown once it is half a second old.
+    std::thread::sleep(Duration::from_millis(600));
     monitor
 }
 
@@ -74,6 +80,15 @@ fn bench(c: &mut Criterion) {
     // Sanity before measuring: the page holds every section and series.
     let html = dashboard::render("Bench", &snap);
     assert!(html.contains("id=\"database\"") && snap.endpoints.len() > 10);
+    assert_eq!(
+        snap.overview.points.len(),
+        16,
+        "15 closed minutes and the current one"
+    );
+    eprintln!("page: {} bytes", html.len());
+    if let Ok(p) = std::env::var("DASHBOARD_HTML") {
+        std::fs::write(p, &html).unwrap();
+    }
     let mut g = c.benchmark_group("dashboard");
     g.bench_function("snapshot (64 series, full ring)", |b| {
         b.iter(|| black_box(monitor.snapshot(DatabaseView::default())))

@@ -61,6 +61,7 @@ impl std::error::Error for StartError {}
 pub fn build(config: Config) -> Result<(App, Generated), StartError> {
     let monitor = Arc::new(Monitor::new(&config.perf));
     let db = Db::open(&config.data_dir, monitor.clone()).map_err(StartError::Db)?;
+    monitor.open_history(&config.data_dir);
     let conn = db.writer().map_err(StartError::Db)?;
     let generated = Generated {
         admin_password: ensure_secret(
@@ -158,6 +159,7 @@ pub fn serve_on(
         Arc::new(move |req, materialise| handler_app.respond(req, materialise)),
     )
     .map_err(StartError::Bind)?;
+    app.monitor.set_site(&app.config.site_url);
     spawn_ticker(Arc::downgrade(&app));
     Ok(Running {
         server,
@@ -194,7 +196,16 @@ fn spawn_ticker(app: Weak<App>) {
                 std::thread::sleep(Duration::from_secs(1));
                 second += 1;
                 match app.upgrade() {
-                    Some(app) => app.monitor.tick(second),
+                    // A bug in a tick must not end the ticker (and with it
+                    // the window, the history and the alerts).
+                    Some(app) => {
+                        let tick = std::panic::AssertUnwindSafe(|| app.monitor.tick(second));
+                        if std::panic::catch_unwind(tick).is_err() {
+                            eprintln!(
+                                "starpunk: a monitor tick failed; the next one runs as usual"
+                            );
+                        }
+                    }
                     None => return,
                 }
             }

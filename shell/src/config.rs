@@ -2,6 +2,7 @@
 //! strictly: a bad value stops start-up with exit status 2 and one line
 //! naming the variable, the value and what is accepted.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ impl Default for HttpSettings {
     }
 }
 
-/// Monitoring settings: the seven `STARPUNK_PERF_*` values.
+/// Monitoring settings: the `STARPUNK_PERF_*` values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PerfConfig {
     /// `STARPUNK_PERF_MONITORING_ENABLED`: the master switch.
@@ -64,6 +65,40 @@ pub struct PerfConfig {
     pub buffer_size: usize,
     /// `STARPUNK_PERF_DASHBOARD_ENABLED`.
     pub dashboard_enabled: bool,
+    /// `STARPUNK_PERF_CLEAR_ON_LOGOUT`: logout clears the metrics (the
+    /// ADR's rule).
+    pub clear_on_logout: bool,
+    /// `STARPUNK_PERF_HISTORY_DAYS`: 0 (off) to 365.
+    pub history_days: u32,
+    /// `STARPUNK_PERF_ALERTS`, parsed.
+    pub alerts: Vec<crate::monitoring::alerts::Rule>,
+    /// `STARPUNK_PERF_ALERT_WEBHOOK`: where firings and resolutions are
+    /// POSTed. It may hold a secret token: exports show only whether it is
+    /// set.
+    #[serde(serialize_with = "only_whether_set")]
+    pub alert_webhook: Option<Secret>,
+    /// Seconds an alert value covers ("the last minute"); not a setting
+    /// (tests shorten it).
+    #[serde(skip)]
+    pub alert_window_seconds: f64,
+    /// Seconds between alert evaluations; not a setting (tests shorten it).
+    #[serde(skip)]
+    pub alert_every_seconds: u64,
+}
+
+fn only_whether_set<S: serde::Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(v.is_some())
+}
+
+/// A value that may hold a secret (a webhook URL with a token): `Debug`
+/// prints `<hidden>`, so no log or panic message shows it.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 impl Default for PerfConfig {
@@ -76,6 +111,12 @@ impl Default for PerfConfig {
             sample_rate: 1.0,
             buffer_size: 1_000,
             dashboard_enabled: true,
+            clear_on_logout: true,
+            history_days: 0,
+            alerts: Vec::new(),
+            alert_webhook: None,
+            alert_window_seconds: 60.0,
+            alert_every_seconds: 5,
         }
     }
 }
@@ -172,7 +213,7 @@ struct Setting {
     help: &'static str,
     secret: bool,
     boolean: bool,
-    apply: fn(&mut Config, &str) -> Result<(), &'static str>,
+    apply: fn(&mut Config, &str) -> Result<(), Cow<'static, str>>,
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -185,7 +226,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 const BOOL: &str = "one of true/false/1/0/yes/no/on/off (any case)";
 
-fn set_bool(slot: &mut bool, v: &str) -> Result<(), &'static str> {
+fn set_bool(slot: &mut bool, v: &str) -> Result<(), Cow<'static, str>> {
     *slot = parse_bool(v).ok_or(BOOL)?;
     Ok(())
 }
@@ -298,7 +339,7 @@ const SETTINGS: &[Setting] = &[
                 || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
                 || v.contains(['?', '#', '"', '<', '>'])
             {
-                return Err(WHAT);
+                return Err(WHAT.into());
             }
             c.site_url = v.trim_end_matches('/').to_string();
             c.site_url_explicit = true;
@@ -324,7 +365,7 @@ const SETTINGS: &[Setting] = &[
         boolean: false,
         apply: |c, v| {
             if v.chars().count() < 8 {
-                return Err("a password of at least 8 characters");
+                return Err("a password of at least 8 characters".into());
             }
             c.admin_password = Some(v.to_string());
             Ok(())
@@ -370,7 +411,7 @@ const SETTINGS: &[Setting] = &[
             const WHAT: &str = "a number of seconds greater than 0 (at most 3600)";
             let s: f64 = v.trim().parse().map_err(|_| WHAT)?;
             if !(s > 0.0 && s <= 3600.0) {
-                return Err(WHAT);
+                return Err(WHAT.into());
             }
             c.perf.slow_query_threshold = s;
             Ok(())
@@ -402,7 +443,7 @@ const SETTINGS: &[Setting] = &[
             const WHAT: &str = "a number from 0.0 to 1.0";
             let r: f64 = v.trim().parse().map_err(|_| WHAT)?;
             if !(0.0..=1.0).contains(&r) {
-                return Err(WHAT);
+                return Err(WHAT.into());
             }
             c.perf.sample_rate = r;
             Ok(())
@@ -418,7 +459,7 @@ const SETTINGS: &[Setting] = &[
             const WHAT: &str = "a whole number from 1 to 1000000";
             let n: usize = v.trim().parse().map_err(|_| WHAT)?;
             if !(1..=1_000_000).contains(&n) {
-                return Err(WHAT);
+                return Err(WHAT.into());
             }
             c.perf.buffer_size = n;
             Ok(())
@@ -431,6 +472,65 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: true,
         apply: |c, v| set_bool(&mut c.perf.dashboard_enabled, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_CLEAR_ON_LOGOUT",
+        flag: "--perf-clear-on-logout",
+        help: "logging out clears the performance metrics [true]",
+        secret: false,
+        boolean: true,
+        apply: |c, v| set_bool(&mut c.perf.clear_on_logout, v),
+    },
+    Setting {
+        env: "STARPUNK_PERF_HISTORY_DAYS",
+        flag: "--perf-history-days",
+        help: "days of hourly history kept on disk; 0 keeps nothing [0]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.perf.history_days = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| *d <= 365)
+                .ok_or("a number of days from 0 to 365")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_ALERTS",
+        flag: "--perf-alerts",
+        help: "alert rules, ';'-separated: METRIC[{route=\"R\"}] > THRESHOLD for DURATION [none]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            let routes: Vec<&str> = crate::web::routes::Route::ALL
+                .iter()
+                .map(|r| r.template())
+                .collect();
+            c.perf.alerts = crate::monitoring::alerts::parse_rules(v, &routes)?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_ALERT_WEBHOOK",
+        flag: "--perf-alert-webhook",
+        help: "URL that alert firings and resolutions are POSTed to as JSON [none]",
+        secret: true,
+        boolean: false,
+        apply: |c, v| {
+            let v = v.trim();
+            let rest = v
+                .strip_prefix("http://")
+                .or_else(|| v.strip_prefix("https://"))
+                .ok_or("an http:// or https:// URL")?;
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err("an http:// or https:// URL with a host".into());
+            }
+            c.perf.alert_webhook = Some(Secret(v.to_string()));
+            Ok(())
+        },
     },
     Setting {
         env: "STARPUNK_SHUTDOWN_GRACE",
@@ -540,7 +640,7 @@ impl Config {
         let mut c = Config::default();
         for s in SETTINGS {
             if let Some(v) = env(s.env) {
-                (s.apply)(&mut c, &v).map_err(|e| error(s, s.env, &v, e))?;
+                (s.apply)(&mut c, &v).map_err(|e| error(s, s.env, &v, &e))?;
             }
         }
         let mut i = 0;
@@ -571,7 +671,7 @@ impl Config {
                     })?
                 }
             };
-            (s.apply)(&mut c, &value).map_err(|e| error(s, flag, &value, e))?;
+            (s.apply)(&mut c, &value).map_err(|e| error(s, flag, &value, &e))?;
             i += 1;
         }
         Ok(c)

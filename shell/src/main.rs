@@ -105,6 +105,9 @@ fn main() -> ExitCode {
     }
     running.server.stop_on_signals();
     running.server.join();
+    // The minute in progress goes to the history too (a restart for a
+    // deploy would otherwise lose it).
+    running.app.monitor.close_minute();
     println!("starpunk: stopped");
     ExitCode::SUCCESS
 }

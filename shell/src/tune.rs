@@ -224,8 +224,9 @@ pub fn advise(w: &Workload, c: &Costs) -> Advice {
         let fits = (BUDGET_BYTES / SLOT_BYTES).floor();
         warnings.push(format!(
             "this buffer takes {:.1} MiB, over the ADR's 1 MiB budget for the metrics buffer \
-             (the {} series add {:.1} MiB); STARPUNK_PERF_BUFFER_SIZE={fits:.0} keeps the ring \
-             at 1 MiB and holds {:.1} minutes at this traffic, or lower the rate",
+             (the {} series add {:.1} MiB), and every dashboard view reads all of it (see \
+             the dashboard line); STARPUNK_PERF_BUFFER_SIZE={fits:.0} keeps the ring at 1 MiB \
+             and holds {:.1} minutes of detail records at this traffic, or lower the rate",
             ring_bytes / BUDGET_BYTES,
             w.series,
             w.series * SERIES_BYTES / BUDGET_BYTES,
@@ -262,7 +263,9 @@ Usage: starpunk tune [FLAGS]
 Flags (defaults in brackets):
   --requests-per-second N   peak requests per second [10]
   --queries-per-request N   SQL statements per request [3]
-  --window-minutes N        history the ring buffer should hold [15]
+  --window-minutes N        minutes of detail records the ring buffer should
+                            hold (the slowest requests, timelines, the CSV;
+                            counts and percentiles do not depend on it) [15]
   --request-ms N            CPU time of one request without monitoring [0.25]
   --target-percent N        overhead allowed, percent of request time [1]
   --series N                distinct routes + SQL patterns + functions [40]
@@ -378,6 +381,29 @@ pub fn slow_threshold(p99_ms: f64) -> f64 {
     nice / 1e3
 }
 
+/// Milliseconds to read a full ring of `slots` records, as each dashboard
+/// view does (the median of three reads).
+pub fn ring_read_ms(slots: usize) -> f64 {
+    let ring = starpunk_perf::RingBuffer::new(slots);
+    for i in 0..slots as u64 {
+        ring.push(starpunk_perf::MetricRecord {
+            timestamp_ns: i,
+            duration_ns: i,
+            ..starpunk_perf::MetricRecord::default()
+        });
+    }
+    let mut out = Vec::with_capacity(slots);
+    median(
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                ring.snapshot(&mut out);
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
 /// Runs `starpunk tune`, printing the report.
 pub fn run(w: &Workload) {
     let c = measure(w.queries_per_request);
@@ -415,7 +441,18 @@ pub fn run(w: &Workload) {
         "  monitor CPU:           {:.4} % of one core",
         a.core_percent
     );
-    println!("  history in the buffer: {:.1} minutes", a.window_minutes);
+    println!(
+        "  detail ring:           the last {:.1} minutes of records (slowest requests, \
+         timelines, CSV); counts, percentiles and the 15-minute overview are exact \
+         whatever its size",
+        a.window_minutes
+    );
+    let read_ms = ring_read_ms(a.buffer_size);
+    println!(
+        "  dashboard:             reading a full ring of {} records takes {read_ms:.2} ms \
+         per page view (measured now)",
+        a.buffer_size
+    );
     println!(
         "  memory:                {:.0} KiB (ring {} x 64 B + {} series x 27.3 KiB)",
         a.memory_bytes / 1024.0,

@@ -113,6 +113,44 @@ impl Driver {
         )
     }
 
+    /// A Chrome DevTools command through chromedriver.
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Lays pages out as a screen `width` x `height` CSS px; `mobile`
+    /// as a phone does (the viewport meta tag applies).
+    fn emulate(&self, width: u32, height: u32, mobile: bool) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        );
+    }
+
+    /// A screenshot of the whole page, not only the screen; returns the
+    /// page's height.
+    fn full_page_screenshot(&self, width: u32, to: &Path) -> u64 {
+        let height = self
+            .script("return document.documentElement.scrollHeight")
+            .as_u64()
+            .unwrap();
+        let shot = self.cdp(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true,
+                    "clip": { "x": 0, "y": 0, "width": width, "height": height, "scale": 1 } }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(to, png).unwrap();
+        height
+    }
+
     fn screenshot(&self, to: &Path) {
         let b64 = self.call("GET", "/screenshot", None);
         let png = base64::engine::general_purpose::STANDARD
@@ -162,18 +200,51 @@ fn dashboard_renders_in_headless_chromium() {
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
         memory_tracking: true,
+        history_days: 1,
         ..starpunk::config::PerfConfig::default()
     };
     let blog = start_with("browser", perf, |_| {});
     for i in 0..8 {
         blog.micropub_form(&format!("Browser note {i} with some *markdown*"));
     }
-    for i in 0..30 {
-        blog.get("/");
-        blog.get(&format!("/search?q=note+{i}"));
-        blog.get("/feed.atom");
+    // A few minutes of traffic for the overview's charts: the test closes
+    // each minute itself (the ticker does it at each wall-clock minute).
+    // With DASHBOARD_DEMO_MINUTES=N the traffic runs for N real minutes
+    // instead (the README's screenshots).
+    let demo_minutes: u64 = std::env::var("DASHBOARD_DEMO_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let batches = if demo_minutes > 0 {
+        demo_minutes * 12
+    } else {
+        5
+    };
+    for batch in 0..batches {
+        // A load that rises and falls, a 5xx now and then.
+        let load = 3 + (batch % 7) * 2;
+        for i in 0..load {
+            blog.get("/");
+            blog.get(&format!("/search?q=note+{i}"));
+            blog.get("/feed.atom");
+        }
+        // In the demo's last third, every batch also waits on a slow
+        // request: the overview shows the change.
+        if demo_minutes > 0 && batch > batches * 2 / 3 {
+            blog.get("/__test/sleep/15");
+        }
+        if batch % 4 == 1 {
+            blog.get("/__test/status/500");
+            blog.get(&format!("/__test/sleep/{}", 20 + batch % 30));
+        }
+        blog.get("/missing");
+        if demo_minutes > 0 {
+            std::thread::sleep(Duration::from_secs(5));
+        } else {
+            blog.app().monitor.sample_memory();
+            blog.app().monitor.close_minute();
+        }
     }
-    blog.get("/missing");
     for _ in 0..3 {
         blog.app().monitor.sample_memory();
         std::thread::sleep(Duration::from_millis(1100));
@@ -200,6 +271,12 @@ fn dashboard_renders_in_headless_chromium() {
         assert!(Instant::now() < deadline, "login did not reach /admin");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // DASHBOARD_SHOTS_DIR: where the screenshots go (the README's are made
+    // with DASHBOARD_DEMO_MINUTES=16 DASHBOARD_SHOTS_DIR=docs).
+    let shots = std::env::var_os("DASHBOARD_SHOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    d.emulate(1280, 900, false);
     d.goto(&blog.url("/admin/performance"));
     assert_eq!(d.call("GET", "/title", None), "Performance - Test Blog");
     for id in DASHBOARD_SECTIONS {
@@ -209,10 +286,11 @@ fn dashboard_renders_in_headless_chromium() {
     let charts = d.script(
         "return Array.from(document.querySelectorAll('svg.chart')).map(s => { \
            const r = s.getBoundingClientRect(); \
-           return [r.width, r.height, s.querySelectorAll('rect, polyline').length]; })",
+           return [r.width, r.height, s.querySelectorAll('rect, polyline, circle').length, \
+                   s.getAttribute('aria-label')]; })",
     );
     let charts = charts.as_array().unwrap();
-    assert!(charts.len() >= 3, "{charts:?}");
+    assert!(charts.len() >= 5, "{charts:?}");
     for c in charts {
         assert!(
             c[0].as_f64().unwrap() > 100.0 && c[1].as_f64().unwrap() > 20.0,
@@ -225,12 +303,25 @@ fn dashboard_renders_in_headless_chromium() {
         .as_str()
         .unwrap()
         .to_string();
+    for wanted in [
+        "GET /search",
+        "SELECT",
+        "Requests per second",
+        "p99 response time",
+        "Error rate (5xx / all requests)",
+        "minutes before now",
+        "What changed",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in {text}");
+    }
+    let desktop = layout_problems(&d);
     assert!(
-        text.contains("GET /search") && text.contains("SELECT"),
-        "{text}"
+        desktop.problems.is_empty(),
+        "at 1,280 px: {:#?}",
+        desktop.problems
     );
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    d.screenshot(&shots.join("dashboard.png"));
+    let desktop_height = d.full_page_screenshot(1280, &shots.join("dashboard-desktop.png"));
+
     // The slowest request's timeline (open by default, no JavaScript).
     let timeline = d.script(
         "const t = document.querySelector('details[open] svg.timeline'); \
@@ -243,21 +334,151 @@ fn dashboard_renders_in_headless_chromium() {
     );
     d.screenshot(&shots.join("dashboard-timeline.png"));
 
-    // Readable on a phone: nothing wider than the screen but scrollable tables.
-    d.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 390, "height": 844 })),
-    );
-    let overflow = d.script("return document.documentElement.scrollWidth - window.innerWidth");
+    // A phone: 390 px wide, as a phone lays out the page.
+    d.emulate(390, 844, true);
+    d.goto(&blog.url("/admin/performance"));
+    let phone = layout_problems(&d);
     assert!(
-        overflow.as_f64().unwrap() <= 1.0,
-        "page overflows a phone screen by {overflow}px"
+        phone.problems.is_empty(),
+        "at 390 px: {:#?}",
+        phone.problems
     );
-    d.screenshot(&shots.join("dashboard-phone.png"));
+    assert!(
+        phone.words > 1_000 && phone.tables >= 8 && phone.charts >= 6,
+        "the checks saw too little: {phone:?}"
+    );
+    let phone_height = d.full_page_screenshot(390, &shots.join("dashboard-phone.png"));
+    eprintln!(
+        "page height: {desktop_height} px at 1,280 ({:.1} screens of 900), {phone_height} px at 390 ({:.1} screens of 844)",
+        desktop_height as f64 / 900.0,
+        phone_height as f64 / 844.0
+    );
+
+    // The history's 1-hour view, on the phone too.
+    d.goto(&blog.url("/admin/performance?range=1h"));
+    let range = layout_problems(&d);
+    assert!(
+        range.problems.is_empty(),
+        "1-hour view at 390 px: {:#?}",
+        range.problems
+    );
+    assert!(range.charts >= 4, "{range:?}");
+    let text = d
+        .script("return document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("The last 1 hour (from the history)"),
+        "{text}"
+    );
+
+    // The checks can fail: a paragraph squeezed until its words break, and a
+    // chart label pushed off its chart, are both reported.
+    d.script(
+        "const p = document.querySelector('#endpoints p'); \
+         p.style.wordBreak = 'break-all'; p.style.width = '3rem'; \
+         document.querySelector('svg.chart text').setAttribute('x', '300');",
+    );
+    let broken = layout_problems(&d);
+    assert!(
+        broken
+            .problems
+            .iter()
+            .any(|p| p.contains("broken mid-word"))
+            && broken
+                .problems
+                .iter()
+                .any(|p| p.contains("runs off its chart")),
+        "{:#?}",
+        broken.problems
+    );
 
     let errors = d.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     eprintln!("screenshots in {}", shots.display());
     let _ = std::fs::remove_dir_all(profile);
 }
+
+/// What [`layout_problems`] found and how much it looked at.
+#[derive(Debug)]
+struct Layout {
+    problems: Vec<String>,
+    words: u64,
+    tables: u64,
+    charts: u64,
+}
+
+/// Checks every table and chart on the page as laid out now: nothing
+/// wider than the screen (tables may scroll inside their own box), no
+/// word broken across lines, no cell or header narrower than its text, no
+/// chart text running off its chart, no chart text too small to read.
+fn layout_problems(d: &Driver) -> Layout {
+    let v = d.script(LAYOUT_CHECK);
+    let strings = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    Layout {
+        problems: strings("problems"),
+        words: v["words"].as_u64().unwrap(),
+        tables: v["tables"].as_u64().unwrap(),
+        charts: v["charts"].as_u64().unwrap(),
+    }
+}
+
+const LAYOUT_CHECK: &str = r#"
+const problems = [];
+const vw = document.documentElement.clientWidth;
+const where = el => (el.closest('section') || {}).id + ' ' + el.tagName.toLowerCase() + ': ' +
+  (el.textContent || '').trim().slice(0, 60);
+if (document.documentElement.scrollWidth > vw + 1)
+  problems.push('page is ' + document.documentElement.scrollWidth + ' px wide on a ' + vw + ' px screen');
+// Open every expander so the hidden rows are checked too (and close
+// them again afterwards).
+const details = Array.from(document.querySelectorAll('details'));
+const was = details.map(d => d.open);
+details.forEach(d => d.open = true);
+const boxes = document.querySelectorAll('.scroll, svg, .card, p, li, h2, h3');
+for (const el of boxes) {
+  const r = el.getBoundingClientRect();
+  if (r.width > 0 && (r.right > vw + 1 || r.left < -1)) problems.push('wider than the screen: ' + where(el));
+}
+let words = 0;
+const texts = document.querySelectorAll('th, td, summary, .card, li, p, h3');
+for (const el of texts) {
+  if (el.scrollWidth > el.clientWidth + 1 && el.matches('th, td'))
+    problems.push('text wider than its cell: ' + where(el));
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const re = /[^\s-]+/g;
+    let m;
+    while ((m = re.exec(n.data))) {
+      words++;
+      const range = document.createRange();
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      const tops = new Set(Array.from(range.getClientRects()).filter(q => q.width > 0).map(q => Math.round(q.top)));
+      if (tops.size > 1) problems.push('word broken mid-word: "' + m[0] + '" in ' + where(el));
+    }
+  }
+}
+let charts = 0;
+for (const svg of document.querySelectorAll('svg.chart, svg.timeline, svg.spark')) {
+  charts++;
+  const vb = svg.viewBox.baseVal;
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBBox();
+    if (b.x < -1 || b.x + b.width > vb.width + 1)
+      problems.push('text runs off its chart: "' + t.textContent + '" in ' + svg.getAttribute('aria-label'));
+    const h = t.getBoundingClientRect().height;
+    if (h > 0 && h < 8) problems.push('chart text ' + h.toFixed(1) + ' px high: "' + t.textContent + '"');
+  }
+}
+const tables = document.querySelectorAll('table').length;
+details.forEach((d, i) => d.open = was[i]);
+return { problems, words, tables, charts };
+"#;

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use starpunk::config::PerfConfig;
+use starpunk::web::dashboard;
 use starpunk::web::ratelimit::RateLimiter;
 
 fn traffic(blog: &Blog) {
@@ -279,9 +280,18 @@ fn logout_clears_the_metrics() {
     let cookie = blog.login();
     let agent = blog.agent();
     let (_, html) = blog.get_with(&agent, "/admin", &[("Cookie", &cookie)]);
+    // The button says what it clears before it does.
+    assert!(
+        html.contains("Log out and clear the performance metrics"),
+        "{html}"
+    );
     let csrf = csrf_in(&html);
     let inner = blog.app().monitor.inner().unwrap();
     assert!(inner.recorder.ring().len() > 10);
+    blog.app().monitor.close_minute();
+    let overview = |blog: &Blog| dashboard::snapshot(blog.app()).overview;
+    let before = overview(&blog);
+    assert!(before.window.requests > 10, "{before:?}");
     let r = agent
         .post(&blog.url("/admin/logout"))
         .set("Cookie", &cookie)
@@ -300,9 +310,50 @@ fn logout_clears_the_metrics() {
         .lookup(starpunk_perf::Category::Http, "GET /")
         .unwrap();
     assert_eq!(inner.recorder.series(home).unwrap().count(), 0);
+    // The overview's minutes are gone too (at most the logout itself).
+    let after = overview(&blog);
+    assert!(after.window.requests <= 1, "{after:?}");
+    assert_eq!(after.points.len(), 1, "{after:?}");
     // The old session is gone.
     let (code, _) = blog.get_with(&agent, "/admin/performance.json", &[("Cookie", &cookie)]);
     assert_eq!(code, 401);
+}
+
+#[test]
+fn with_clear_on_logout_false_logout_clears_nothing() {
+    let perf = PerfConfig {
+        clear_on_logout: false,
+        ..monitoring()
+    };
+    let blog = start_with("logout-keeps", perf, |_| {});
+    traffic(&blog);
+    let cookie = blog.login();
+    let agent = blog.agent();
+    let (_, html) = blog.get_with(&agent, "/admin", &[("Cookie", &cookie)]);
+    assert!(html.contains("the performance metrics are kept"), "{html}");
+    assert!(!html.contains("clear the performance metrics"));
+    let csrf = csrf_in(&html);
+    let before = dashboard::snapshot(blog.app());
+    let r = agent
+        .post(&blog.url("/admin/logout"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf", &csrf)])
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let after = dashboard::snapshot(blog.app());
+    let home = |s: &starpunk::monitoring::snapshot::PerfSnapshot| {
+        s.endpoints
+            .iter()
+            .find(|e| e.name == "GET /")
+            .unwrap()
+            .count
+    };
+    assert_eq!(home(&after), home(&before));
+    assert!(
+        after.requests_total > before.requests_total,
+        "nothing cleared"
+    );
+    assert!(after.overview.window.requests >= before.overview.window.requests);
 }
 
 #[test]

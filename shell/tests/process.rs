@@ -365,3 +365,92 @@ fn kill_9_mid_write_loses_no_acknowledged_note_and_corrupts_nothing() {
     );
     eprintln!("kill -9 mid-write: {acked} acknowledged, {stored} stored, integrity ok");
 }
+
+/// `starpunk tune` as an owner runs it: advice for heavy traffic says
+/// what the buffer is, what reading it costs the dashboard and that it is
+/// over budget; a target of 0 is refused with a clear message.
+#[test]
+fn tune_explains_the_detail_ring_and_refuses_a_zero_target() {
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .args([
+            "tune",
+            "--requests-per-second",
+            "1000",
+            "--window-minutes",
+            "15",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "STARPUNK_PERF_SAMPLE_RATE=",
+        "STARPUNK_PERF_BUFFER_SIZE=1000000",
+        "detail ring:",
+        "reading a full ring of 1000000 records takes",
+        "WARNING: this buffer takes 61.0 MiB, over the ADR's 1 MiB budget",
+        "STARPUNK_PERF_SLOW_QUERY_THRESHOLD=",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
+    }
+    assert!(!text.contains("history in the buffer"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .args(["tune", "--target-percent", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--target-percent") && err.contains("above 0"),
+        "{err}"
+    );
+}
+
+/// A rule that does not parse stops start-up with exit status 2 and one
+/// line naming it and what is wrong; nothing is served.
+#[test]
+fn a_bad_alert_rule_stops_start_up_naming_it() {
+    let dir = temp_dir("bad-alert");
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .env("STARPUNK_DATA_DIR", &dir)
+        .env("STARPUNK_BIND", format!("127.0.0.1:{}", free_port()))
+        .env("STARPUNK_PERF_MONITORING_ENABLED", "true")
+        .env(
+            "STARPUNK_PERF_ALERTS",
+            "error_rate > 1% for 5m; p99{route=\"GET /nope\"} > 500ms for 5m",
+        )
+        .env(
+            "STARPUNK_PERF_ALERT_WEBHOOK",
+            "https://hooks.example/secret-token-123",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("STARPUNK_PERF_ALERTS") && err.contains("no route \"GET /nope\""),
+        "{err}"
+    );
+    // A bad webhook URL is refused without echoing it (it may hold a token).
+    let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
+        .env("STARPUNK_DATA_DIR", &dir)
+        .env(
+            "STARPUNK_PERF_ALERT_WEBHOOK",
+            "ftp://hooks.example/secret-token-123",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("STARPUNK_PERF_ALERT_WEBHOOK") && !err.contains("secret-token"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

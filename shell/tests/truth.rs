@@ -80,6 +80,9 @@ fn run(rate: f64) -> Run {
             loc.rsplit('/').next().unwrap().to_string()
         })
         .collect();
+    // The overview's minutes: one closed after the notes, one after the
+    // workload (the ticker may close more at wall-clock minutes).
+    blog.app().monitor.close_minute();
     // The requests, interleaved deterministically, shared by 4 clients.
     let mut paths = Vec::new();
     for (path, n) in workload() {
@@ -117,6 +120,7 @@ fn run(rate: f64) -> Run {
     assert_eq!(statuses.get(&500), Some(&ERRORS), "{statuses:?}");
     assert_eq!(statuses.get(&404), Some(&100), "{statuses:?}");
 
+    blog.app().monitor.close_minute();
     blog.app().monitor.tick(1);
     let cookie = blog.login();
     let agent = blog.agent();
@@ -174,6 +178,22 @@ fn check_counts(run: &Run) {
         "rate {rate}: error rate {error_rate} vs {truth}"
     );
     assert_eq!(j["status_codes"]["500"], ERRORS, "rate {rate}");
+    // The overview's minutes hold every request too: the whole run fits
+    // in its fifteen minutes, so its figures equal the since-start ones.
+    let o = &j["overview"];
+    let points = o["points"].as_array().unwrap();
+    assert!(points.len() >= 3, "rate {rate}: {points:?}");
+    let sum = |k: &str| points.iter().map(|p| p[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("requests"), expected_total, "rate {rate}");
+    assert_eq!(sum("errors_5xx"), ERRORS, "rate {rate}");
+    assert_eq!(sum("client_errors_4xx"), 100, "rate {rate}");
+    let logged = j["slow_queries"].as_array().unwrap().len() as u64;
+    assert!(logged < 100, "the slow log holds them all");
+    assert_eq!(sum("slow_queries"), logged, "rate {rate}");
+    assert_eq!(o["window"]["requests"], expected_total, "rate {rate}");
+    assert_eq!(o["window"]["errors_5xx"], ERRORS, "rate {rate}");
+    assert_eq!(o["window"]["error_rate"].as_f64().unwrap(), error_rate);
+    assert_eq!(o["window"]["p99_ms"], j["p99_response_ms"], "rate {rate}");
     for (name, n) in [
         ("GET /", 600),
         ("GET /notes/{slug}", 400),

@@ -10,16 +10,21 @@
 //! (`forced`), go to the ring that feeds the detail views. With memory
 //! tracking, the RSS change is measured for sampled requests only.
 
+pub mod alerts;
+pub mod history;
 pub mod memory;
+pub mod range;
 pub mod snapshot;
 pub mod sql_pattern;
+pub mod trend;
+pub mod webhook;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
 
@@ -218,6 +223,18 @@ pub struct Inner {
     memory_op: AtomicU32,
     slow_log: Mutex<VecDeque<SlowQuery>>,
     memory_samples: Mutex<VecDeque<(u64, u64)>>,
+    /// Slow statements since start or the last clear.
+    slow_total: AtomicU64,
+    /// The last fifteen minutes, minute by minute (closed by the ticker).
+    trend: Mutex<trend::Trend>,
+    /// Alert rules and their states; `None` without rules.
+    alerts: Option<Mutex<alerts::Alerts>>,
+    /// Where alerts are POSTed, when configured.
+    webhook: Option<webhook::Webhook>,
+    /// The site's URL, for webhook bodies (set when the server starts).
+    site: std::sync::OnceLock<String>,
+    /// The history file, with `STARPUNK_PERF_HISTORY_DAYS` > 0.
+    history: Mutex<HistoryState>,
     started: Instant,
     /// Recorder clock at start or the last [`Monitor::clear`]: the series
     /// count from here, so rates divide by the time since.
@@ -256,11 +273,27 @@ impl Monitor {
             memory_op,
             slow_log: Mutex::new(VecDeque::with_capacity(SLOW_LOG_LEN)),
             memory_samples: Mutex::new(VecDeque::with_capacity(MEMORY_SAMPLES)),
+            slow_total: AtomicU64::new(0),
+            trend: Mutex::new(trend::Trend::default()),
+            alerts: (!config.alerts.is_empty()).then(|| {
+                Mutex::new(alerts::Alerts::new(
+                    config.alerts.clone(),
+                    config.alert_window_seconds,
+                ))
+            }),
+            webhook: config
+                .alert_webhook
+                .clone()
+                .filter(|_| !config.alerts.is_empty())
+                .map(|url| webhook::Webhook::start(url.0, Duration::from_secs(1))),
+            site: std::sync::OnceLock::new(),
+            history: Mutex::new(HistoryState::default()),
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
             recorder,
         };
+        inner.restart_trend();
         let monitor = Monitor {
             inner: Some(inner),
             config: config.clone(),
@@ -533,13 +566,129 @@ impl Monitor {
         value
     }
 
-    /// Called every second by the ticker: window checkpoints, and a memory
-    /// sample every [`MEMORY_SAMPLE_SECS`] when memory tracking is on.
+    /// Called every second by the ticker: window checkpoints, a memory
+    /// sample every [`MEMORY_SAMPLE_SECS`] when memory tracking is on, and
+    /// the trend's point when a wall-clock minute has ended.
     pub fn tick(&self, second: u64) {
         let Some(inner) = &self.inner else { return };
         inner.recorder.rotate();
         if self.config.memory_tracking && second.is_multiple_of(MEMORY_SAMPLE_SECS) {
             self.sample_memory();
+        }
+        let due = inner.trend.lock().is_ok_and(|t| t.due(inner.unix_now()));
+        if due {
+            self.close_minute();
+        }
+        if second.is_multiple_of(self.config.alert_every_seconds.max(1)) {
+            self.evaluate_alerts();
+        }
+    }
+
+    /// The site's URL, named in webhook bodies.
+    pub fn set_site(&self, url: &str) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.site.set(url.to_string());
+        }
+    }
+
+    /// Evaluates the alert rules now (the ticker calls it every
+    /// `alert_every_seconds`): logs each firing and resolution and queues
+    /// it for the webhook.
+    pub fn evaluate_alerts(&self) {
+        let Some(inner) = &self.inner else { return };
+        let Some(rules) = &inner.alerts else { return };
+        let scopes: Vec<(Option<String>, bool)> = match rules.lock() {
+            Ok(a) => a
+                .scopes()
+                .map(|(s, l)| (s.map(str::to_string), l))
+                .collect(),
+            Err(_) => return,
+        };
+        let sample = inner.alert_sample(&scopes);
+        let events = match rules.lock() {
+            Ok(mut a) => a.evaluate(sample),
+            Err(_) => return,
+        };
+        for e in events {
+            eprintln!(
+                "starpunk: alert {}: {} (value {}{u}, threshold {}{u})",
+                e.state,
+                e.rule,
+                e.value,
+                e.threshold,
+                u = e.unit
+            );
+            if let Some(hook) = &inner.webhook {
+                let body = serde_json::json!({
+                    "rule": e.rule,
+                    "state": e.state,
+                    "value": e.value,
+                    "threshold": e.threshold,
+                    "unit": e.unit,
+                    "at": e.at,
+                    "site": inner.site.get().map_or("", String::as_str),
+                });
+                hook.send(body.to_string());
+            }
+        }
+    }
+
+    /// Closes the trend's current point now, and writes the minute to the
+    /// history when it is on. The ticker calls it when a wall-clock minute
+    /// ends; tests and benchmarks call it to make minutes quickly.
+    pub fn close_minute(&self) {
+        let Some(inner) = &self.inner else { return };
+        let totals = inner.http_totals();
+        let now = totals.at_unix;
+        let rss = self.rss_now();
+        if let Ok(mut t) = inner.trend.lock() {
+            t.close(totals, rss);
+        }
+        inner.write_history(now as i64, self.config.history_days);
+    }
+
+    /// Opens the history in `dir` when `STARPUNK_PERF_HISTORY_DAYS` > 0.
+    /// A history that cannot be opened never stops the blog: the reason
+    /// is logged and shown on the dashboard.
+    pub fn open_history(&self, dir: &std::path::Path) {
+        let Some(inner) = &self.inner else { return };
+        if self.config.history_days == 0 {
+            return;
+        }
+        let empty = starpunk_perf::new_hdr(&inner.recorder.config().layout);
+        let opened = history::History::open(
+            dir,
+            self.config.history_days,
+            VERSION,
+            inner.unix_now() as i64,
+            empty,
+        );
+        if let Ok(mut h) = inner.history.lock() {
+            h.dir = Some(dir.to_path_buf());
+            h.last_close = inner.unix_now() as i64;
+            match opened {
+                Ok(store) => h.store = Some(store),
+                Err(e) => {
+                    eprintln!(
+                        "starpunk: performance history unavailable ({e}); the blog runs without it"
+                    );
+                    h.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The history's state, for range views.
+    pub fn history(&self) -> Option<std::sync::MutexGuard<'_, HistoryState>> {
+        self.inner.as_ref()?.history.lock().ok()
+    }
+
+    /// Resident memory now, or 0 with memory tracking off.
+    pub fn rss_now(&self) -> u64 {
+        if self.config.memory_tracking {
+            memory::read().rss_bytes
+        } else {
+            0
         }
     }
 
@@ -580,8 +729,36 @@ impl Monitor {
         if let Ok(mut s) = inner.memory_samples.lock() {
             s.clear();
         }
+        inner.slow_total.store(0, Ordering::Relaxed);
+        inner.restart_trend();
+        if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
+            a.restart();
+        }
+        if let Ok(mut h) = inner.history.lock() {
+            if let Some(store) = h.store.as_mut() {
+                if let Err(e) = store.clear() {
+                    h.error = Some(e);
+                }
+            }
+        }
     }
 }
+
+/// The history's state: the open file, or why there is none.
+#[derive(Default)]
+pub struct HistoryState {
+    /// The open history.
+    pub store: Option<history::History>,
+    /// The data directory it lives in.
+    pub dir: Option<std::path::PathBuf>,
+    /// The last error (opening or writing), shown on the dashboard.
+    pub error: Option<String>,
+    /// Unix seconds of the last write (or of the opening).
+    pub last_close: i64,
+}
+
+/// The blog's version, recorded with each start in the history.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Times 20,000 records into a scratch recorder of the same configuration.
 fn measure_record_cost(config: RecorderConfig) -> f64 {
@@ -614,7 +791,209 @@ impl Inner {
         }
     }
 
+    /// Unix seconds now, by the recorder's clock.
+    fn unix_now(&self) -> f64 {
+        self.recorder.anchor().to_unix_ns(self.recorder.now_ns()) as f64 / 1e9
+    }
+
+    /// The cumulative figures of every HTTP series now (cold path: one
+    /// histogram snapshot per route).
+    fn http_totals(&self) -> trend::Totals {
+        let rec = &self.recorder;
+        let at_unix = self.unix_now();
+        let mut latency = starpunk_perf::new_hdr(&rec.config().layout);
+        let (mut requests, mut e5, mut e4) = (0, 0, 0);
+        for (_, entry) in rec.registry().iter() {
+            if entry.category != Category::Http || entry.value.count() == 0 {
+                continue;
+            }
+            let (h, classes) = entry
+                .value
+                .read(|s| (s.since_start.snapshot(), s.status_classes()));
+            requests += h.len();
+            e5 += classes[5];
+            e4 += classes[4];
+            // Same layout: adding cannot fail.
+            let _ = latency.add(&h);
+        }
+        trend::Totals {
+            at_unix,
+            requests,
+            errors_5xx: e5,
+            client_errors_4xx: e4,
+            slow_queries: self.slow_total.load(Ordering::Relaxed),
+            latency,
+        }
+    }
+
+    /// Writes the minute that ended at `now` to the history, if open: per
+    /// route and pattern the cumulative figures (the history keeps the
+    /// differences). A failed write is kept as the error to show; the next
+    /// minute tries again.
+    fn write_history(&self, now: i64, days: u32) {
+        let Ok(mut h) = self.history.lock() else {
+            return;
+        };
+        if h.store.is_none() {
+            // Not open (it failed at start): try again each minute.
+            let Some(dir) = h.dir.clone() else { return };
+            let empty = starpunk_perf::new_hdr(&self.recorder.config().layout);
+            match history::History::open(&dir, days, VERSION, now, empty) {
+                Ok(store) => {
+                    eprintln!("starpunk: performance history: open again");
+                    h.store = Some(store);
+                    h.error = None;
+                    h.last_close = now;
+                    return;
+                }
+                Err(e) => {
+                    h.error = Some(e);
+                    return;
+                }
+            }
+        }
+        let rec = &self.recorder;
+        let mut series = Vec::new();
+        for (_, entry) in rec.registry().iter() {
+            let kind = match entry.category {
+                Category::Http => history::KIND_ROUTE,
+                Category::Db => history::KIND_PATTERN,
+                _ => continue,
+            };
+            let c = entry.value.read(|s| history::Cumulative {
+                count: s.count(),
+                sum_ns: s.since_start.sum(),
+                errors_5xx: s.status_classes()[5],
+                errors_4xx: s.status_classes()[4],
+                bytes: s.bytes(),
+                rows: s.rows(),
+                buckets: s.since_start.buckets().collect(),
+            });
+            if c.count > 0 {
+                series.push((kind, entry.name.clone(), c));
+            }
+        }
+        // The minute the point's time mostly fell in: at the ticker's close
+        // just after a boundary, the minute that ended; at a close in the
+        // middle of a minute (tests), that minute. A minute written twice
+        // (a restart within it) is added to, not replaced.
+        let mid = if h.last_close > 0 {
+            (h.last_close + now) / 2
+        } else {
+            now - 30
+        };
+        let start = mid - mid.rem_euclid(60);
+        h.last_close = now;
+        let slow = self.slow_total.load(Ordering::Relaxed);
+        let rss = memory::read().rss_bytes;
+        let result = match h.store.as_mut() {
+            Some(store) => store.write_minute(start, series, slow, rss),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => h.error = None,
+            Err(e) => {
+                if h.error.as_deref() != Some(e.as_str()) {
+                    eprintln!(
+                        "starpunk: performance history: cannot write ({e}); will retry each minute"
+                    );
+                }
+                h.error = Some(e);
+            }
+        }
+    }
+
+    /// What the alert rules need now: per scope (all requests, or one
+    /// route) the cumulative requests, 5xx and, when asked, latency
+    /// buckets; slow statements; RSS.
+    fn alert_sample(&self, scopes: &[(Option<String>, bool)]) -> alerts::Sample {
+        let rec = &self.recorder;
+        let totals = |series: &mut dyn Iterator<Item = &starpunk_perf::Series>, latency: bool| {
+            let mut merged = latency.then(|| starpunk_perf::new_hdr(&rec.config().layout));
+            let mut t = alerts::ScopeTotals::default();
+            for s in series {
+                let (count, classes, h) = s.read(|s| {
+                    let h = merged.as_ref().map(|_| s.since_start.snapshot());
+                    (s.count(), s.status_classes(), h)
+                });
+                t.requests += count;
+                t.errors_5xx += classes[5];
+                if let (Some(m), Some(h)) = (merged.as_mut(), h) {
+                    let _ = m.add(&h);
+                }
+            }
+            if let Some(m) = merged {
+                t.latency = m
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect();
+            }
+            t
+        };
+        let scopes = scopes
+            .iter()
+            .map(|(route, latency)| match route {
+                None => totals(
+                    &mut rec
+                        .registry()
+                        .iter()
+                        .filter(|(_, e)| e.category == Category::Http)
+                        .map(|(_, e)| &e.value),
+                    *latency,
+                ),
+                Some(r) => totals(
+                    &mut rec
+                        .registry()
+                        .lookup(Category::Http, r)
+                        .and_then(|op| rec.series(op))
+                        .into_iter(),
+                    *latency,
+                ),
+            })
+            .collect();
+        alerts::Sample {
+            at: self.unix_now(),
+            scopes,
+            slow_queries: self.slow_total.load(Ordering::Relaxed),
+            rss_bytes: memory::read().rss_bytes,
+        }
+    }
+
+    /// The alert rules' states, recent events and webhook counts.
+    pub fn alerts_view(&self) -> snapshot::AlertsView {
+        let (rules, events) = match self.alerts.as_ref().map(Mutex::lock) {
+            Some(Ok(a)) => (a.view(), a.events()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        snapshot::AlertsView {
+            rules,
+            events,
+            webhook: self.webhook.as_ref().map(webhook::Webhook::view),
+        }
+    }
+
+    /// Statements over the slow threshold since start or the last clear.
+    pub fn slow_queries_total(&self) -> u64 {
+        self.slow_total.load(Ordering::Relaxed)
+    }
+
+    /// Starts the trend again from zero, now (start and clear).
+    fn restart_trend(&self) {
+        let start = trend::Totals {
+            at_unix: self.unix_now(),
+            requests: 0,
+            errors_5xx: 0,
+            client_errors_4xx: 0,
+            slow_queries: 0,
+            latency: starpunk_perf::new_hdr(&self.recorder.config().layout),
+        };
+        if let Ok(mut t) = self.trend.lock() {
+            t.restart(start);
+        }
+    }
+
     fn log_slow(&self, entry: SlowQuery) {
+        self.slow_total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut log) = self.slow_log.lock() {
             if log.len() == SLOW_LOG_LEN {
                 log.pop_front();

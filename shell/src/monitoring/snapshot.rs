@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use starpunk_perf::{Category, MetricRecord, OpId, Series};
 
+use super::trend::{Overview, Totals};
 use super::{Inner, Monitor};
 use crate::config::PerfConfig;
 
@@ -247,6 +248,55 @@ pub struct MonitorCost {
     pub series_capacity: usize,
 }
 
+/// The history's state.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct HistoryView {
+    /// `STARPUNK_PERF_HISTORY_DAYS` (0: off).
+    pub days: u32,
+    /// The file is open and written each minute.
+    pub ok: bool,
+    /// Why not, or the last write's error.
+    pub error: Option<String>,
+    /// Bytes on disk (file and write-ahead log).
+    pub bytes: u64,
+}
+
+impl HistoryView {
+    /// The history's state in `monitor`.
+    pub fn of(monitor: &Monitor) -> HistoryView {
+        let days = monitor.config().history_days;
+        match monitor.history() {
+            Some(h) => HistoryView::from_state(days, &h),
+            None => HistoryView {
+                days,
+                ..HistoryView::default()
+            },
+        }
+    }
+
+    /// The view of a locked history state.
+    pub fn from_state(days: u32, h: &super::HistoryState) -> HistoryView {
+        HistoryView {
+            days,
+            ok: h.store.is_some() && h.error.is_none(),
+            error: h.error.clone(),
+            bytes: h.dir.as_deref().map_or(0, super::history::History::bytes),
+        }
+    }
+}
+
+/// The alert rules, their states and what happened.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct AlertsView {
+    /// Each rule's state (`ok`, `pending`, `firing`, `resolving`), last
+    /// value and threshold.
+    pub rules: Vec<super::alerts::RuleView>,
+    /// Recent firings and resolutions, newest first.
+    pub events: Vec<super::alerts::AlertEvent>,
+    /// Webhook deliveries, when a webhook is configured.
+    pub webhook: Option<super::webhook::WebhookView>,
+}
+
 /// Everything the dashboard shows.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct PerfSnapshot {
@@ -277,6 +327,15 @@ pub struct PerfSnapshot {
     pub error_rate: f64,
     /// 4xx responses over all responses.
     pub client_error_rate: f64,
+    /// The last fifteen minutes, minute by minute, and their figures.
+    pub overview: Overview,
+    /// Alert rules and events.
+    pub alerts: AlertsView,
+    /// The history's state.
+    pub history: HistoryView,
+    /// Set when this snapshot covers a range from the history (then the
+    /// ring-based views are empty: they are live only).
+    pub range: Option<super::range::RangeInfo>,
     /// Per route, since start, slowest (p99) first.
     pub endpoints: Vec<EndpointStats>,
     /// Per route, the recent window, slowest first.
@@ -450,7 +509,9 @@ impl Monitor {
                 ..PerfSnapshot::default()
             };
         };
-        inner.snapshot(self.config(), database)
+        let mut s = inner.snapshot(self.config(), database);
+        s.history = HistoryView::of(self);
+        s
     }
 }
 
@@ -484,12 +545,17 @@ impl Inner {
         let mut window_start = self.counting_since_ns();
         for (id, entry) in rec.registry().iter() {
             let s = &entry.value;
-            if s.count() == 0 {
+            if entry.category == Category::Memory {
+                continue;
+            }
+            let http = entry.category == Category::Http;
+            // One pass over the counters per series (no separate count).
+            let (e, h, sum) = since_start(&entry.name, s, http && config.memory_tracking);
+            if e.count == 0 {
                 continue;
             }
             match entry.category {
                 Category::Http => {
-                    let (e, h, sum) = since_start(&entry.name, s, config.memory_tracking);
                     for (code, n) in &e.status {
                         *status_codes.entry(code.clone()).or_default() += n;
                     }
@@ -510,7 +576,6 @@ impl Inner {
                     }
                 }
                 Category::Db => {
-                    let (e, _, sum) = since_start(&entry.name, s, false);
                     queries += e.count;
                     query_patterns.push(PatternStats {
                         pattern_id: id.0,
@@ -522,7 +587,7 @@ impl Inner {
                         rows: s.rows(),
                     });
                 }
-                Category::Function => functions.push(since_start(&entry.name, s, false).0),
+                Category::Function => functions.push(e),
                 Category::Memory => {}
             }
         }
@@ -569,6 +634,19 @@ impl Inner {
             samples: samples.iter().map(|&(t, r)| [t, r]).collect(),
         };
         database.queries_per_second = queries as f64 / counting_seconds;
+        let p99_response_ms = ms(all_http.value_at_quantile(0.99) as f64);
+        let now_totals = Totals {
+            at_unix: rec.anchor().to_unix_ns(now) as f64 / 1e9,
+            requests: requests_total,
+            errors_5xx,
+            client_errors_4xx,
+            slow_queries: self.slow_total.load(std::sync::atomic::Ordering::Relaxed),
+            latency: all_http,
+        };
+        let overview = match self.trend.lock() {
+            Ok(t) => t.overview(&now_totals, live.rss_bytes),
+            Err(_) => Overview::default(),
+        };
         let stats = rec.ring().stats();
         let share = |n: u64| {
             if requests_total > 0 {
@@ -590,7 +668,11 @@ impl Inner {
             } else {
                 0.0
             },
-            p99_response_ms: ms(all_http.value_at_quantile(0.99) as f64),
+            p99_response_ms,
+            overview,
+            alerts: self.alerts_view(),
+            history: HistoryView::default(),
+            range: None,
             errors_5xx,
             client_errors_4xx,
             error_rate: share(errors_5xx),

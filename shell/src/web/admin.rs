@@ -79,7 +79,17 @@ pub fn index(app: &App, req: &Request) -> WebResult {
             @if app.config.perf.dashboard_enabled { a href="/admin/performance" { "Performance dashboard" } " " }
             form.inline method="post" action="/admin/logout" {
                 input type="hidden" name="csrf" value=(session.csrf);
-                button type="submit" { "Log out" }
+                @if app.config.perf.clear_on_logout && app.config.perf.monitoring_enabled {
+                    button type="submit" { "Log out and clear the performance metrics" }
+                    br;
+                    span.meta { "Logging out clears every live performance figure (counts, percentiles, "
+                        "the last 15 minutes, the slow-query log): STARPUNK_PERF_CLEAR_ON_LOGOUT=true." }
+                } @else {
+                    button type="submit" { "Log out" }
+                    @if app.config.perf.monitoring_enabled {
+                        " " span.meta { "(the performance metrics are kept)" }
+                    }
+                }
             }
         }
         h2 { "Notes" }

@@ -322,7 +322,8 @@ pub fn login(app: &App, req: &Request) -> WebResult {
         ))
 }
 
-/// `POST /admin/logout`: ends the session and clears the metrics (ADR-053).
+/// `POST /admin/logout`: ends the session and, unless
+/// `STARPUNK_PERF_CLEAR_ON_LOGOUT` is false, clears the metrics (ADR-053).
 pub fn logout(app: &App, req: &Request) -> WebResult {
     let Some(session) = app.session(req)? else {
         return Ok(to_login());
@@ -336,7 +337,9 @@ pub fn logout(app: &App, req: &Request) -> WebResult {
         return Err(WebError::BadRequest("Missing or wrong CSRF token".into()));
     }
     app.db.writer()?.delete_session(&session.token_hash)?;
-    app.monitor.clear();
+    if app.config.perf.clear_on_logout {
+        app.monitor.clear();
+    }
     Ok(
         Response::redirect_303("/admin/login").with_additional_header(
             "Set-Cookie",

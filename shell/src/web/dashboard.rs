@@ -5,12 +5,16 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 use super::auth::to_login;
+use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line};
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
+use crate::monitoring::range::{Compare, Range};
 use crate::monitoring::snapshot::{
-    rfc3339, DatabaseView, EndpointStats, PerfSnapshot, RssDelta, WorstRequest,
+    rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, RoutePattern, RssDelta,
+    SlowPattern, SlowQueryView, WorstRequest,
 };
+use crate::monitoring::trend::MinutePoint;
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -36,29 +40,62 @@ fn guard(app: &App, req: &Request, html: bool) -> Result<Result<(), Response>, W
     Ok(Ok(()))
 }
 
-/// The snapshot, with the database layer's figures.
+/// The live snapshot, with the database layer's figures.
 pub fn snapshot(app: &App) -> PerfSnapshot {
+    app.monitor.snapshot(database_view(app))
+}
+
+/// The database layer's figures.
+fn database_view(app: &App) -> DatabaseView {
     let stats = app
         .db
         .conn()
         .map(|c| c.stats(&app.config.data_dir))
         .unwrap_or_default();
-    app.monitor.snapshot(DatabaseView {
+    DatabaseView {
         pool_in_use: app.db.pool_in_use(),
         pool_size: app.db.pool_size(),
         queries_per_second: 0.0,
         cache_hit_rate: stats.cache_hit_rate,
         db_bytes: stats.db_bytes,
         wal_bytes: stats.wal_bytes,
+    }
+}
+
+/// `?range=`, or a 400 naming the accepted values.
+fn range_of(req: &Request) -> Result<Range, Response> {
+    let v = req.get_param("range");
+    Range::parse(v.as_deref()).ok_or_else(|| {
+        Response::text("range must be one of 15m, 1h, 24h, 7d, 30d\n").with_status_code(400)
     })
 }
 
-/// `GET /admin/performance.json`.
+/// The snapshot for `range`: live, or from the history (`Err`: why not).
+fn snapshot_for(app: &App, range: Range) -> Result<PerfSnapshot, String> {
+    match range {
+        Range::Live => Ok(snapshot(app)),
+        _ => app.monitor.range_snapshot(range, database_view(app)),
+    }
+}
+
+/// `GET /admin/performance.json?range=`.
 pub fn json(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, false)? {
         return Ok(r);
     }
-    Ok(Response::from_data("application/json", json_body(&snapshot(app))).with_no_cache())
+    let range = match range_of(req) {
+        Ok(r) => r,
+        Err(r) => return Ok(r),
+    };
+    Ok(match snapshot_for(app, range) {
+        Ok(s) => Response::from_data("application/json", json_body(&s)),
+        Err(why) => Response::from_data(
+            "application/json",
+            serde_json::json!({ "error": why, "range": range.name() }).to_string(),
+        )
+        .with_status_code(404),
+    }
+    .with_no_cache())
 }
 
 /// The JSON export's body.
@@ -157,118 +194,10 @@ fn duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{s} s"),
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         3600..=86_399 => format!("{} h {} min", s / 3600, s / 60 % 60),
         _ => format!("{} d {} h {} min", s / 86_400, s / 3600 % 24, s / 60 % 60),
-    }
-}
-
-/// A horizontal bar chart, as inline SVG; `fmt` writes each value.
-pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> String) -> Markup {
-    let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
-    let row = 22.0;
-    let height = row * bars.len().max(1) as f64 + 30.0;
-    html! {
-        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 600 " (height) } role="img" aria-label=(title) {
-            title { (title) }
-            text x="0" y="14" font-size="12" font-weight="bold" { (title) }
-            @for (i, (label, value)) in bars.iter().enumerate() {
-                @let y = 25.0 + row * i as f64;
-                @let w = 260.0 * value / max;
-                text x="0" y=(y + 14.0) font-size="11" { (label.chars().take(38).collect::<String>()) }
-                rect x="240" y=(y + 3.0) width=(format!("{w:.1}")) height="14" fill="#0b5cad" {}
-                text x=(format!("{:.1}", 245.0 + w)) y=(y + 14.0) font-size="11" { (fmt(*value)) }
-            }
-        }
-    }
-}
-
-/// A line chart of memory samples `(unix seconds, bytes)`, as inline SVG,
-/// with a MiB axis and a time axis in minutes before the last sample.
-pub fn line_chart(title: &str, points: &[[u64; 2]]) -> Markup {
-    let (w, h) = (600.0, 180.0);
-    let (left, right, top, bottom) = (70.0, 10.0, 20.0, 40.0);
-    let (t0, t1) = (
-        points.first().map_or(0, |p| p[0]) as f64,
-        points.last().map_or(1, |p| p[0]) as f64,
-    );
-    let lo = points.iter().map(|p| p[1]).min().unwrap_or(0) as f64;
-    let hi = points.iter().map(|p| p[1]).max().unwrap_or(1) as f64;
-    let span_t = (t1 - t0).max(1.0);
-    let span_v = (hi - lo).max(1.0);
-    let x_of = |t: f64| left + (t - t0) / span_t * (w - left - right);
-    let y_of = |v: f64| top + (1.0 - (v - lo) / span_v) * (h - top - bottom);
-    let path: Vec<String> = points
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", x_of(p[0] as f64), y_of(p[1] as f64)))
-        .collect();
-    // Ticks every 5 minutes back from the last sample (every minute when
-    // the samples span less than 5).
-    let step = if span_t >= 600.0 { 300.0 } else { 60.0 };
-    let ticks: Vec<f64> = (0..)
-        .map(|i| t1 - step * f64::from(i))
-        .take_while(|t| *t >= t0)
-        .collect();
-    html! {
-        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) } role="img" aria-label=(title) {
-            title { (title) }
-            line x1=(left) y1=(h - bottom) x2=(w - right) y2=(h - bottom) stroke="#999" {}
-            line x1=(left) y1=(top) x2=(left) y2=(h - bottom) stroke="#999" {}
-            text x="0" y=(top + 4.0) font-size="10" { (mib(hi)) }
-            text x="0" y=(h - bottom) font-size="10" { (mib(lo)) }
-            @for t in &ticks {
-                @let x = x_of(*t);
-                line x1=(format!("{x:.1}")) y1=(h - bottom) x2=(format!("{x:.1}")) y2=(h - bottom + 4.0) stroke="#999" {}
-                text x=(format!("{:.1}", x - 14.0)) y=(h - bottom + 16.0) font-size="10" {
-                    @if (t1 - t) < 1.0 { "now" } @else { "-" (((t1 - t) / 60.0).round()) " min" }
-                }
-            }
-            text x=(left) y=(h - 4.0) font-size="10" { "time (minutes before the last sample, one sample every 10 s)" }
-            @if path.len() > 1 {
-                polyline points=(path.join(" ")) fill="none" stroke="#0b5cad" stroke-width="2" {}
-            } @else {
-                text x=(left + 10.0) y=(h / 2.0) font-size="12" { "Not enough samples yet" }
-            }
-        }
-    }
-}
-
-/// Where one request spent its time: each SQL statement and named
-/// function on the request's own time axis, as inline SVG.
-pub fn timeline_chart(w: &WorstRequest) -> Markup {
-    let total = w.duration_ms.max(1e-6);
-    let (width, left, right, row) = (600.0, 10.0, 10.0, 28.0);
-    let span_w = width - left - right;
-    let x_of = |ms: f64| left + (ms / total).clamp(0.0, 1.0) * span_w;
-    let height = row * (w.timeline.len() + 1) as f64 + 30.0;
-    let label = |name: &str, ms: f64, offset: f64| {
-        let short: String = name.chars().take(70).collect();
-        let dots = if name.chars().count() > 70 { "..." } else { "" };
-        format!("{short}{dots}  {ms:.3} ms at +{offset:.3} ms")
-    };
-    let title = format!("Timeline of {} at {} ({} ms)", w.route, w.at, w.duration_ms);
-    html! {
-        svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (width) " " (height) } role="img" aria-label=(title) {
-            title { (title) }
-            text x=(left) y="10" font-size="10" { (w.route) "  " (w.duration_ms) " ms, status " (w.status) }
-            rect x=(left) y="13" width=(format!("{span_w:.1}")) height="10" fill="#999" {}
-            @for (i, s) in w.timeline.iter().enumerate() {
-                @let y = row * (i + 1) as f64;
-                @let x = x_of(s.offset_ms);
-                @let bar = (s.duration_ms / total * span_w).max(1.5).min(width - right - x);
-                text x=(left) y=(y + 10.0) font-size="10" { (label(&s.name, s.duration_ms, s.offset_ms)) }
-                rect x=(format!("{x:.1}")) y=(y + 13.0) width=(format!("{bar:.1}")) height="10"
-                    fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
-            }
-            @let axis = height - 22.0;
-            line x1=(left) y1=(axis) x2=(width - right) y2=(axis) stroke="#999" {}
-            @for q in [0.0, 0.25, 0.5, 0.75, 1.0] {
-                @let x = left + q * span_w;
-                line x1=(format!("{x:.1}")) y1=(axis) x2=(format!("{x:.1}")) y2=(axis + 4.0) stroke="#999" {}
-                // Labels centred on their tick, the last one ending at it.
-                text x=(format!("{:.1}", if q < 1.0 { (x - 12.0).max(0.0) } else { x - 48.0 })) y=(axis + 15.0) font-size="10" { (format!("{:.2}", q * total)) " ms" }
-            }
-        }
     }
 }
 
@@ -284,9 +213,11 @@ fn request_details(w: &WorstRequest, open: bool) -> Markup {
     let (sql, functions) = (total_of("sql"), total_of("function"));
     html! {
         details open[open] {
-            summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at) " (SQL "
-                (format!("{sql:.3}")) " ms in " (w.timeline.iter().filter(|s| s.kind == "sql").count())
-                " statements, named functions " (format!("{functions:.3}")) " ms)" }
+            summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at)
+                @if w.timeline.is_empty() { " (no SQL statements or named functions)" }
+                @else { " (SQL " (format!("{sql:.3}")) " ms in "
+                    (count_of(w.timeline.iter().filter(|s| s.kind == "sql").count() as u64, "statement"))
+                    ", named functions " (format!("{functions:.3}")) " ms)" } }
             (timeline_chart(w))
             p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); grey: the whole request." }
         }
@@ -306,32 +237,419 @@ fn rss_delta(d: &RssDelta) -> Markup {
     }
 }
 
-fn endpoint_table(rows: &[EndpointStats], with_responses: bool, memory: bool) -> Markup {
+/// Rows a long table shows before the rest goes behind an expander.
+const TOP_ROWS: usize = 10;
+/// Rows a table shows at most, expander included; the JSON export has
+/// them all.
+const MAX_ROWS: usize = 100;
+
+/// A table: its first `top` rows, the rest (up to [`MAX_ROWS`] in all)
+/// behind an expander that works without JavaScript (`details`).
+fn long_table<T>(
+    head: &Markup,
+    rows: &[T],
+    top: usize,
+    noun: &str,
+    row: impl Fn(&T) -> Markup,
+) -> Markup {
+    let table = |rows: &[T]| {
+        html! { div.scroll { table { thead { (head) } tbody { @for r in rows { (row(r)) } } } } }
+    };
+    let shown = rows.len().min(MAX_ROWS);
     html! {
-        div.scroll { table {
-            thead { tr {
-                th { "Series" } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
-                @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
-                @if memory { th.wrap { "RSS change per request (mean / worst)" } }
-            } }
-            tbody { @for e in rows { tr {
-                td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
-                td { (e.p99_ms) } td { (e.max_ms) }
-                @if with_responses {
-                    td { (bytes(e.bytes_mean as u64)) }
-                    td { (int(e.errors_5xx)) }
-                    td { (int(e.client_errors_4xx)) }
-                    td.wrap { @for (code, n) in &e.status { (code) ": " (int(*n)) " " } }
+        (table(&rows[..shown.min(top)]))
+        @if shown > top {
+            details.more {
+                summary { "Show " (shown - top) " more " (noun) }
+                (table(&rows[top..shown]))
+                @if rows.len() > shown {
+                    p.meta { "And " (int((rows.len() - shown) as u64)) " more in the "
+                        a href="/admin/performance.json" { "JSON export" } "." }
                 }
-                @if memory { td.wrap { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
-            } } }
+            }
+        }
+    }
+}
+
+/// A SQL pattern: whole when short, otherwise its beginning (cut between
+/// words) with the full text on demand.
+fn sql(pattern: &str) -> Markup {
+    counted_sql("", pattern)
+}
+
+/// [`sql`] after a `prefix` ("3 x ") that stays on the pattern's line.
+fn counted_sql(prefix: &str, pattern: &str) -> Markup {
+    const SHORT: usize = 48;
+    if pattern.chars().count() <= SHORT {
+        return html! { div.sql { (prefix) code { (pattern) } } };
+    }
+    let head: String = pattern.chars().take(SHORT).collect();
+    let head = match head.rfind(' ') {
+        Some(i) if i > SHORT / 3 => &head[..i],
+        _ => &head[..],
+    };
+    html! {
+        details.sql { summary { (prefix) code { (head) " ..." } } code { (pattern) } }
+    }
+}
+
+/// `n` and a noun, plural when `n` is not one.
+fn count_of(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", int(n), if n == 1 { "" } else { "s" })
+}
+
+/// How `now` compares with `before` in words, or "" when there is no
+/// earlier period to compare with.
+fn change(now: f64, before: f64, before_seconds: f64, unit: &str) -> String {
+    if before_seconds < 60.0 {
+        return String::new();
+    }
+    let against = format!("the {} before", duration(before_seconds));
+    if before <= 0.0 {
+        return if now > 0.0 {
+            format!("none in {against}")
+        } else {
+            format!("as in {against}")
+        };
+    }
+    let pct = (now - before) / before * 100.0;
+    if pct.abs() < 10.0 {
+        format!("steady against {against}")
+    } else {
+        format!(
+            "{} {:.0} % on {against} ({}{unit})",
+            if pct > 0.0 { "up" } else { "down" },
+            pct.abs(),
+            round3(before)
+        )
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Sentences on what changed: the last five minutes against the minutes
+/// before, routes slower now than since start, new errors and slow
+/// statements.
+fn changes(s: &PerfSnapshot) -> Vec<String> {
+    let (now, before) = (&s.overview.last_5_minutes, &s.overview.before);
+    let mut out = Vec::new();
+    let compare = |name: &str, a: f64, b: f64, unit: &str| {
+        let c = change(a, b, before.seconds, unit);
+        (c.starts_with("up") || c.starts_with("down")).then(|| {
+            format!(
+                "{name}: {}{unit} in the last {}, {c}.",
+                round3(a),
+                duration(now.seconds)
+            )
+        })
+    };
+    if before.requests >= 20 && now.requests >= 20 {
+        out.extend(compare(
+            "Requests per second",
+            now.requests_per_second,
+            before.requests_per_second,
+            "/s",
+        ));
+        out.extend(compare(
+            "p99 response time",
+            now.p99_ms,
+            before.p99_ms,
+            " ms",
+        ));
+    }
+    let since: std::collections::HashMap<&str, &EndpointStats> =
+        s.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
+    for r in &s.endpoints_recent {
+        if let Some(all) = since.get(r.name.as_str()) {
+            // Only when since start reaches further back than the window.
+            if r.count >= 10
+                && all.count >= r.count + 10
+                && r.p99_ms >= 1.5 * all.p99_ms
+                && r.p99_ms >= 1.0
+            {
+                out.push(format!(
+                    "{} is slower now: p99 {} ms over the last {} against {} ms since start.",
+                    r.name,
+                    r.p99_ms,
+                    duration(s.window_seconds),
+                    all.p99_ms
+                ));
+            }
+        }
+    }
+    let w = &s.overview.window;
+    if w.errors_5xx > 0 {
+        out.push(format!(
+            "{} (5xx) in the last {}: see Recent errors below.",
+            count_of(w.errors_5xx, "server error"),
+            duration(w.seconds)
+        ));
+    }
+    if w.slow_queries > 0 {
+        out.push(format!(
+            "{} (over {} s) in the last {}: see Slow queries below.",
+            count_of(w.slow_queries, "slow statement"),
+            s.config.slow_query_threshold,
+            duration(w.seconds)
+        ));
+    }
+    out
+}
+
+/// The values of `(time, value)` points.
+fn values(points: &[(f64, f64)]) -> Vec<f64> {
+    points.iter().map(|p| p.1).collect()
+}
+
+/// The time axis of the overview's charts, and what one point covers.
+fn axis_of(s: &PerfSnapshot, end: f64) -> (Axis, &'static str) {
+    let Some(r) = &s.range else {
+        return (Axis::live(end), "minute");
+    };
+    let span = (r.to_unix - r.from_unix) as f64;
+    let (tick, unit, caption, per) = match r.range.as_str() {
+        "1h" => (
+            900.0,
+            (60.0, "min"),
+            "minutes before now, one point per minute",
+            "minute",
+        ),
+        "24h" => (
+            6.0 * 3600.0,
+            (3600.0, "h"),
+            "hours before now, one point per 15 minutes",
+            "15 minutes",
+        ),
+        "7d" => (
+            86_400.0,
+            (86_400.0, "d"),
+            "days before now, one point per 2 hours",
+            "2 hours",
+        ),
+        _ => (
+            7.0 * 86_400.0,
+            (86_400.0, "d"),
+            "days before now, one point per 12 hours",
+            "12 hours",
+        ),
+    };
+    let axis = Axis {
+        end: r.to_unix as f64,
+        span,
+        tick,
+        unit,
+        point: r.bucket_seconds as f64,
+        caption,
+        marks: r
+            .starts
+            .iter()
+            .map(|st| (st.at_unix as f64, format!("start {}", st.version)))
+            .collect(),
+    };
+    (axis, per)
+}
+
+/// The overview's four figures with their trends, and its charts.
+fn overview(s: &PerfSnapshot) -> Markup {
+    let o = &s.overview;
+    let (w, now, before) = (&o.window, &o.last_5_minutes, &o.before);
+    let end = o
+        .points
+        .last()
+        .map_or(0.0, |p| p.start_unix as f64 + p.seconds);
+    // Each point sits at the middle of the time it covers.
+    let at = |p: &MinutePoint| p.start_unix as f64 + p.seconds / 2.0;
+    let served: Vec<_> = o.points.iter().filter(|p| p.requests > 0).collect();
+    let series = |f: &dyn Fn(&MinutePoint) -> f64| -> Vec<(f64, f64)> {
+        o.points.iter().map(|p| (at(p), f(p))).collect()
+    };
+    let latency = |f: &dyn Fn(&MinutePoint) -> f64| -> Vec<(f64, f64)> {
+        served.iter().map(|p| (at(p), f(p))).collect()
+    };
+    let rss: Vec<(f64, f64)> = s
+        .memory
+        .samples
+        .iter()
+        .map(|p| (p[0] as f64, p[1] as f64))
+        .collect();
+    let rss_change = match (rss.first(), rss.last()) {
+        (Some(a), Some(b)) => b.1 - a.1,
+        _ => 0.0,
+    };
+    let span = duration(w.seconds);
+    let (axis, per) = axis_of(s, end);
+    html! {
+        @if let Some(r) = &s.range {
+            @let label = Range::parse(Some(&r.range)).map_or("", Range::label);
+            h3 { "The last " (label) " (from the history)" }
+            p.meta { "Every figure here covers the last " (label)
+                @if (r.covered_seconds as f64) < (r.to_unix - r.from_unix) as f64 - 120.0 {
+                    " (the history holds " (duration(r.covered_seconds as f64)) " of it)" }
+                ", one point per " (per) "; percentiles merged from the stored distributions, not averaged. "
+                "Dashed lines mark starts of the blog." }
+        } @else {
+            h3 { "Now: the last " (span) }
+            p.meta { "Every figure here covers the last " (span) " (one point per minute, the current minute at the right), "
+                "counting every request at any sample rate." }
+        }
+        div.cards {
+            div.card {
+                span { "Requests per second" }
+                b { (format!("{:.2}", w.requests_per_second)) "/s" }
+                (sparkline("requests per second, minute by minute", &values(&series(&|p| p.requests_per_second))))
+                small { (count_of(w.requests, "request")) ". " (change(now.requests_per_second, before.requests_per_second, before.seconds, "/s")) }
+            }
+            div.card {
+                span { "p99 response time" }
+                b { (w.p99_ms) " ms" }
+                (sparkline("p99 response time, minute by minute", &values(&latency(&|p| p.p99_ms))))
+                small { "99 % of requests were faster; p50 " (w.p50_ms) " ms. " (change(now.p99_ms, before.p99_ms, before.seconds, " ms")) }
+            }
+            div.card {
+                span { "Error rate (5xx / all requests)" }
+                b { (percent(w.error_rate)) }
+                (sparkline("server errors per minute", &values(&series(&|p| p.errors_5xx as f64))))
+                small { (count_of(w.errors_5xx, "server error")) " of " (count_of(w.requests, "request")) "; 4xx (client errors, not counted): " (int(w.client_errors_4xx)) }
+            }
+            div.card {
+                span { "Memory (RSS)" }
+                @if s.range.is_some() {
+                    b { (mib(s.memory.rss_bytes as f64)) }
+                    (sparkline("resident memory over the range", &values(&rss)))
+                    small { "now; " (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the range" }
+                } @else if s.memory.tracking {
+                    b { (mib(s.memory.rss_bytes as f64)) }
+                    (sparkline("resident memory, every 10 s", &values(&rss)))
+                    small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
+                } @else {
+                    b { "off" }
+                    small { "STARPUNK_PERF_MEMORY_TRACKING=false" }
+                }
+            }
+        }
+        div.charts {
+            (time_chart(&format!("Requests per second (each {per})"), &[Line {
+                name: "requests/s", colour: "#0b5cad", points: series(&|p| p.requests_per_second), bars: false,
+            }], &axis, true, |v| format!("{}/s", round3(v))))
+            (time_chart(&format!("Response time, ms (p50 and p99 of each {per})"), &[
+                Line { name: "p99", colour: "#c05a00", points: latency(&|p| p.p99_ms), bars: false },
+                Line { name: "p50", colour: "#0b5cad", points: latency(&|p| p.p50_ms), bars: false },
+            ], &axis, true, |v| format!("{} ms", round3(v))))
+            (time_chart(&format!("Errors per {per} (5xx server, 4xx client)"), &[
+                Line { name: "5xx", colour: "#b00020", points: series(&|p| p.errors_5xx as f64), bars: true },
+                Line { name: "4xx", colour: "#999999", points: series(&|p| p.client_errors_4xx as f64), bars: true },
+            ], &axis, true, |v| format!("{}", round3(v))))
+            @if s.memory.tracking || s.range.is_some() {
+                (time_chart(if s.range.is_some() { "Memory (RSS), MiB" } else { "Memory (RSS), MiB (a sample every 10 s)" }, &[Line {
+                    name: "RSS", colour: "#0b5cad", points: rss, bars: false,
+                }], &axis, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
+            }
+        }
+    }
+}
+
+/// The head and rows of a per-route (or per-function) latency table.
+fn endpoint_table(
+    what: &str,
+    noun: &str,
+    rows: &[EndpointStats],
+    with_responses: bool,
+    memory: bool,
+) -> Markup {
+    let head = html! { tr {
+        th { (what) } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
+        @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
+        @if memory { th { "RSS change per request" br; "(mean / worst)" } }
+    } };
+    long_table(&head, rows, TOP_ROWS, noun, |e| {
+        html! { tr {
+            td { (e.name) } td { (int(e.count)) } td { (e.mean_ms) } td { (e.p50_ms) } td { (e.p95_ms) }
+            td { (e.p99_ms) } td { (e.max_ms) }
+            @if with_responses {
+                td { (bytes(e.bytes_mean as u64)) }
+                td { (int(e.errors_5xx)) }
+                td { (int(e.client_errors_4xx)) }
+                td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
+            }
+            @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
         } }
+    })
+}
+
+/// The slowest routes over the recent window, with their p99 since start.
+fn slowest_routes(s: &PerfSnapshot) -> Markup {
+    let since: std::collections::HashMap<&str, f64> = s
+        .endpoints
+        .iter()
+        .map(|e| (e.name.as_str(), e.p99_ms))
+        .collect();
+    let head = html! { tr {
+        th { "Route" } th { "Requests" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" } th { "p99 since start" }
+    } };
+    let row = |e: &EndpointStats| {
+        html! { tr {
+            td { (e.name) } td { (int(e.count)) } td { (e.p50_ms) } td { (e.p95_ms) } td { (e.p99_ms) } td { (e.max_ms) }
+            td { @match since.get(e.name.as_str()) { Some(p) => { (p) " ms" }, None => "-" } }
+        } }
+    };
+    html! {
+        h3 { "Slowest routes, last " (duration(s.window_seconds)) }
+        @if s.endpoints_recent.is_empty() { p { "No requests in the last " (duration(s.window_seconds)) "." } }
+        @else { (long_table(&head, &s.endpoints_recent, 5, "routes", row)) }
+    }
+}
+
+/// Firing rules, shown above everything else.
+fn firing(s: &PerfSnapshot) -> Markup {
+    html! {
+        @for r in s.alerts.rules.iter().filter(|r| r.state == "firing" || r.state == "resolving") {
+            p.alert { b { "Alert firing: " } code { (r.rule) } " — now " (r.value) " " (r.unit)
+                " (threshold " (r.threshold) " " (r.unit) ")"
+                @if let Some(since) = &r.since { ", since " (since) } }
+        }
+    }
+}
+
+/// The alert rules, their states and recent events.
+fn alerts_section(s: &PerfSnapshot) -> Markup {
+    let a = &s.alerts;
+    let rule_head =
+        html! { tr { th { "Rule" } th { "State" } th { "Last minute" } th { "Threshold" } } };
+    let event_head = html! { tr { th { "Rule" } th { "Event" } th { "Value" } th { "At" } } };
+    html! {
+        h3 { "Alerts" }
+        @if a.rules.is_empty() {
+            p { "No alert rules. Set " code { "STARPUNK_PERF_ALERTS" } ", for example "
+                code { "error_rate > 1% for 5m; p99 > 500ms for 5m" } " (docs/OPERATING.md)." }
+        } @else {
+            p.meta { "Each rule's value covers the last minute; a rule fires when it has held for its duration and resolves when it has been clear as long. "
+                "Firings and resolutions are logged"
+                @if let Some(w) = &a.webhook { " and POSTed to the webhook (delivered " (int(w.delivered))
+                    ", failed " (int(w.failed)) ", dropped on a full queue " (int(w.dropped)) ")" } "." }
+            (long_table(&rule_head, &a.rules, TOP_ROWS, "rules", |r| html! { tr {
+                td { code { (r.rule) } }
+                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) } }
+                td { (r.value) " " (r.unit) }
+                td { (r.threshold) " " (r.unit) }
+            } }))
+            @if !a.events.is_empty() {
+                h3 { "Recent alert events" }
+                (long_table(&event_head, &a.events, TOP_ROWS, "events", |e| html! { tr {
+                    td { code { (e.rule) } } td { (e.state) } td { (e.value) " " (e.unit) } td { (e.at) }
+                } }))
+            }
+        }
     }
 }
 
 /// The page body for a snapshot (public for the render benchmark).
 pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let refresh = html! { meta http-equiv="refresh" content=(REFRESH_SECS); };
+    if let Some(r) = &s.range {
+        return render_range(site_name, s, r);
+    }
     if !s.enabled {
         let body = html! {
             h2 { "Performance" }
@@ -340,12 +658,6 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         };
         return views::page(site_name, "Performance", None, body).into_string();
     }
-    let p99_bars: Vec<(String, f64)> = s
-        .endpoints
-        .iter()
-        .take(12)
-        .map(|e| (e.name.clone(), e.p99_ms))
-        .collect();
     let status_bars: Vec<(String, f64)> = s
         .status_codes
         .iter()
@@ -357,11 +669,55 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         format!("since start, {} ago", duration(s.counting_seconds))
     };
     let est = s.sampling.estimated;
+    let changed = changes(s);
+    let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
+    let pattern_row = |q: &PatternStats| {
+        html! { tr {
+            td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+        } }
+    };
+    let rp_head = html! { tr { th { "Route and pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } };
+    let rp_row = |rp: &RoutePattern| {
+        html! { tr {
+            td { (rp.route) @if rp.n_plus_one { " " span.flag { "N+1" } } br; (sql(&rp.pattern)) }
+            td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
+            td { (rp.max_per_request) }
+            td { (int(rp.calls)) " / " (int(rp.requests)) }
+        } }
+    };
+    let slow_head = html! { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } };
+    let slow_row = |g: &SlowPattern| {
+        html! { tr {
+            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
+            td { @for (i, r) in g.routes.iter().enumerate() {
+                @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
+        } }
+    };
+    let each_slow_head = html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } };
+    let each_slow_row = |q: &SlowQueryView| {
+        html! { tr {
+            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) } td { (q.route) }
+        } }
+    };
+    let worst_head =
+        html! { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } };
+    let worst_row = |w: &WorstRequest| {
+        html! { tr {
+            td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
+                @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
+            td { (w.at) } td { (w.duration_ms) } td { (w.status) }
+        } }
+    };
     let body = html! {
         h2 { "Performance" }
+        (range_nav(Range::Live))
         p.meta { "Refreshes every " (REFRESH_SECS) " s. Exports: "
             a href="/admin/performance.json" { "JSON" } ", " a href="/admin/performance.csv" { "CSV" } ", "
-            a href="/metrics" { "Prometheus" } "." }
+            a href="/metrics" { "Prometheus" } ". Sections: "
+            a href="#changes" { "what changed" } ", " a href="#alerts" { "alerts" } ", " a href="#endpoints" { "routes" } ", "
+            a href="#slow-queries" { "slow queries" } ", " a href="#query-patterns" { "SQL" } ", "
+            a href="#worst-requests" { "slowest requests" } ", " a href="#memory" { "memory" } ", "
+            a href="#database" { "database" } ", " a href="#monitor" { "the monitor" } "." }
         @if est {
             p.estimate { "Sample rate " (s.sampling.rate) ": every count, rate, mean and percentile on this page is exact "
                 "(every request and statement is timed and counted). Figures marked " b { "~" } " are estimated from the "
@@ -369,78 +725,48 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 (int(s.sampling.ring_forced as u64)) " more were kept because they failed (5xx) or ran a slow statement, "
                 "and are shown in the detail tables but left out of every estimate." }
         }
-        section #overview {
-            h3 { "Overview" }
-            div.cards {
-                div.card { "Uptime" b { (duration(s.uptime_seconds)) } }
-                div.card { "Requests" b { (int(s.requests_total)) } (since) br;
-                    (format!("{:.2}", s.requests_per_second)) " per second over the last " (duration(s.window_seconds)) }
-                div.card { "Mean response" b { (s.mean_response_ms) " ms" } "all requests " (since) }
-                div.card { "p99 response" b { (s.p99_response_ms) " ms" } "99 % of requests were faster" }
-                div.card { "Error rate (5xx)" b { (percent(s.error_rate)) }
-                    (int(s.errors_5xx)) " server errors of " (int(s.requests_total)) " requests" br;
-                    "4xx: " (percent(s.client_error_rate)) " (" (int(s.client_errors_4xx)) ")" }
-                div.card { "Memory (RSS)" b { @if s.memory.tracking { (mib(s.memory.rss_bytes as f64)) } @else { "off" } } }
-                div.card { "Ring buffer" b { (int(s.buffer.len as u64)) " / " (int(s.buffer.capacity as u64)) " records" }
-                    (int(s.buffer.overwritten)) " overwritten (replaced by newer ones, as designed)" br;
-                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" }
-                div.card { "Monitor cost" b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
-                    (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" }
+        (firing(s))
+        section #overview { (overview(s)) }
+        section #changes {
+            h3 { "What changed" }
+            @if changed.is_empty() {
+                p { "Nothing worth a look: the last " (duration(s.overview.last_5_minutes.seconds))
+                    " look like the time before, no server errors and no slow statements in the last "
+                    (duration(s.overview.window.seconds)) "." }
+            } @else {
+                ul { @for c in &changed { li { (c) } } }
             }
-            p.meta { "Configuration: sample rate " (s.config.sample_rate) ", slow query threshold "
-                (s.config.slow_query_threshold) " s, buffer " (int(s.config.buffer_size as u64)) " records, memory tracking "
-                (s.config.memory_tracking) ", query log " (s.config.log_queries) ", series "
-                (s.monitor.series) " / " (s.monitor.series_capacity) "." }
+            (slowest_routes(s))
         }
+        section #alerts { (alerts_section(s)) }
         section #endpoints {
-            h3 { "Endpoint performance (" (since) ")" }
-            (bar_chart("p99 by route, ms (since start)", &p99_bars, |v| format!("{v:.2} ms")))
-            (endpoint_table(&s.endpoints, true, s.memory.tracking))
-            h3 { "Endpoint performance (last " (duration(s.window_seconds)) ")" }
-            (endpoint_table(&s.endpoints_recent, false, false))
-            h3 { "Named functions" }
-            (endpoint_table(&s.functions, false, false))
+            h3 { "Routes (" (since) ")" }
+            p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }
+            (endpoint_table("Route", "routes", &s.endpoints, true, s.memory.tracking))
+            h3 { "Named functions (" (since) ")" }
+            p.meta { "Work timed inside requests: password checks, search, feed generation, note writes." }
+            (endpoint_table("Function", "functions", &s.functions, false, false))
         }
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
-            @if s.slow_queries.is_empty() { p { "None." } }
-            @else {
+            @if s.slow_queries.is_empty() {
+                p { "None. The threshold is STARPUNK_PERF_SLOW_QUERY_THRESHOLD (" (s.config.slow_query_threshold)
+                    " s); " code { "starpunk tune" } " suggests one from this blog's statement times." }
+            } @else {
                 p.meta { "The last " (s.slow_queries.len()) " slow statements, grouped by pattern." }
-                div.scroll { table {
-                    thead { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } }
-                    tbody { @for g in &s.slow_patterns { tr {
-                        td { (g.pattern) } td { (g.count) } td { (g.worst_ms) } td { (g.last_at) }
-                        td.wrap { @for (i, r) in g.routes.iter().enumerate() {
-                            @if i > 0 { ", " } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
-                    } } }
-                } }
+                (long_table(&slow_head, &s.slow_patterns, TOP_ROWS, "patterns", slow_row))
                 details {
                     summary { "Every slow statement (" (s.slow_queries.len()) ")" }
-                    div.scroll { table {
-                        thead { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } }
-                        tbody { @for q in &s.slow_queries { tr { td { (q.pattern) } td { (q.at) } td { (q.duration_ms) } td { (q.route) } } } }
-                    } }
+                    (long_table(&each_slow_head, &s.slow_queries, usize::MAX, "statements", each_slow_row))
                 }
             }
         }
         section #query-patterns {
-            h3 { "Query patterns (" (since) ")" }
-            div.scroll { table {
-                thead { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } }
-                tbody { @for q in &s.query_patterns { tr {
-                    td { (q.pattern) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
-                } } }
-            } }
+            h3 { "SQL patterns (" (since) ")" }
+            p.meta { "Statements with their literal values taken out, by total time." }
+            (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", pattern_row))
             h3 { "Routes x patterns (the sampled requests in the ring buffer)" }
-            div.scroll { table {
-                thead { tr { th { "Route / pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } }
-                tbody { @for rp in &s.route_patterns { tr {
-                    td { (rp.route) br; (rp.pattern) @if rp.n_plus_one { " " span.flag { "N+1" } } }
-                    td { @if rp.estimated { abbr title="estimated from the sampled requests in the ring" { "~" } } (rp.per_request) }
-                    td { (rp.max_per_request) }
-                    td { (int(rp.calls)) " / " (int(rp.requests)) }
-                } } }
-            } }
+            (long_table(&rp_head, &s.route_patterns, TOP_ROWS, "pairs", rp_row))
         }
         section #worst-requests {
             h3 { "Where the slowest requests spent their time" }
@@ -451,24 +777,16 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @for w in &s.recent_errors { (request_details(w, false)) }
             }
             h3 { "Slowest recent requests (in the ring buffer)" }
-            div.scroll { table {
-                thead { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } }
-                tbody { @for w in s.worst_requests.iter().take(30) { tr {
-                    td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
-                        @for (p, n) in &w.queries { br; small { (n) " x " (p) } } }
-                    td { (w.at) } td { (w.duration_ms) } td { (w.status) }
-                } } }
-            } }
+            (long_table(&worst_head, &s.worst_requests[..s.worst_requests.len().min(30)], TOP_ROWS, "requests", worst_row))
         }
         section #memory {
             h3 { "Memory" }
             @if s.memory.tracking {
-                p { "RSS " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
+                p { "Resident memory (RSS) " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
                     (mib(s.memory.hwm_bytes as f64)) ", change over the last "
                     (duration(s.memory.window_seconds as f64)) " "
-                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) "." }
-                (line_chart("RSS, MiB, last 15 minutes", &s.memory.samples))
-                p.meta { "The RSS change per request of each route is in the endpoint table above"
+                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) ". The chart is in the overview above." }
+                p.meta { "The RSS change per request of each route is in the routes table"
                     @if est { " (~: measured on sampled requests only)" } "." }
             } @else {
                 p { "Memory tracking is off (STARPUNK_PERF_MEMORY_TRACKING)." }
@@ -477,23 +795,229 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #database {
             h3 { "Database" }
             div.cards {
-                div.card { "Pool" b { (s.database.pool_in_use) " / " (s.database.pool_size) } "connections in use" }
-                div.card { "Queries per second" b { (format!("{:.2}", s.database.queries_per_second)) } (since) }
-                div.card { "Cache hit rate" b { @match s.database.cache_hit_rate { Some(r) => { (format!("{:.1}", r * 100.0)) " %" }, None => "n/a" } } }
-                div.card { "Database file" b { (bytes(s.database.db_bytes)) } "WAL " (bytes(s.database.wal_bytes)) }
+                div.card { span { "Connections in use" } b { (s.database.pool_in_use) " of " (s.database.pool_size) } }
+                div.card { span { "Statements per second" } b { (format!("{:.2}", s.database.queries_per_second)) } small { (since) } }
+                div.card { span { "Page cache hit rate" } b { @match s.database.cache_hit_rate { Some(r) => { (format!("{:.1}", r * 100.0)) " %" }, None => "none yet" } }
+                    small { "reads served from SQLite's cache" } }
+                div.card { span { "Database file" } b { (bytes(s.database.db_bytes)) } small { "write-ahead log " (bytes(s.database.wal_bytes)) } }
             }
-            h3 { "Status codes (" (since) ")" }
-            (bar_chart("Responses by status", &status_bars, |v| int(v as u64)))
+            h3 { "Responses by status (" (since) ")" }
+            (bar_chart("Responses by status code", &status_bars, |v| int(v as u64)))
+        }
+        section #monitor {
+            h3 { "The monitor" }
+            div.cards {
+                div.card { span { "Uptime" } b { (duration(s.uptime_seconds)) } small { "counts " (since) } }
+                div.card { span { "Requests" } b { (int(s.requests_total)) } small { (since) } }
+                div.card { span { "Ring buffer (detail records)" } b { (int(s.buffer.len as u64)) " of " (int(s.buffer.capacity as u64)) }
+                    small { (int(s.buffer.overwritten)) " overwritten (replaced by newer ones, as designed); "
+                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" } }
+                div.card { span { "Cost" } b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
+                    small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
+            }
+            p.meta { "History: "
+                @if s.history.days == 0 { "off (STARPUNK_PERF_HISTORY_DAYS=0: nothing is written to disk)" }
+                @else if s.history.ok { (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk" }
+                @else { span.error { "unavailable: " (s.history.error.as_deref().unwrap_or("not open")) } " (the blog runs without it)" }
+                "." }
+            p.meta { "Configuration: sample rate " (s.config.sample_rate) ", slow query threshold "
+                (s.config.slow_query_threshold) " s, buffer " (int(s.config.buffer_size as u64)) " records, memory tracking "
+                (s.config.memory_tracking) ", query log " (s.config.log_queries) ", series "
+                (s.monitor.series) " of " (s.monitor.series_capacity) "." }
         }
     };
     views::page(site_name, "Performance", Some(refresh), body).into_string()
 }
 
-/// `GET /admin/performance`.
+/// `GET /admin/performance?range=`.
 pub fn page(app: &App, req: &Request) -> WebResult {
     if let Err(r) = guard(app, req, true)? {
         return Ok(r);
     }
-    let s = snapshot(app);
-    Ok(Response::html(render(&app.config.site_name, &s)).with_no_cache())
+    let range = match range_of(req) {
+        Ok(r) => r,
+        Err(r) => return Ok(r),
+    };
+    let html = match snapshot_for(app, range) {
+        Ok(s) => render(&app.config.site_name, &s),
+        Err(why) => {
+            let body = html! {
+                h2 { "Performance" }
+                (range_nav(range))
+                p { "No " (range.label()) " view: " (why) "." }
+            };
+            views::page(&app.config.site_name, "Performance", None, body).into_string()
+        }
+    };
+    Ok(Response::html(html).with_no_cache())
+}
+
+/// Links to every range, the current one in bold.
+fn range_nav(current: Range) -> Markup {
+    html! {
+        nav.ranges aria-label="Time range" {
+            "Range: "
+            @for (i, r) in Range::ALL.iter().enumerate() {
+                @if i > 0 { " · " }
+                @if *r == current { b { (r.label()) } }
+                @else { a href={ "/admin/performance?range=" (r.name()) } { (r.label()) } }
+            }
+        }
+    }
+}
+
+/// The current version against the previous one, per route.
+fn compare_section(c: &Compare) -> Markup {
+    let head = html! { tr {
+        th { "Route" } th { "Requests" br; "before / now" } th { "p50 ms" br; "before / now" }
+        th { "p99 ms" br; "before / now" } th { "Error rate" br; "before / now" }
+    } };
+    html! {
+        h3 { "This version against the previous one" }
+        p.meta { "Version " (c.current) " (since " (c.current_since) ") against " (c.previous)
+            ", each over all the history holds of it." }
+        (long_table(&head, &c.routes, TOP_ROWS, "routes", |r| html! { tr {
+            td { (r.route) }
+            td { (int(r.requests[0])) " / " (int(r.requests[1])) }
+            td { (r.p50_ms[0]) " / " (r.p50_ms[1]) }
+            td { (r.p99_ms[0]) " / " (r.p99_ms[1])
+                @if r.p99_ms[0] > 0.0 && r.p99_ms[1] > 1.5 * r.p99_ms[0] && r.requests[1] >= 10 { " " span.flag { "slower" } } }
+            td { (percent(r.error_rate[0])) " / " (percent(r.error_rate[1])) }
+        } }))
+    }
+}
+
+/// The page over a range from the history: the overview, routes and
+/// patterns over the range, starts, and the version comparison.
+fn render_range(
+    site_name: &str,
+    s: &PerfSnapshot,
+    r: &crate::monitoring::range::RangeInfo,
+) -> String {
+    let range = Range::parse(Some(&r.range)).unwrap_or(Range::Live);
+    let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
+    let body = html! {
+        h2 { "Performance" }
+        (range_nav(range))
+        p.meta { "Exports: " a href={ "/admin/performance.json?range=" (r.range) } { "JSON of this range" } ". "
+            "From the history (" (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk"
+            @if let Some(e) = &s.history.error { "; " span.error { "last error: " (e) } } "). "
+            "Slow queries, the slowest requests with their timelines, routes x patterns and the database are live views: see "
+            a href="/admin/performance" { "15 min (live)" } "." }
+        (firing(s))
+        section #overview { (overview(s)) }
+        section #alerts { (alerts_section(s)) }
+        section #endpoints {
+            h3 { "Routes over the last " (range.label()) }
+            p.meta { "Latency in milliseconds; statuses by class (the history keeps classes, not codes)." }
+            (endpoint_table("Route", "routes", &s.endpoints, true, false))
+        }
+        section #query-patterns {
+            h3 { "SQL patterns over the last " (range.label()) }
+            (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", |q| html! { tr {
+                td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+            } }))
+        }
+        section #deploys {
+            h3 { "Starts" }
+            @if r.starts.is_empty() { p { "No start of the blog in this range." } }
+            @else { ul { @for st in &r.starts { li { (st.at) ": version " (st.version) } } } }
+            @if let Some(c) = &r.compare { (compare_section(c)) }
+            @else { p.meta { "The history holds one version only: nothing to compare yet." } }
+        }
+    };
+    views::page(site_name, "Performance", None, body).into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitoring::trend::PeriodFigures;
+
+    fn period(seconds: f64, requests: u64, p99_ms: f64) -> PeriodFigures {
+        PeriodFigures {
+            seconds,
+            requests,
+            requests_per_second: requests as f64 / seconds,
+            p99_ms,
+            ..PeriodFigures::default()
+        }
+    }
+
+    #[test]
+    fn what_changed_names_a_slower_period_and_slower_routes() {
+        let mut s = PerfSnapshot {
+            enabled: true,
+            window_seconds: 900.0,
+            ..PerfSnapshot::default()
+        };
+        s.overview.before = period(600.0, 600, 4.0);
+        s.overview.last_5_minutes = period(300.0, 300, 12.0);
+        let route = |count, p99_ms| EndpointStats {
+            name: "GET /".into(),
+            count,
+            p99_ms,
+            ..EndpointStats::default()
+        };
+        s.endpoints = vec![route(5_000, 3.0)];
+        s.endpoints_recent = vec![route(900, 12.0)];
+        let c = changes(&s);
+        assert!(
+            c.iter().any(|l| l
+                == "p99 response time: 12 ms in the last 5 min, up 200 % on the 10 min before (4 ms)."),
+            "{c:?}"
+        );
+        assert!(
+            !c.iter().any(|l| l.starts_with("Requests per second")),
+            "steady: {c:?}"
+        );
+        assert!(
+            c.iter()
+                .any(|l| l.starts_with("GET / is slower now: p99 12 ms")),
+            "{c:?}"
+        );
+        // The same figures in both periods: nothing to say.
+        s.overview.last_5_minutes = period(300.0, 300, 4.0);
+        s.endpoints_recent = vec![route(900, 3.0)];
+        assert!(changes(&s).is_empty());
+        assert!(render("Blog", &s).contains("Nothing worth a look"));
+    }
+
+    #[test]
+    fn long_tables_fold_and_stop_at_a_hundred_rows() {
+        let rows: Vec<u32> = (0..150).collect();
+        let head = html! { tr { th { "n" } } };
+        let page = long_table(
+            &head,
+            &rows,
+            10,
+            "rows",
+            |n| html! { tr { td { "row " (n) } } },
+        )
+        .into_string();
+        assert!(page.contains("Show 90 more rows"), "{page}");
+        assert!(page.contains("row 99<") && !page.contains("row 100<"));
+        assert!(page.contains("And 50 more in the"));
+        let short = long_table(
+            &head,
+            &rows[..3],
+            10,
+            "rows",
+            |n| html! { tr { td { (n) } } },
+        )
+        .into_string();
+        assert!(!short.contains("<details"));
+    }
+
+    #[test]
+    fn long_sql_is_cut_between_words_with_the_whole_on_demand() {
+        let long = "SELECT id, slug, content, published_at FROM notes WHERE deleted_at IS NULL ORDER BY published_at DESC";
+        let m = sql(long).into_string();
+        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id, slug, content, published_at FROM ..."), "{m}");
+        assert!(m.contains(&format!("<code>{long}</code>")));
+        assert_eq!(
+            sql("SELECT 1").into_string(),
+            "<div class=\"sql\"><code>SELECT 1</code></div>"
+        );
+    }
 }

@@ -106,6 +106,13 @@ pub fn render(app: &App) -> String {
         inner.recorder.sampler().rate(),
     );
 
+    scalar(
+        &mut out,
+        ("starpunk_db_slow_queries_total", "counter"),
+        "SQL statements over STARPUNK_PERF_SLOW_QUERY_THRESHOLD (every one, at any sample rate).",
+        inner.slow_queries_total(),
+    );
+
     let with_data = |category: Category| -> Vec<_> {
         reg.iter()
             .filter(|(_, e)| e.category == category && e.value.count() > 0)

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod charts;
 pub mod dashboard;
 pub mod feeds;
 pub mod markdown;

@@ -18,17 +18,29 @@ textarea { width: 100%; min-height: 8rem; font: inherit; }
 input[type=text], input[type=password], input[type=search] { font: inherit; padding: .3rem; }
 button { font: inherit; padding: .3rem .8rem; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
-th, td { border-bottom: 1px solid var(--line); padding: .25rem .4rem; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 12rem; overflow-wrap: break-word; }
-th.wrap, td.wrap { white-space: normal; min-width: 7rem; }
+th, td { border-bottom: 1px solid var(--line); padding: .25rem .4rem; text-align: right; white-space: nowrap; vertical-align: top; }
+th { vertical-align: bottom; }
+/* The first column names the row: it wraps between words only, and stays in
+   view while a wide table scrolls sideways on a narrow screen. */
+th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 9rem; position: sticky; left: 0; background: var(--bg); }
+div.sql, details.sql { font-size: .8rem; white-space: normal; margin: 0; }
+details.sql > code { display: block; margin: .1rem 0 .3rem 1rem; max-width: 40rem; }
 .estimate { background: #fff8e1; border-left: 3px solid #e0a800; padding: .5rem .7rem; }
 abbr { text-decoration: none; font-weight: bold; cursor: help; }
-details { margin: .4rem 0; } summary { cursor: pointer; overflow-wrap: anywhere; }
+details { margin: .4rem 0; } summary { cursor: pointer; }
+details.more > summary { color: var(--accent); }
 .scroll { overflow-x: auto; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); gap: .6rem; }
 .card { border: 1px solid var(--line); border-radius: .4rem; padding: .5rem; }
-.card b { display: block; font-size: 1.2rem; }
+.card > span, .card > small { display: block; color: var(--muted); }
+.card > span { font-size: .85rem; }
+.card b { display: block; font-size: 1.3rem; }
+svg.spark { display: block; width: 100%; height: 1.8rem; margin: .2rem 0; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr)); gap: 1rem; margin-top: 1rem; }
+svg.timeline { max-width: 32rem; }
 .flag { color: var(--warn); font-weight: bold; }
+nav.ranges { margin: .3rem 0 .8rem; }
+.alert { background: #fde8ea; border-left: 3px solid var(--warn); padding: .5rem .7rem; }
 .error { color: var(--warn); }
 svg { max-width: 100%; height: auto; }
 section { margin: 1.5rem 0; }

@@ -13,14 +13,17 @@ pub const TOKEN: &str = "micropub-token-0123456789";
 pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 /// The `id`s of the dashboard's sections.
-pub const DASHBOARD_SECTIONS: [&str; 7] = [
+pub const DASHBOARD_SECTIONS: [&str; 10] = [
     "overview",
+    "changes",
+    "alerts",
     "endpoints",
     "slow-queries",
     "query-patterns",
     "worst-requests",
     "memory",
     "database",
+    "monitor",
 ];
 
 pub struct Blog {
@@ -92,6 +95,24 @@ pub fn start_with(
         base: format!("http://127.0.0.1:{port}"),
         running: Some(running),
         dir,
+    }
+}
+
+/// A blog on `dir` (kept by [`Blog::stop_keeping_data`] for a restart).
+pub fn start_in(dir: &std::path::Path, perf: PerfConfig) -> Blog {
+    let mut cfg = config("in-dir", perf);
+    cfg.data_dir = dir.to_path_buf();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    cfg.bind = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.site_url = format!("http://127.0.0.1:{port}");
+    let (app, generated) = app::build(cfg).unwrap();
+    let running = app::serve(app, generated).unwrap();
+    Blog {
+        base: format!("http://127.0.0.1:{port}"),
+        running: Some(running),
+        dir: dir.to_path_buf(),
     }
 }
 
@@ -168,6 +189,16 @@ impl Blog {
             .unwrap();
         assert_eq!(resp.status(), 201);
         resp.header("Location").unwrap().to_string()
+    }
+}
+
+impl Blog {
+    /// Stops the server and leaves its data directory in place.
+    pub fn stop_keeping_data(mut self) {
+        if let Some(r) = self.running.take() {
+            r.server.stop();
+        }
+        self.dir = PathBuf::new();
     }
 }
 

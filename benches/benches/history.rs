@@ -1,0 +1,195 @@
+//! The history's cost, as a documented load run: 40 active series (20
+//! routes, 20 query patterns) written minute by minute for 7 simulated days
+//! ending now, then the 7-day dashboard built from it.
+//!
+//! `cargo bench -p starpunk-benches --bench history`
+//!
+//! Prints bytes per day of minute rows and of hour rows, the file's size,
+//! the ceiling for a retention, the time per minute's write, and the server
+//! time of the 7-day view (snapshot from the history + render).
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use starpunk::config::PerfConfig;
+use starpunk::monitoring::history::{Cumulative, History, KIND_PATTERN, KIND_ROUTE};
+use starpunk::monitoring::range::Range;
+use starpunk::monitoring::snapshot::DatabaseView;
+use starpunk::monitoring::Monitor;
+use starpunk::web::dashboard;
+
+const SERIES: usize = 40;
+const DAYS: i64 = 7;
+
+struct Series {
+    kind: i64,
+    name: String,
+    latency: Histogram<u64>,
+    c: Cumulative,
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("starpunk-history-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let layout = starpunk_perf::RecorderConfig::default().layout;
+    let empty = starpunk_perf::new_hdr(&layout);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now - now % 60 - DAYS * 86_400;
+    let mut history = History::open(&dir, 30, "bench", start, empty.clone()).unwrap();
+    let mut series: Vec<Series> = (0..SERIES)
+        .map(|i| Series {
+            kind: if i < SERIES / 2 {
+                KIND_ROUTE
+            } else {
+                KIND_PATTERN
+            },
+            name: if i < SERIES / 2 {
+                format!("GET /route/{i}/{{slug}}")
+            } else {
+                format!("SELECT a, b, c FROM table_{i} WHERE id = ? AND published_at < ?")
+            },
+            latency: empty.clone(),
+            c: Cumulative::default(),
+        })
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let minutes = DAYS * 1_440;
+    let mut write_time = Duration::ZERO;
+    let mut day_one_bytes = 0;
+    for m in 0..minutes {
+        for s in series.iter_mut() {
+            // 1 to 20 events a minute, 0.1 ms to ~50 ms, skewed fast.
+            for _ in 0..1 + rnd() % 20 {
+                let r = rnd();
+                let ns = 100_000 + (r % 1_000) * (r % 1_000) * 50;
+                s.latency.saturating_record(ns);
+                s.c.count += 1;
+                s.c.sum_ns += ns;
+                s.c.bytes += 2_000 + r % 5_000;
+                s.c.rows += r % 10;
+                if r % 200 == 0 {
+                    s.c.errors_5xx += 1;
+                } else if r % 50 == 0 {
+                    s.c.errors_4xx += 1;
+                }
+            }
+            s.c.buckets = s
+                .latency
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect();
+        }
+        let batch = series
+            .iter()
+            .map(|s| (s.kind, s.name.clone(), s.c.clone()))
+            .collect();
+        let t = Instant::now();
+        history
+            .write_minute(start + m * 60, batch, (m as u64) / 10, 50 << 20)
+            .unwrap();
+        write_time += t.elapsed();
+        if m == 1_439 {
+            day_one_bytes = checkpointed_bytes(&dir);
+        }
+    }
+    drop(history);
+    let total = checkpointed_bytes(&dir);
+    // After 7 days: 25 hours of minute rows and 7 days of hour rows.
+    let hour_rows_per_day = (total as f64 - day_one_bytes as f64 * 25.0 / 24.0) / DAYS as f64;
+
+    let monitor = Monitor::new(&PerfConfig {
+        monitoring_enabled: true,
+        history_days: 30,
+        ..PerfConfig::default()
+    });
+    monitor.open_history(&dir);
+    let snap = monitor
+        .range_snapshot(Range::Week, DatabaseView::default())
+        .unwrap();
+    assert_eq!(snap.endpoints.len(), SERIES / 2);
+    assert_eq!(snap.query_patterns.len(), SERIES / 2);
+    {
+        let h = monitor.history().unwrap();
+        let store = h.store.as_ref().unwrap();
+        let t = Instant::now();
+        let rows = store
+            .reader()
+            .rows_for_range_coarse(now - 7 * 86_400, now + 60, None)
+            .unwrap();
+        println!(
+            "  reading the 7 days' rows:      {:.1} ms ({} rows)",
+            t.elapsed().as_secs_f64() * 1e3,
+            rows.len()
+        );
+    }
+    let runs = 5;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut views = Vec::new();
+    for range in [Range::Day, Range::Week] {
+        let (mut snapshot_ms, mut render_ms) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let t = Instant::now();
+            let s = monitor
+                .range_snapshot(range, DatabaseView::default())
+                .unwrap();
+            snapshot_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let page = dashboard::render("Bench", &s);
+            render_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(page.contains("(from the history)"));
+        }
+        views.push((range.label(), median(snapshot_ms), median(render_ms)));
+    }
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    println!("history load run: {SERIES} series, {minutes} minutes ({DAYS} days)");
+    println!(
+        "  minute rows, one day:          {:.2} MiB",
+        mib(day_one_bytes as f64)
+    );
+    println!(
+        "  hour rows, per day:            {:.3} MiB",
+        mib(hour_rows_per_day)
+    );
+    println!(
+        "  file after {DAYS} days:             {:.2} MiB",
+        mib(total as f64)
+    );
+    for days in [7.0, 30.0, 365.0] {
+        println!(
+            "  ceiling at {days:>3} days retention:  {:.1} MiB",
+            mib(day_one_bytes as f64 * 25.0 / 24.0 + hour_rows_per_day * days)
+        );
+    }
+    println!(
+        "  write per minute (ticker):     {:.2} ms mean",
+        write_time.as_secs_f64() * 1e3 / minutes as f64
+    );
+    for (label, snapshot, render) in views {
+        println!(
+            "  {label} view: snapshot {snapshot:.1} ms, render {render:.1} ms (median of {runs})"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The file's size once the write-ahead log is folded in.
+fn checkpointed_bytes(dir: &std::path::Path) -> u64 {
+    let conn = rusqlite::Connection::open(dir.join("perf-history.sqlite3")).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    History::bytes(dir)
+}

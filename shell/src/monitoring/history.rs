@@ -1,0 +1,818 @@
+//! Opt-in history (`STARPUNK_PERF_HISTORY_DAYS`): aggregates only, in a
+//! SQLite file of its own (`perf-history.sqlite3` in the data directory).
+//!
+//! Once a minute the ticker writes, in one transaction, a row per route and
+//! per query pattern that saw traffic in that minute (counts, 5xx and 4xx,
+//! bytes, rows, the exact sum of latencies and the latency distribution as
+//! an hdrhistogram V2 blob), plus a row for all requests with the slow
+//! statements and RSS. Minute rows are kept 24 hours; each complete hour is
+//! rolled up into hour rows (histograms merged, so percentiles over any
+//! range are exact merges), kept for the configured days. Each start
+//! records the version. Nothing here runs on the request path, and a
+//! failing history file never stops the blog: the error is kept and shown.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use rusqlite::{params, Connection};
+
+/// Row kinds.
+pub const KIND_ALL: i64 = 0;
+/// A route's row.
+pub const KIND_ROUTE: i64 = 1;
+/// A query pattern's row.
+pub const KIND_PATTERN: i64 = 2;
+
+/// Seconds per minute row and per hour row.
+pub const MINUTE: i64 = 60;
+/// Seconds per hour row.
+pub const HOUR: i64 = 3600;
+/// How long minute rows are kept (a day, and an hour for the roll-up).
+const MINUTES_KEPT: i64 = 25 * HOUR;
+
+/// The file's name in the data directory.
+pub const FILE: &str = "perf-history.sqlite3";
+
+/// Cumulative figures of one series (since start or the last clear).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cumulative {
+    /// Events.
+    pub count: u64,
+    /// Sum of latencies, ns.
+    pub sum_ns: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub errors_4xx: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Rows returned or changed.
+    pub rows: u64,
+    /// Latency buckets `(value ns, count)`, ascending.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// One stored row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Unix seconds at the row's start.
+    pub start: i64,
+    /// [`MINUTE`] or [`HOUR`].
+    pub resolution: i64,
+    /// [`KIND_ALL`], [`KIND_ROUTE`] or [`KIND_PATTERN`].
+    pub kind: i64,
+    /// Route template or pattern; empty for [`KIND_ALL`].
+    pub name: String,
+    /// Events.
+    pub count: u64,
+    /// Sum of latencies, ns.
+    pub sum_ns: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub errors_4xx: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Rows returned or changed.
+    pub rows: u64,
+    /// Slow statements ([`KIND_ALL`] only).
+    pub slow: u64,
+    /// Resident memory at the row's end, bytes ([`KIND_ALL`] only; 0:
+    /// unknown).
+    pub rss: u64,
+    /// The latency distribution.
+    pub latency: Histogram<u64>,
+}
+
+/// The history file and what the last minute's write left behind.
+pub struct History {
+    conn: Connection,
+    days: u32,
+    /// Cumulative figures at the last write, per (kind, name).
+    last: HashMap<(i64, String), Cumulative>,
+    last_slow: u64,
+    /// An empty histogram of the series' layout.
+    empty: Histogram<u64>,
+    /// The next hour boundary, when the roll-up and pruning run again.
+    next_roll_up: i64,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl History {
+    /// Opens (or creates) the history in `dir`, records this start of
+    /// `version` at `now` and prunes what is past retention.
+    pub fn open(
+        dir: &Path,
+        days: u32,
+        version: &str,
+        now: i64,
+        empty: Histogram<u64>,
+    ) -> Result<History, String> {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // Deleted rows (a logout's clear) are overwritten, not left in free
+        // pages.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS starts (
+                 at INTEGER NOT NULL,
+                 version TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS rows (
+                 resolution INTEGER NOT NULL,
+                 start INTEGER NOT NULL,
+                 kind INTEGER NOT NULL,
+                 name TEXT NOT NULL,
+                 count INTEGER NOT NULL,
+                 sum_ns INTEGER NOT NULL,
+                 errors_5xx INTEGER NOT NULL,
+                 errors_4xx INTEGER NOT NULL,
+                 bytes INTEGER NOT NULL,
+                 rows INTEGER NOT NULL,
+                 slow INTEGER NOT NULL,
+                 rss INTEGER NOT NULL,
+                 latency BLOB NOT NULL,
+                 PRIMARY KEY (resolution, start, kind, name)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        let integrity: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(err)?;
+        if integrity != "ok" {
+            return Err(format!("{} is damaged ({integrity})", path.display()));
+        }
+        conn.execute(
+            "INSERT INTO starts (at, version) VALUES (?1, ?2)",
+            params![now, version],
+        )
+        .map_err(err)?;
+        let mut h = History {
+            conn,
+            days,
+            last: HashMap::new(),
+            last_slow: 0,
+            empty,
+            next_roll_up: 0,
+        };
+        h.roll_up_and_prune(now)?;
+        Ok(h)
+    }
+
+    /// Writes the minute that starts at `start`: per series, the change
+    /// since the last write (a series whose counts fell was cleared: its
+    /// figures count from zero); `slow` and `rss` for all requests. One
+    /// transaction: a crash loses at most this minute.
+    pub fn write_minute(
+        &mut self,
+        start: i64,
+        series: Vec<(i64, String, Cumulative)>,
+        slow_total: u64,
+        rss: u64,
+    ) -> Result<(), String> {
+        let mut all = self.empty.clone();
+        let mut total = Cumulative::default();
+        let mut rows = Vec::new();
+        // What this minute leaves behind, kept only once it is committed:
+        // a failed write is retried with the next minute's figures.
+        let mut next_last = Vec::new();
+        for (kind, name, now) in series {
+            let before = self.last.get(&(kind, name.clone()));
+            let cleared = before.is_some_and(|b| now.count < b.count);
+            let zero = Cumulative::default();
+            let b = if cleared {
+                &zero
+            } else {
+                before.unwrap_or(&zero)
+            };
+            let delta = Cumulative {
+                count: now.count.saturating_sub(b.count),
+                sum_ns: now.sum_ns.wrapping_sub(b.sum_ns),
+                errors_5xx: now.errors_5xx.saturating_sub(b.errors_5xx),
+                errors_4xx: now.errors_4xx.saturating_sub(b.errors_4xx),
+                bytes: now.bytes.saturating_sub(b.bytes),
+                rows: now.rows.saturating_sub(b.rows),
+                buckets: difference(&b.buckets, &now.buckets),
+            };
+            next_last.push(((kind, name.clone()), now));
+            if delta.count == 0 {
+                continue;
+            }
+            let mut latency = self.empty.clone();
+            for &(v, n) in &delta.buckets {
+                latency.saturating_record_n(v, n);
+            }
+            if kind == KIND_ROUTE {
+                let _ = all.add(&latency);
+                total.count = total.count.saturating_add(delta.count);
+                total.sum_ns = total.sum_ns.wrapping_add(delta.sum_ns);
+                total.errors_5xx = total.errors_5xx.saturating_add(delta.errors_5xx);
+                total.errors_4xx = total.errors_4xx.saturating_add(delta.errors_4xx);
+                total.bytes = total.bytes.saturating_add(delta.bytes);
+            }
+            rows.push((kind, name, delta, latency));
+        }
+        let slow = if slow_total < self.last_slow {
+            slow_total
+        } else {
+            slow_total - self.last_slow
+        };
+        let mut slow_extra: u64 = 0;
+        rows.push((KIND_ALL, String::new(), total, all));
+        // A minute already written (by an earlier run of the blog in the
+        // same minute): add to it rather than replace it.
+        let existing = self
+            .reader()
+            .rows_between(MINUTE, start, start + MINUTE, None)?;
+        for old in existing {
+            if let Some((_, _, d, latency)) = rows
+                .iter_mut()
+                .find(|(k, n, _, _)| *k == old.kind && *n == old.name)
+            {
+                d.count = d.count.saturating_add(old.count);
+                d.sum_ns = d.sum_ns.wrapping_add(old.sum_ns);
+                d.errors_5xx = d.errors_5xx.saturating_add(old.errors_5xx);
+                d.errors_4xx = d.errors_4xx.saturating_add(old.errors_4xx);
+                d.bytes = d.bytes.saturating_add(old.bytes);
+                d.rows = d.rows.saturating_add(old.rows);
+                let _ = latency.add(&old.latency);
+                if old.kind == KIND_ALL {
+                    slow_extra = slow_extra.saturating_add(old.slow);
+                }
+            }
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+                     errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .map_err(err)?;
+            for (kind, name, d, latency) in &rows {
+                let (slow, rss) = if *kind == KIND_ALL {
+                    (slow + slow_extra, rss)
+                } else {
+                    (0, 0)
+                };
+                insert
+                    .execute(params![
+                        MINUTE,
+                        start,
+                        kind,
+                        name,
+                        d.count as i64,
+                        d.sum_ns as i64,
+                        d.errors_5xx as i64,
+                        d.errors_4xx as i64,
+                        d.bytes as i64,
+                        d.rows as i64,
+                        slow as i64,
+                        rss as i64,
+                        serialize(latency)?,
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.last.extend(next_last);
+        self.last_slow = slow_total;
+        if start + MINUTE >= self.next_roll_up {
+            self.roll_up_and_prune(start + MINUTE)?;
+        }
+        Ok(())
+    }
+
+    /// Rolls every complete hour that has minute rows and no hour rows
+    /// into hour rows, then deletes minute rows past a day and hour rows
+    /// past retention.
+    fn roll_up_and_prune(&mut self, now: i64) -> Result<(), String> {
+        let current_hour = now - now.rem_euclid(HOUR);
+        self.next_roll_up = current_hour + HOUR;
+        let hours: Vec<i64> = {
+            let mut q = self
+                .conn
+                .prepare_cached(
+                    "SELECT DISTINCT start - (start % 3600) AS h FROM rows
+                     WHERE resolution = 60 AND start < ?1
+                     AND h NOT IN (SELECT start FROM rows WHERE resolution = 3600)",
+                )
+                .map_err(err)?;
+            let hours = q
+                .query_map([current_hour], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            hours
+        };
+        for hour in hours {
+            // An hour that cannot be rolled up (a damaged row) is logged and
+            // left; the others, and pruning, go on.
+            if let Err(e) = self.roll_up(hour) {
+                eprintln!("starpunk: performance history: hour {hour} not rolled up ({e})");
+            }
+        }
+        self.conn
+            .execute(
+                "DELETE FROM rows WHERE (resolution = 60 AND start < ?1)
+                 OR (resolution = 3600 AND start < ?2)",
+                params![now - MINUTES_KEPT, now - i64::from(self.days) * 86_400],
+            )
+            .map_err(err)?;
+        self.conn
+            .execute(
+                "DELETE FROM starts WHERE at < ?1",
+                params![now - i64::from(self.days.max(1)) * 86_400],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Merges the minute rows of `hour` into hour rows, in one transaction.
+    fn roll_up(&mut self, hour: i64) -> Result<(), String> {
+        let minutes = self
+            .reader()
+            .rows_between(MINUTE, hour, hour + HOUR, None)?;
+        let mut merged: Vec<Row> = Vec::new();
+        for m in minutes {
+            match merged
+                .iter_mut()
+                .find(|r| r.kind == m.kind && r.name == m.name)
+            {
+                Some(r) => add_row(r, &m),
+                None => merged.push(Row {
+                    start: hour,
+                    resolution: HOUR,
+                    ..m
+                }),
+            }
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        for r in &merged {
+            tx.execute(
+                "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+                 errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    HOUR,
+                    hour,
+                    r.kind,
+                    r.name,
+                    r.count as i64,
+                    r.sum_ns as i64,
+                    r.errors_5xx as i64,
+                    r.errors_4xx as i64,
+                    r.bytes as i64,
+                    r.rows as i64,
+                    r.slow as i64,
+                    r.rss as i64,
+                    serialize(&r.latency)?,
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Its reader.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: &self.conn }
+    }
+
+    /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
+    /// the starts stay (a version and a time are not traffic).
+    pub fn clear(&mut self) -> Result<(), String> {
+        self.conn.execute("DELETE FROM rows", []).map_err(err)?;
+        // And out of the write-ahead log.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(err)?;
+        self.last.clear();
+        self.last_slow = 0;
+        Ok(())
+    }
+
+    /// Bytes of the file and its write-ahead log.
+    pub fn bytes(dir: &Path) -> u64 {
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        size(dir.join(FILE)) + size(dir.join(format!("{FILE}-wal")))
+    }
+}
+
+/// Reads the history through a connection: the writer's own, or a
+/// read-only one of a dashboard view (so a long view never holds up the
+/// ticker's writes; WAL lets both run at once).
+pub struct Reader<'a> {
+    conn: &'a Connection,
+}
+
+/// A read-only connection to the history file.
+pub struct ReadOnly {
+    conn: Connection,
+}
+
+impl ReadOnly {
+    /// Opens `dir`'s history for reading.
+    pub fn open(dir: &Path) -> Result<ReadOnly, String> {
+        let conn = Connection::open_with_flags(
+            dir.join(FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(err)?;
+        Ok(ReadOnly { conn })
+    }
+
+    /// Its reader.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: &self.conn }
+    }
+}
+
+/// A stored integer as a count: a negative one is a damaged row.
+fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(i)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+}
+
+impl Reader<'_> {
+    /// Rows of `resolution` with `from <= start < to`, of one kind or all.
+    pub fn rows_between(
+        &self,
+        resolution: i64,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT start, kind, name, count, sum_ns, errors_5xx, errors_4xx, bytes, rows,
+                 slow, rss, latency FROM rows
+                 WHERE resolution = ?1 AND start >= ?2 AND start < ?3 AND (?4 IS NULL OR kind = ?4)
+                 ORDER BY start",
+            )
+            .map_err(err)?;
+        let rows = q
+            .query_map(params![resolution, from, to, kind], |r| {
+                let blob: Vec<u8> = r.get(11)?;
+                Ok((
+                    Row {
+                        start: r.get(0)?,
+                        resolution,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        count: count(r, 3)?,
+                        sum_ns: r.get::<_, i64>(4)? as u64,
+                        errors_5xx: count(r, 5)?,
+                        errors_4xx: count(r, 6)?,
+                        bytes: count(r, 7)?,
+                        rows: count(r, 8)?,
+                        slow: count(r, 9)?,
+                        rss: count(r, 10)?,
+                        latency: Histogram::new(1).expect("a 1-significant-figure histogram"),
+                    },
+                    blob,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        let mut de = Deserializer::new();
+        for row in rows {
+            let (mut row, blob) = row.map_err(err)?;
+            row.latency = de
+                .deserialize(&mut blob.as_slice())
+                .map_err(|e| format!("a damaged histogram in the history: {e:?}"))?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// The rows covering `from..to` (Unix seconds): hour rows where a
+    /// whole hour is rolled up and older than a day, minute rows for the
+    /// rest.
+    pub fn rows_for_range(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let oldest_minute: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT min(start) FROM rows WHERE resolution = 60",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        // Minute rows wherever the range starts inside them (1 h and 24 h
+        // views: exact); otherwise hour rows up to where minute rows take
+        // over (the hour of the oldest minute row comes from its hour row
+        // once rolled up, as that row holds the pruned minutes too; the
+        // hour the range starts in is counted whole).
+        let Some(oldest) = oldest_minute.filter(|m| from < *m) else {
+            return self.rows_between(MINUTE, from, to, kind);
+        };
+        let hour = oldest - oldest.rem_euclid(HOUR);
+        let rolled: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM rows WHERE resolution = 3600 AND start = ?1)",
+                [hour],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let split = if rolled { hour + HOUR } else { hour };
+        let mut rows = self.rows_between(HOUR, from - from.rem_euclid(HOUR), split, kind)?;
+        rows.extend(self.rows_between(MINUTE, split, to, kind)?);
+        Ok(rows)
+    }
+
+    /// The rows covering `from..to` with as few rows as possible: hour
+    /// rows for every rolled-up hour inside the range, minute rows for the
+    /// rest (the part of the first hour, and the hours not yet rolled up).
+    /// Where a partial hour's minutes are pruned (ranges past a day), its
+    /// hour row counts whole in the range its start falls in, so two
+    /// adjacent ranges never count it twice. For totals over long ranges; charts that need
+    /// minutes use [`rows_for_range`](Self::rows_for_range).
+    pub fn rows_for_range_coarse(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let (oldest_minute, rolled_end): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT min(start) FROM rows WHERE resolution = 60),
+                        (SELECT max(start) + 3600 FROM rows WHERE resolution = 3600)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(err)?;
+        let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
+        let last_full_end = to - to.rem_euclid(HOUR);
+        let kept = |t: i64| oldest_minute.is_some_and(|m| m <= t);
+        let mut rows = Vec::new();
+        // The part of the first hour: its minutes where they are kept. A
+        // pruned partial hour belongs to the range its start falls in.
+        let head_end = first_full.min(to);
+        if let Some(m) = oldest_minute.filter(|m| *m < head_end) {
+            rows.extend(self.rows_between(MINUTE, from.max(m), head_end, kind)?);
+        }
+        // Whole hours inside the range that are rolled up.
+        let hours_to = rolled_end
+            .unwrap_or(first_full)
+            .min(last_full_end)
+            .max(first_full);
+        rows.extend(self.rows_between(HOUR, first_full, hours_to, kind)?);
+        // The rest: minutes where they are kept, else the hour row that
+        // starts in the range (counted whole).
+        let rest = hours_to.max(head_end);
+        if rest < to {
+            if kept(rest) {
+                rows.extend(self.rows_between(MINUTE, rest, to, kind)?);
+            } else {
+                rows.extend(self.rows_between(HOUR, rest, to, kind)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Starts (Unix seconds, version) since `from`, oldest first.
+    pub fn starts(&self, from: i64) -> Result<Vec<(i64, String)>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT at, version FROM starts WHERE at >= ?1 ORDER BY at")
+            .map_err(err)?;
+        let starts = q
+            .query_map([from], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(starts)
+    }
+}
+
+/// Adds `m`'s figures into `r` (same kind and name).
+pub fn add_row(r: &mut Row, m: &Row) {
+    r.count = r.count.saturating_add(m.count);
+    r.sum_ns = r.sum_ns.wrapping_add(m.sum_ns);
+    r.errors_5xx = r.errors_5xx.saturating_add(m.errors_5xx);
+    r.errors_4xx = r.errors_4xx.saturating_add(m.errors_4xx);
+    r.bytes = r.bytes.saturating_add(m.bytes);
+    r.rows = r.rows.saturating_add(m.rows);
+    r.slow = r.slow.saturating_add(m.slow);
+    // RSS: the latest known.
+    if m.rss > 0 && m.start >= r.start {
+        r.rss = m.rss;
+    }
+    let _ = r.latency.add(&m.latency);
+}
+
+fn serialize(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut out)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(out)
+}
+
+/// `after - before` of ascending cumulative buckets (counts that did not
+/// grow are left out).
+pub(crate) fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut b = before.iter().peekable();
+    for &(v, n) in after {
+        while b.peek().is_some_and(|&&(bv, _)| bv < v) {
+            b.next();
+        }
+        let old = match b.peek() {
+            Some(&&(bv, bn)) if bv == v => bn,
+            _ => 0,
+        };
+        if n > old {
+            out.push((v, n - old));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Histogram<u64> {
+        Histogram::new_with_bounds(1_000, 30_000_000_000, 2).unwrap()
+    }
+
+    /// Cumulative figures of `n` requests per minute for `minutes`
+    /// minutes, latency `ms(minute)` each.
+    fn cumulative(minutes: u64, n: u64, ms: impl Fn(u64) -> u64) -> Cumulative {
+        let mut h = empty();
+        let mut c = Cumulative::default();
+        for m in 0..minutes {
+            h.record_n(ms(m) * 1_000_000, n).unwrap();
+            c.count += n;
+            c.sum_ns += ms(m) * 1_000_000 * n;
+            c.bytes += 100 * n;
+        }
+        c.errors_5xx = minutes;
+        c.buckets = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        c
+    }
+
+    #[test]
+    fn minutes_roll_up_into_exact_hours_and_retention_prunes() {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = 1_800_000_000 - 1_800_000_000 % HOUR; // an hour boundary
+        let mut h = History::open(&dir, 1, "1.0", t0, empty()).unwrap();
+        // Three hours, 10 requests a minute on one route: 1 ms in the first
+        // hour, 100 ms in the second, 10 ms in the third; one 5xx a minute.
+        let ms = |m: u64| match m / 60 {
+            0 => 1,
+            1 => 100,
+            _ => 10,
+        };
+        for m in 1..=180u64 {
+            let c = cumulative(m, 10, ms);
+            h.write_minute(
+                t0 + (m as i64 - 1) * MINUTE,
+                vec![(KIND_ROUTE, "GET /".into(), c)],
+                0,
+                0,
+            )
+            .unwrap();
+        }
+        let hours = h
+            .reader()
+            .rows_between(HOUR, t0, t0 + 3 * HOUR, Some(KIND_ROUTE))
+            .unwrap();
+        // All three hours are complete: each rolled up.
+        let counts: Vec<u64> = hours.iter().map(|r| r.count).collect();
+        assert_eq!(counts, [600, 600, 600]);
+        assert_eq!((hours[0].errors_5xx, hours[1].errors_5xx), (60, 60));
+        assert_eq!(hours[1].sum_ns, 600 * 100_000_000);
+        // The merged distribution of both hours: half 1 ms, half 100 ms.
+        let mut both = hours[0].latency.clone();
+        both.add(&hours[1].latency).unwrap();
+        assert!((both.value_at_quantile(0.25) as f64 / 1e6 - 1.0).abs() < 0.01);
+        assert!((both.value_at_quantile(0.75) as f64 / 1e6 - 100.0).abs() < 1.0);
+        // Ranges starting inside the minute rows read minutes; ranges
+        // starting before them read hours: either way no request twice.
+        for from in [t0, t0 - 5 * HOUR] {
+            let all = h
+                .reader()
+                .rows_for_range(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
+                .unwrap();
+            assert_eq!(
+                all.iter().map(|r| r.count).sum::<u64>(),
+                1_800,
+                "from {from}"
+            );
+            let coarse = h
+                .reader()
+                .rows_for_range_coarse(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
+                .unwrap();
+            assert_eq!(coarse.iter().map(|r| r.count).sum::<u64>(), 1_800);
+            assert_eq!(coarse.len(), 3, "three hour rows, no minutes");
+        }
+        let count = |from, to| {
+            h.reader()
+                .rows_for_range_coarse(from, to, Some(KIND_ROUTE))
+                .unwrap()
+                .iter()
+                .map(|r| r.count)
+                .sum::<u64>()
+        };
+        // A range starting mid-hour: its minutes, then whole hours.
+        assert_eq!(count(t0 + 30 * MINUTE, t0 + 3 * HOUR), 1_500);
+        // Two runs split by a deploy in the middle of an hour: each counts
+        // its own requests, none twice.
+        let deploy = t0 + 90 * MINUTE;
+        assert_eq!(
+            (count(t0, deploy), count(deploy, t0 + 3 * HOUR)),
+            (900, 900)
+        );
+        assert_eq!(count(t0 + 10 * MINUTE, t0 + 50 * MINUTE), 400);
+        // The all-requests row follows the routes.
+        let totals = h
+            .reader()
+            .rows_between(MINUTE, t0, t0 + 3 * HOUR, Some(KIND_ALL))
+            .unwrap();
+        assert_eq!(totals.iter().map(|r| r.count).sum::<u64>(), 1_800);
+        // Two days later (retention 1 day): everything is pruned.
+        let later = t0 + 2 * 86_400 + 3 * HOUR;
+        let c = cumulative(181, 10, ms);
+        h.write_minute(later, vec![(KIND_ROUTE, "GET /".into(), c)], 0, 0)
+            .unwrap();
+        let left = h.reader().rows_between(HOUR, 0, later, None).unwrap().len()
+            + h.reader()
+                .rows_between(MINUTE, 0, later, None)
+                .unwrap()
+                .len();
+        assert_eq!(left, 0, "past retention");
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cleared_series_counts_from_zero() {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-clear-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = History::open(&dir, 1, "1.0", 3_600, empty()).unwrap();
+        h.write_minute(
+            3_600,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(5, 10, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
+        // After a clear the cumulative counts restart lower.
+        h.write_minute(
+            3_660,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(1, 3, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
+        let rows = h
+            .reader()
+            .rows_between(MINUTE, 0, 10_000, Some(KIND_ROUTE))
+            .unwrap();
+        assert_eq!(rows.iter().map(|r| r.count).collect::<Vec<_>>(), [50, 3]);
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

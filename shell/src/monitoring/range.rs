@@ -1,0 +1,483 @@
+//! The dashboard over a time range from the history (`?range=1h`, `24h`,
+//! `7d`, `30d`): the same overview, routes and patterns as the live view,
+//! built from stored aggregates; starts (deploys) marked; the current
+//! version compared with the previous one.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::history::{add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE};
+use super::snapshot::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
+use super::trend::{MinutePoint, Overview, PeriodFigures};
+use super::Monitor;
+
+/// A range the dashboard shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// The last 15 minutes, live (no history needed).
+    Live,
+    /// The last hour.
+    Hour,
+    /// The last 24 hours.
+    Day,
+    /// The last 7 days.
+    Week,
+    /// The last 30 days.
+    Month,
+}
+
+impl Range {
+    /// Every range, in the order the dashboard offers them.
+    pub const ALL: [Range; 5] = [
+        Range::Live,
+        Range::Hour,
+        Range::Day,
+        Range::Week,
+        Range::Month,
+    ];
+
+    /// `?range=` (absent: live).
+    pub fn parse(v: Option<&str>) -> Option<Range> {
+        match v.unwrap_or("15m") {
+            "15m" => Some(Range::Live),
+            "1h" => Some(Range::Hour),
+            "24h" => Some(Range::Day),
+            "7d" => Some(Range::Week),
+            "30d" => Some(Range::Month),
+            _ => None,
+        }
+    }
+
+    /// Its name in URLs and exports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Range::Live => "15m",
+            Range::Hour => "1h",
+            Range::Day => "24h",
+            Range::Week => "7d",
+            Range::Month => "30d",
+        }
+    }
+
+    /// Its name on the page.
+    pub fn label(self) -> &'static str {
+        match self {
+            Range::Live => "15 min (live)",
+            Range::Hour => "1 hour",
+            Range::Day => "24 hours",
+            Range::Week => "7 days",
+            Range::Month => "30 days",
+        }
+    }
+
+    /// Seconds it spans.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Range::Live => 900,
+            Range::Hour => 3_600,
+            Range::Day => 86_400,
+            Range::Week => 7 * 86_400,
+            Range::Month => 30 * 86_400,
+        }
+    }
+
+    /// Seconds per chart point.
+    pub fn bucket_seconds(self) -> i64 {
+        match self {
+            Range::Live | Range::Hour => 60,
+            Range::Day => 900,
+            Range::Week => 2 * 3_600,
+            Range::Month => 12 * 3_600,
+        }
+    }
+}
+
+/// A start of the blog, as recorded in the history.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StartView {
+    /// Unix seconds.
+    pub at_unix: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// The version that started.
+    pub version: String,
+}
+
+/// One route's figures under two versions.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CompareRow {
+    /// Route template.
+    pub route: String,
+    /// Requests, previous and current version.
+    pub requests: [u64; 2],
+    /// Median ms, previous and current.
+    pub p50_ms: [f64; 2],
+    /// 99th percentile ms, previous and current.
+    pub p99_ms: [f64; 2],
+    /// 5xx over all requests, previous and current.
+    pub error_rate: [f64; 2],
+}
+
+/// The current version against the one before it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Compare {
+    /// The version before, and since when it ran (RFC 3339).
+    pub previous: String,
+    /// The version now.
+    pub current: String,
+    /// When the current version first started (RFC 3339).
+    pub current_since: String,
+    /// Per route seen under either, busiest first.
+    pub routes: Vec<CompareRow>,
+}
+
+/// What a range view adds to the snapshot.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RangeInfo {
+    /// `1h`, `24h`, `7d` or `30d`.
+    pub range: String,
+    /// Unix seconds.
+    pub from_unix: i64,
+    /// Unix seconds.
+    pub to_unix: i64,
+    /// Seconds per chart point.
+    pub bucket_seconds: i64,
+    /// Starts (deploys) within the range.
+    pub starts: Vec<StartView>,
+    /// The current version against the previous one, when the history
+    /// holds both.
+    pub compare: Option<Compare>,
+    /// Seconds of history the range really covers (less when the history
+    /// is younger than the range).
+    pub covered_seconds: i64,
+}
+
+fn ms(ns: f64) -> f64 {
+    (ns / 1e3).round() / 1e3
+}
+
+/// The figures of merged rows of one series.
+fn endpoint(name: &str, r: &Row) -> EndpointStats {
+    let h = &r.latency;
+    let q = |q: f64| ms(h.value_at_quantile(q) as f64);
+    let mut status = BTreeMap::new();
+    let ok = r.count.saturating_sub(r.errors_5xx + r.errors_4xx);
+    for (k, n) in [
+        ("1xx-3xx", ok),
+        ("4xx", r.errors_4xx),
+        ("5xx", r.errors_5xx),
+    ] {
+        if n > 0 {
+            status.insert(k.to_string(), n);
+        }
+    }
+    EndpointStats {
+        name: name.to_string(),
+        count: r.count,
+        mean_ms: if r.count > 0 {
+            ms(r.sum_ns as f64 / r.count as f64)
+        } else {
+            0.0
+        },
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        max_ms: ms(h.max() as f64),
+        bytes_mean: if r.count > 0 {
+            (r.bytes as f64 / r.count as f64).round()
+        } else {
+            0.0
+        },
+        status,
+        errors_5xx: r.errors_5xx,
+        client_errors_4xx: r.errors_4xx,
+        rss_delta: None,
+    }
+}
+
+/// Rows merged per (kind, name).
+fn merged(rows: &[Row], kind: i64) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in rows.iter().filter(|r| r.kind == kind) {
+        match out.iter_mut().find(|m| m.name == r.name) {
+            Some(m) => add_row(m, r),
+            None => out.push(r.clone()),
+        }
+    }
+    out
+}
+
+fn point(bucket_start: i64, seconds: f64, r: &Row) -> MinutePoint {
+    let has = r.count > 0;
+    MinutePoint {
+        start_unix: bucket_start.max(0) as u64,
+        seconds,
+        requests: r.count,
+        requests_per_second: r.count as f64 / seconds.max(1.0),
+        errors_5xx: r.errors_5xx,
+        client_errors_4xx: r.errors_4xx,
+        p50_ms: if has {
+            ms(r.latency.value_at_quantile(0.5) as f64)
+        } else {
+            0.0
+        },
+        p99_ms: if has {
+            ms(r.latency.value_at_quantile(0.99) as f64)
+        } else {
+            0.0
+        },
+        slow_queries: r.slow,
+        rss_bytes: r.rss,
+    }
+}
+
+/// The current version's routes against the previous version's, over
+/// the whole history.
+fn compare(
+    store: &Reader<'_>,
+    starts: &[(i64, String)],
+    now: i64,
+) -> Result<Option<Compare>, String> {
+    let Some((_, current)) = starts.last() else {
+        return Ok(None);
+    };
+    // The current version's run: back to the first of its latest
+    // consecutive starts; the previous version's run before that.
+    let mut i = starts.len() - 1;
+    while i > 0 && starts[i - 1].1 == *current {
+        i -= 1;
+    }
+    if i == 0 {
+        return Ok(None);
+    }
+    let current_from = starts[i].0;
+    let previous = starts[i - 1].1.clone();
+    let mut j = i - 1;
+    while j > 0 && starts[j - 1].1 == previous {
+        j -= 1;
+    }
+    let previous_from = starts[j].0;
+    // A minute row is written when its minute ends, by the run that was
+    // up then: it belongs to the run its end falls in.
+    let ends_in = |from: i64| from - 59;
+    let before = store.rows_for_range_coarse(
+        ends_in(previous_from),
+        ends_in(current_from),
+        Some(KIND_ROUTE),
+    )?;
+    let after = store.rows_for_range_coarse(ends_in(current_from), now + 60, Some(KIND_ROUTE))?;
+    let (before, after) = (merged(&before, KIND_ROUTE), merged(&after, KIND_ROUTE));
+    let mut names: Vec<&str> = before
+        .iter()
+        .chain(&after)
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let figures = |rows: &[Row], name: &str| -> (u64, f64, f64, f64) {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map_or((0, 0.0, 0.0, 0.0), |r| {
+                let e = endpoint(name, r);
+                let rate = if r.count > 0 {
+                    r.errors_5xx as f64 / r.count as f64
+                } else {
+                    0.0
+                };
+                (r.count, e.p50_ms, e.p99_ms, rate)
+            })
+    };
+    let mut routes: Vec<CompareRow> = names
+        .into_iter()
+        .map(|name| {
+            let (b, a) = (figures(&before, name), figures(&after, name));
+            CompareRow {
+                route: name.to_string(),
+                requests: [b.0, a.0],
+                p50_ms: [b.1, a.1],
+                p99_ms: [b.2, a.2],
+                error_rate: [b.3, a.3],
+            }
+        })
+        .collect();
+    routes.sort_by(|x, y| (y.requests[0] + y.requests[1]).cmp(&(x.requests[0] + x.requests[1])));
+    Ok(Some(Compare {
+        previous,
+        current: current.clone(),
+        current_since: rfc3339((current_from as u64).saturating_mul(1_000_000_000)),
+        routes,
+    }))
+}
+
+impl Monitor {
+    /// The snapshot over `range` from the history; `Err` says why there
+    /// is none (history off, or failing).
+    pub fn range_snapshot(
+        &self,
+        range: Range,
+        database: DatabaseView,
+    ) -> Result<PerfSnapshot, String> {
+        let Some(inner) = self.inner() else {
+            return Err("monitoring is off".into());
+        };
+        // The history's lock only long enough to read its state: the view
+        // reads through a read-only connection of its own, so the ticker's
+        // writes never wait on it.
+        let (history, dir) = {
+            let Some(state) = self.history() else {
+                return Err("the history is unavailable".into());
+            };
+            if state.store.is_none() {
+                return Err(match &state.error {
+                    Some(e) => format!("the history is unavailable: {e}"),
+                    None => "the history is off: set STARPUNK_PERF_HISTORY_DAYS to keep it".into(),
+                });
+            }
+            (
+                super::snapshot::HistoryView::from_state(self.config().history_days, &state),
+                state.dir.clone(),
+            )
+        };
+        let Some(dir) = dir else {
+            return Err("the history is unavailable".into());
+        };
+        let read = ReadOnly::open(&dir).map_err(|e| format!("the history is unavailable: {e}"))?;
+        let store = &read.reader();
+        let now =
+            inner.recorder.anchor().to_unix_ns(inner.recorder.now_ns()) as i64 / 1_000_000_000;
+        let from = now - range.seconds();
+        // Charts: all requests' rows, by the minute up to a day (15-minute
+        // points need them), by the hour beyond. Tables: the fewest rows.
+        let mut rows = if range.seconds() <= 86_400 {
+            store.rows_for_range(from, now + 60, Some(KIND_ALL))?
+        } else {
+            store.rows_for_range_coarse(from, now + 60, Some(KIND_ALL))?
+        };
+        for kind in [KIND_ROUTE, KIND_PATTERN] {
+            rows.extend(store.rows_for_range_coarse(from, now + 60, Some(kind))?);
+        }
+        let bucket = range.bucket_seconds();
+        // Chart points: all requests' rows per bucket.
+        let mut buckets: BTreeMap<i64, Row> = BTreeMap::new();
+        let mut all: Option<Row> = None;
+        for r in rows.iter().filter(|r| r.kind == KIND_ALL) {
+            let b = r.start - (r.start - from).rem_euclid(bucket);
+            match buckets.get_mut(&b) {
+                Some(m) => add_row(m, r),
+                None => {
+                    buckets.insert(b, r.clone());
+                }
+            }
+            match all.as_mut() {
+                Some(a) => add_row(a, r),
+                None => all = Some(r.clone()),
+            }
+        }
+        let points: Vec<MinutePoint> = buckets
+            .iter()
+            .map(|(&b, r)| point(b, (bucket.min(now + 60 - b)) as f64, r))
+            .collect();
+        let covered = rows
+            .iter()
+            .map(|r| r.start)
+            .min()
+            .map_or(0, |first| now + 60 - first.max(from));
+        let mut window = match &all {
+            Some(a) => PeriodFigures::of(&points, &a.latency),
+            None => PeriodFigures::default(),
+        };
+        window.seconds = covered as f64;
+        if covered > 0 {
+            window.requests_per_second = window.requests as f64 / covered as f64;
+        }
+        let mut endpoints: Vec<EndpointStats> = merged(&rows, KIND_ROUTE)
+            .iter()
+            .map(|r| endpoint(&r.name, r))
+            .collect();
+        endpoints.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms));
+        let mut query_patterns: Vec<PatternStats> = merged(&rows, KIND_PATTERN)
+            .iter()
+            .map(|r| {
+                let e = endpoint(&r.name, r);
+                PatternStats {
+                    pattern_id: 0,
+                    pattern: r.name.clone(),
+                    calls: r.count,
+                    total_ms: ms(r.sum_ns as f64),
+                    mean_ms: e.mean_ms,
+                    p99_ms: e.p99_ms,
+                    rows: r.rows,
+                }
+            })
+            .collect();
+        query_patterns.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        let all_starts = store.starts(0)?;
+        let starts = all_starts
+            .iter()
+            .filter(|(at, _)| *at >= from)
+            .map(|(at, version)| StartView {
+                at_unix: *at,
+                at: rfc3339((*at as u64).saturating_mul(1_000_000_000)),
+                version: version.clone(),
+            })
+            .collect();
+        let compare = compare(store, &all_starts, now)?;
+        let mut status_codes = BTreeMap::new();
+        for e in &endpoints {
+            for (k, n) in &e.status {
+                *status_codes.entry(k.clone()).or_default() += n;
+            }
+        }
+        let mut s = PerfSnapshot {
+            enabled: true,
+            uptime_seconds: inner.uptime().as_secs_f64(),
+            counting_seconds: covered as f64,
+            config: self.config().clone(),
+            requests_total: window.requests,
+            requests_per_second: window.requests_per_second,
+            window_seconds: covered as f64,
+            mean_response_ms: all
+                .as_ref()
+                .filter(|a| a.count > 0)
+                .map_or(0.0, |a| ms(a.sum_ns as f64 / a.count as f64)),
+            p99_response_ms: window.p99_ms,
+            errors_5xx: window.errors_5xx,
+            client_errors_4xx: window.client_errors_4xx,
+            error_rate: window.error_rate,
+            client_error_rate: if window.requests > 0 {
+                window.client_errors_4xx as f64 / window.requests as f64
+            } else {
+                0.0
+            },
+            endpoints,
+            query_patterns,
+            status_codes,
+            database,
+            range: Some(RangeInfo {
+                range: range.name().into(),
+                from_unix: from,
+                to_unix: now,
+                bucket_seconds: bucket,
+                starts,
+                compare,
+                covered_seconds: covered,
+            }),
+            ..PerfSnapshot::default()
+        };
+        s.memory.tracking = self.config().memory_tracking;
+        s.memory.samples = points
+            .iter()
+            .filter(|p| p.rss_bytes > 0)
+            .map(|p| [p.start_unix + p.seconds as u64 / 2, p.rss_bytes])
+            .collect();
+        s.memory.rss_bytes = super::memory::read().rss_bytes;
+        s.overview = Overview {
+            points,
+            window,
+            ..Overview::default()
+        };
+        s.history = history;
+        Ok(s)
+    }
+}

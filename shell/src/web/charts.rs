@@ -1,0 +1,379 @@
+//! The dashboard's charts: inline SVG drawn on the server, no script and
+//! no external asset. Every chart is drawn in a narrow coordinate system
+//! (360 units wide, the width of a phone) and scales up on wider screens,
+//! so its text stays legible at 390 px; labels are shortened to fit, never
+//! left to run past the edge.
+
+use std::fmt::Write;
+
+use maud::{html, Markup, PreEscaped, Render};
+
+use crate::monitoring::snapshot::WorstRequest;
+
+/// Width of every chart's coordinate system.
+const W: f64 = 360.0;
+/// Font size of labels, in chart units.
+const FONT: f64 = 11.0;
+
+/// A conservative width of `c` in em, at least that of DejaVu Sans (the
+/// widest common sans-serif, and Debian's default): wide glyphs 1 em,
+/// capitals 0.78, digits 0.64, narrow glyphs 0.34, the rest 0.62. The
+/// browser test measures the real text and fails on any overflow.
+fn char_width(c: char) -> f64 {
+    match c {
+        'M' | 'W' | 'm' | 'w' | '@' | '%' => 1.0,
+        c if c.is_uppercase() => 0.78,
+        c if c.is_ascii_digit() => 0.64,
+        ' ' | '.' | ',' | ':' | ';' | '\'' | '|' | 'i' | 'l' | 'j' | '!' | '(' | ')' => 0.34,
+        _ => 0.62,
+    }
+}
+
+/// [`char_width`] of all of `text`, at `font` units.
+fn text_width(text: &str, font: f64) -> f64 {
+    text.chars().map(char_width).sum::<f64>() * font
+}
+
+/// `text` shortened (with "...") to at most `width` units at `font`.
+pub fn fit(text: &str, width: f64, font: f64) -> String {
+    if text_width(text, font) <= width {
+        return text.to_string();
+    }
+    let room = width - text_width("...", font);
+    let mut used = 0.0;
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        used += char_width(c) * font;
+        if used > room {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    format!("{}...", text[..end].trim_end())
+}
+
+/// One series of a [`time_chart`].
+pub struct Line<'a> {
+    /// Legend text.
+    pub name: &'a str,
+    /// Stroke or fill colour.
+    pub colour: &'a str,
+    /// `(unix seconds, value)`, oldest first.
+    pub points: Vec<(f64, f64)>,
+    /// Drawn as bars a minute wide instead of a line.
+    pub bars: bool,
+}
+
+/// "Nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&m| m >= v)
+        .unwrap_or(10.0 * p)
+}
+
+/// A coordinate with one decimal, written straight into the page (digits,
+/// a sign and a point need no escaping).
+#[derive(Clone, Copy)]
+struct N1(f64);
+
+impl Render for N1 {
+    fn render_to(&self, w: &mut String) {
+        let _ = write!(w, "{:.1}", self.0);
+    }
+}
+
+/// The `points` attribute of a polyline.
+fn polyline_points(points: impl Iterator<Item = (f64, f64)>) -> String {
+    let mut out = String::new();
+    for (x, y) in points {
+        let _ = write!(out, "{x:.1},{y:.1} ");
+    }
+    out.pop();
+    out
+}
+
+/// The time axis of a [`time_chart`]: the span before `end`, its ticks,
+/// and marks (starts of the blog) on it.
+pub struct Axis {
+    /// Unix seconds at the right edge.
+    pub end: f64,
+    /// Seconds the axis spans.
+    pub span: f64,
+    /// Seconds between ticks.
+    pub tick: f64,
+    /// Seconds per tick-label unit, and the unit's name ("min", "h", "d").
+    pub unit: (f64, &'static str),
+    /// Seconds one point covers (bar width).
+    pub point: f64,
+    /// The axis caption.
+    pub caption: &'static str,
+    /// `(unix seconds, label)` marks drawn as dashed lines.
+    pub marks: Vec<(f64, String)>,
+}
+
+impl Axis {
+    /// The live view's axis: 16 minutes, a tick every 5.
+    pub fn live(end: f64) -> Axis {
+        Axis {
+            end,
+            span: 16.0 * 60.0,
+            tick: 300.0,
+            unit: (60.0, "min"),
+            point: 60.0,
+            caption: "minutes before now, one point per minute",
+            marks: Vec::new(),
+        }
+    }
+}
+
+/// A time-series chart over `axis`, with a labelled value axis (`fmt`).
+/// `zero` starts the value axis at zero (counts and latencies; not
+/// memory, whose changes would vanish).
+pub fn time_chart(
+    title: &str,
+    lines: &[Line],
+    axis: &Axis,
+    zero: bool,
+    fmt: impl Fn(f64) -> String,
+) -> Markup {
+    let h = 190.0;
+    let (left, right, top, bottom) = (58.0, 8.0, 34.0, 34.0);
+    let now = axis.end;
+    let t0 = now - axis.span;
+    let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let (mut lo, mut hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let empty = lines.iter().all(|l| l.points.is_empty());
+    if empty {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if zero {
+        lo = 0.0;
+        hi = nice_max(hi);
+    } else if hi - lo < 1e-9 {
+        (lo, hi) = (lo - 1.0, hi + 1.0);
+    }
+    let plot_w = W - left - right;
+    let plot_h = h - top - bottom;
+    let x_of = |t: f64| left + ((t - t0) / (now - t0).max(1.0)).clamp(0.0, 1.0) * plot_w;
+    let y_of = |v: f64| top + (1.0 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0)) * plot_h;
+    let minute_w = plot_w * axis.point / axis.span;
+    let ticks = (axis.span / axis.tick).floor() as u64;
+    let bar_lines = lines.iter().filter(|l| l.bars).count().max(1) as f64;
+    let bw = (minute_w / bar_lines * 0.8).max(1.0);
+    let legend: Vec<f64> = lines
+        .iter()
+        .scan(0.0, |x, l| {
+            let at = *x;
+            *x += 22.0 + text_width(l.name, FONT - 1.0);
+            Some(at)
+        })
+        .collect();
+    html! {
+        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (h) } role="img" aria-label=(title) {
+            title { (title) }
+            text x="0" y="12" font-size=(FONT) font-weight="bold" { (fit(title, W, FONT)) }
+            @for (l, x) in lines.iter().zip(&legend) {
+                rect x=(x) y="19" width="10" height="8" fill=(l.colour) {}
+                text x=(x + 13.0) y="27" font-size=(FONT - 1.0) { (l.name) }
+            }
+            @for q in [0.0, 0.5, 1.0] {
+                @let v = lo + q * (hi - lo);
+                @let y = y_of(v);
+                line x1=(left) y1=(N1(y)) x2=(W - right) y2=(N1(y)) stroke="#e4e4e4" {}
+                text x=(left - 4.0) y=(N1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (fmt(v)) }
+            }
+            line x1=(left) y1=(h - bottom) x2=(W - right) y2=(h - bottom) stroke="#999" {}
+            @for i in 0..=ticks {
+                @let back = i as f64 * axis.tick;
+                @let x = x_of(now - back);
+                line x1=(N1(x)) y1=(h - bottom) x2=(N1(x)) y2=(h - bottom + 4.0) stroke="#999" {}
+                text x=(N1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
+                    text-anchor=(if i == 0 { "end" } else if x - left < 20.0 { "start" } else { "middle" }) {
+                    @if i == 0 { "now" } @else { "-" ((back / axis.unit.0).round()) " " (axis.unit.1) }
+                }
+            }
+            text x=(left) y=(h - 3.0) font-size=(FONT - 1.0) { (axis.caption) }
+            @for (t, label) in axis.marks.iter().filter(|m| m.0 >= t0 && m.0 <= now) {
+                @let x = x_of(*t);
+                line x1=(N1(x)) y1=(top) x2=(N1(x)) y2=(h - bottom) stroke="#6a3d9a" stroke-dasharray="3,3" {}
+                text x=(N1(x + 2.0)) y=(top + 9.0) font-size=(FONT - 2.0) fill="#6a3d9a"
+                    text-anchor=(if x > W - 60.0 { "end" } else { "start" }) { (fit(label, 56.0, FONT - 2.0)) }
+            }
+            @if empty {
+                text x=(left + 10.0) y=(top + plot_h / 2.0) font-size=(FONT) { "No data yet" }
+            }
+            @for (i, l) in lines.iter().enumerate() {
+                @if l.bars {
+                    @let slot = lines[..i].iter().filter(|l| l.bars).count() as f64;
+                    @for &(t, v) in l.points.iter().filter(|p| p.1 > 0.0) {
+                        @let x = (x_of(t) - minute_w / 2.0 + slot * minute_w / bar_lines).min(W - right - bw);
+                        rect x=(N1(x.max(left))) y=(N1(y_of(v))) width=(N1(bw)) height=(N1(h - bottom - y_of(v))) fill=(l.colour) {}
+                    }
+                } @else if l.points.len() == 1 {
+                    circle cx=(N1(x_of(l.points[0].0))) cy=(N1(y_of(l.points[0].1))) r="2.5" fill=(l.colour) {}
+                } @else if !l.points.is_empty() {
+                    polyline fill="none" stroke=(l.colour) stroke-width="2"
+                        points=(PreEscaped(polyline_points(l.points.iter().map(|&(t, v)| (x_of(t), y_of(v)))))) {}
+                }
+            }
+        }
+    }
+}
+
+/// A small line without axes for a figure's card; `label` says what it
+/// shows (screen readers, tooltips).
+pub fn sparkline(label: &str, values: &[f64]) -> Markup {
+    let (w, h) = (120.0, 26.0);
+    let hi = values.iter().copied().fold(0.0_f64, f64::max).max(1e-9);
+    let lo = values.iter().copied().fold(f64::MAX, f64::min).min(hi);
+    let lo = if lo > hi * 0.5 { lo } else { 0.0 };
+    let span = (hi - lo).max(1e-9);
+    let step = w / (values.len().max(2) - 1) as f64;
+    let pts = polyline_points(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 * step, 2.0 + (1.0 - (v - lo) / span) * (h - 4.0))),
+    );
+    html! {
+        svg.spark xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" role="img" aria-label=(label) {
+            title { (label) }
+            @if values.len() > 1 {
+                polyline fill="none" stroke="#0b5cad" stroke-width="1.5" vector-effect="non-scaling-stroke" points=(PreEscaped(pts)) {}
+            }
+        }
+    }
+}
+
+/// A horizontal bar chart: each bar under its label; `fmt` writes each
+/// value.
+pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> String) -> Markup {
+    let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
+    let row = 30.0;
+    let height = row * bars.len().max(1) as f64 + 22.0;
+    html! {
+        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (height) } role="img" aria-label=(title) {
+            title { (title) }
+            text x="0" y="12" font-size=(FONT) font-weight="bold" { (fit(title, W, FONT)) }
+            @for (i, (label, value)) in bars.iter().enumerate() {
+                @let y = 20.0 + row * i as f64;
+                @let value_text = fmt(*value);
+                @let room = W - text_width(&value_text, FONT) - 8.0;
+                @let w = (room * value / max).max(1.0);
+                text x="0" y=(y + 11.0) font-size=(FONT) { (fit(label, W, FONT)) }
+                rect x="0" y=(y + 14.0) width=(N1(w)) height="11" fill="#0b5cad" {}
+                text x=(N1(w + 4.0)) y=(y + 24.0) font-size=(FONT) { (value_text) }
+            }
+        }
+    }
+}
+
+/// Where one request spent its time: each SQL statement and named
+/// function on the request's own time axis.
+pub fn timeline_chart(w: &WorstRequest) -> Markup {
+    let total = w.duration_ms.max(1e-6);
+    let (left, right, row) = (2.0, 2.0, 28.0);
+    let span_w = W - left - right;
+    let x_of = |ms: f64| left + (ms / total).clamp(0.0, 1.0) * span_w;
+    let height = row * (w.timeline.len() + 1) as f64 + 30.0;
+    let font = FONT - 1.0;
+    let label = |name: &str, ms: f64, offset: f64| {
+        let tail = format!("  {ms:.3} ms at +{offset:.3} ms");
+        let room = span_w - text_width(&tail, font);
+        format!("{}{tail}", fit(name, room, font))
+    };
+    let title = format!("Timeline of {} at {} ({} ms)", w.route, w.at, w.duration_ms);
+    let head = format!("{}  {} ms, status {}", w.route, w.duration_ms, w.status);
+    html! {
+        svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (height) } role="img" aria-label=(title) {
+            title { (title) }
+            text x=(left) y="10" font-size=(font) { (fit(&head, span_w, font)) }
+            rect x=(left) y="13" width=(N1(span_w)) height="10" fill="#999" {}
+            @for (i, s) in w.timeline.iter().enumerate() {
+                @let y = row * (i + 1) as f64;
+                @let x = x_of(s.offset_ms);
+                @let bar = (s.duration_ms / total * span_w).max(1.5).min(W - right - x);
+                text x=(left) y=(y + 10.0) font-size=(font) { (label(&s.name, s.duration_ms, s.offset_ms)) }
+                rect x=(N1(x)) y=(y + 13.0) width=(N1(bar)) height="10"
+                    fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
+            }
+            @let axis = height - 22.0;
+            line x1=(left) y1=(axis) x2=(W - right) y2=(axis) stroke="#999" {}
+            @for q in [0.0, 0.5, 1.0] {
+                @let x = left + q * span_w;
+                line x1=(N1(x)) y1=(axis) x2=(N1(x)) y2=(axis + 4.0) stroke="#999" {}
+                text x=(N1(x)) y=(axis + 15.0) font-size=(font)
+                    text-anchor=(if q == 0.0 { "start" } else if q < 1.0 { "middle" } else { "end" }) {
+                    (format!("{:.2}", q * total)) " ms"
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_shortens_only_what_does_not_fit() {
+        assert_eq!(fit("GET /", 100.0, 11.0), "GET /");
+        let long =
+            "SELECT id, slug, content FROM notes WHERE published = ? ORDER BY created_at DESC";
+        let short = fit(long, 200.0, 11.0);
+        assert!(
+            short.ends_with("...") && short.len() < long.len(),
+            "{short}"
+        );
+        assert!(text_width(&short, 11.0) <= 200.0);
+        assert!(long.starts_with(short.trim_end_matches("...")));
+        // Multi-byte characters are cut between characters.
+        assert!(fit(&"é".repeat(100), 50.0, 11.0).ends_with("..."));
+    }
+
+    #[test]
+    fn nice_axis_bounds() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(0.7), 1.0);
+        assert_eq!(nice_max(13.0), 20.0);
+        assert_eq!(nice_max(450.0), 500.0);
+        assert_eq!(nice_max(5000.0), 5000.0);
+    }
+
+    #[test]
+    fn time_chart_places_points_on_the_time_axis() {
+        let now = 10_000.0;
+        let svg = time_chart(
+            "Requests per second",
+            &[Line {
+                name: "requests/s",
+                colour: "#0b5cad",
+                points: vec![(now - 14.5 * 60.0, 2.0), (now - 30.0, 4.0)],
+                bars: false,
+            }],
+            &Axis::live(now),
+            true,
+            |v| format!("{v:.0}/s"),
+        )
+        .into_string();
+        // Time axis 58..352 over 16 minutes; value axis 0..5 over 156..34.
+        assert!(svg.contains("points=\"85.6,107.2 342.8,58.4\""), "{svg}");
+        for label in [
+            "-15 min",
+            "-10 min",
+            "-5 min",
+            "now",
+            "5/s",
+            "0/s",
+            "minutes before now",
+        ] {
+            assert!(svg.contains(label), "missing {label}: {svg}");
+        }
+    }
+}
