@@ -1,4 +1,5 @@
-//! The recording path against its peers, one thread and two threads.
+//! The recording path against its peers, on one thread and on 1, 2, 4
+//! and 8 threads sharing one subject.
 //!
 //! `cargo bench -p starpunk-benches --bench record`. Each group is one
 //! side-by-side table; values come from a xorshift table of roughly
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use starpunk_benches::run_threads;
 use starpunk_perf::{
     Category, Clock, LatencyHistogram, MetricRecord, OpId, Recorder, RecorderConfig, RingBuffer,
     TscClock,
@@ -53,6 +55,7 @@ struct Subjects {
     ring: RingBuffer,
     histogram: LatencyHistogram,
     array_queue: crossbeam_queue::ArrayQueue<[u64; 4]>,
+    array_queue_56: crossbeam_queue::ArrayQueue<[u64; 7]>,
     prometheus: prometheus::Histogram,
     bucket: metrics_util::storage::AtomicBucket<u64>,
     counter: AtomicU64,
@@ -76,6 +79,7 @@ impl Subjects {
             ring: RingBuffer::new(1_000),
             histogram: LatencyHistogram::new(layout),
             array_queue: crossbeam_queue::ArrayQueue::new(1_000),
+            array_queue_56: crossbeam_queue::ArrayQueue::new(1_000),
             prometheus,
             bucket: metrics_util::storage::AtomicBucket::new(),
             counter: AtomicU64::new(0),
@@ -100,6 +104,21 @@ const SHARED: &[Shared] = &[
     ("starpunk ring push (one 64 B record)", |s, v| {
         s.ring.push(record(s.op, v, v))
     }),
+    (
+        "crossbeam ArrayQueue::force_push (56 B: the ring's seven words)",
+        |s, v| {
+            let r = record(s.op, v, v);
+            black_box(s.array_queue_56.force_push([
+                r.timestamp_ns,
+                r.duration_ns,
+                r.bytes,
+                r.rows,
+                r.memory_delta as u64,
+                u64::from(r.operation.0) | u64::from(r.parent.0) << 32,
+                u64::from(r.status) << 8 | r.request_id << 24,
+            ]));
+        },
+    ),
     ("starpunk histogram record (bucket + sum + max)", |s, v| {
         s.histogram.record_striped(starpunk_perf::stripe(), v)
     }),
@@ -186,61 +205,71 @@ fn one_thread(c: &mut Criterion) {
     g.finish();
 }
 
-fn two_threads(c: &mut Criterion) {
+/// Thread counts of the contention groups (`RECORD_THREADS=1,2` to narrow).
+fn thread_counts() -> Vec<usize> {
+    std::env::var("RECORD_THREADS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4, 8])
+}
+
+fn threads(c: &mut Criterion) {
     let vals = values();
-    let s = Subjects::new();
-    let mut g = c.benchmark_group("record/2 threads");
-    // Reported time = wall time / iterations, where each of the two threads
-    // performs every iteration on the shared subject: the cost one caller
-    // sees per operation under contention.
-    for &(name, f) in SHARED {
-        g.bench_function(name, |b| {
+    // Reported time = wall time / iterations, where each of the n threads
+    // performs every iteration on the shared subject, all released at once
+    // (`run_threads`): the cost one caller sees per operation under
+    // contention. Measured the same way for every subject and for one
+    // thread, so a row's 2-thread figure over its 1-thread figure is the
+    // slowdown contention causes (2.0 = no better than running the
+    // threads one after the other). Past 2 threads this 2-core machine is
+    // oversubscribed: n threads need at least n/2 times one thread's wall
+    // time, and the scheduler's switches add to it.
+    for n in thread_counts() {
+        let s = Subjects::new();
+        let mut g = c.benchmark_group(format!("record/{n} threads"));
+        for &(name, f) in SHARED {
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let vals = &vals;
+                    let s = &s;
+                    run_threads(n, iters, &move |v| f(s, vals[v as usize & (TABLE - 1)]))
+                })
+            });
+            s.bucket.clear();
+        }
+        let mut sync: hdrhistogram::sync::SyncHistogram<u64> =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 30_000_000_000, 2)
+                .unwrap()
+                .into();
+        g.bench_function("hdrhistogram sync::Recorder::record", |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for t in 0..2usize {
-                        let (s, vals) = (&s, &vals);
-                        scope.spawn(move || {
-                            let mut i = t * 977;
-                            for _ in 0..iters {
-                                i = (i + 1) & (TABLE - 1);
-                                f(s, black_box(vals[i]));
-                            }
-                        });
+                let recs: Vec<_> = (0..n)
+                    .map(|_| std::sync::Mutex::new(sync.recorder()))
+                    .collect();
+                let vals = &vals;
+                let mine = &recs;
+                // Each thread takes its own recorder once (uncontended lock),
+                // outside the loop.
+                let next = AtomicU64::new(0);
+                let elapsed = run_threads(n, 1, &|_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let mut rec = mine[i].lock().unwrap();
+                    let mut j = i * 977;
+                    for _ in 0..iters {
+                        j = (j + 1) & (TABLE - 1);
+                        rec.saturating_record(black_box(vals[j]));
                     }
                 });
-                start.elapsed()
+                drop(recs);
+                sync.refresh_timeout(Duration::from_millis(1));
+                elapsed
             })
         });
-        s.bucket.clear();
+        g.finish();
+        // Sanity after measuring: every record of every thread was counted.
+        let series = s.recorder.series(s.op).unwrap();
+        assert_eq!(series.count(), series.status_classes().iter().sum::<u64>());
     }
-    let mut sync: hdrhistogram::sync::SyncHistogram<u64> =
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 30_000_000_000, 2)
-            .unwrap()
-            .into();
-    g.bench_function("hdrhistogram sync::Recorder::record", |b| {
-        b.iter_custom(|iters| {
-            let mut recs = [sync.recorder(), sync.recorder()];
-            let start = Instant::now();
-            std::thread::scope(|scope| {
-                for (t, rec) in recs.iter_mut().enumerate() {
-                    let vals = &vals;
-                    scope.spawn(move || {
-                        let mut i = t * 977;
-                        for _ in 0..iters {
-                            i = (i + 1) & (TABLE - 1);
-                            rec.saturating_record(black_box(vals[i]));
-                        }
-                    });
-                }
-            });
-            let elapsed = start.elapsed();
-            drop(recs);
-            sync.refresh_timeout(Duration::from_millis(1));
-            elapsed
-        })
-    });
-    g.finish();
 }
 
 fn config() -> Criterion {
@@ -253,6 +282,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = one_thread, two_threads
+    targets = one_thread, threads
 }
 criterion_main!(benches);

@@ -8,6 +8,8 @@
 //! - [`Sampler`]: the cheap, uncontended sampling decision.
 //! - [`Clock`]: injectable time ([`TscClock`] with `std`, [`FakeClock`] for tests).
 //! - [`Recorder`]: all of the above behind `register`, `record` and `time`.
+//! - `CountingAllocator` (with `std`): counts allocations per thread, for
+//!   the tests that prove a path allocates nothing.
 //!
 //! The crate is `no_std` with `alloc`; the default `std` feature adds the
 //! TSC clock, thread-local sampling and snapshots into
@@ -22,6 +24,8 @@ extern crate alloc;
 extern crate std;
 
 mod clock;
+#[cfg(all(feature = "std", not(loom)))]
+mod counting_allocator;
 mod latency_histogram;
 mod layout;
 mod recent_window;
@@ -38,6 +42,8 @@ mod sync;
 #[cfg(feature = "std")]
 pub use clock::TscClock;
 pub use clock::{Clock, FakeClock, WallAnchor};
+#[cfg(all(feature = "std", not(loom)))]
+pub use counting_allocator::CountingAllocator;
 #[cfg(feature = "std")]
 pub use latency_histogram::new_hdr;
 pub use latency_histogram::{Counter, LatencyHistogram};

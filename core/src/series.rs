@@ -32,9 +32,14 @@ pub struct Series {
     /// share a line (five words: one 64-byte line each).
     totals: [LinePadded<Totals>; STRIPES],
     /// `status_codes[i]` is 0 (free) or an HTTP status in 100..=599,
-    /// claimed once by CAS.
+    /// claimed once by CAS. Written once per code, then only loaded: the
+    /// line stays shared in every core's cache.
     status_codes: [AtomicU32; STATUS_SLOTS],
-    status_counts: [AtomicU64; STATUS_SLOTS],
+    /// `status_counts[s][i]` counts `status_codes[i]` for the threads of
+    /// stripe `s`: eight counters, one 64-byte line per stripe, so two
+    /// threads answering the same route with the same status do not share
+    /// a line. The count of code `i` is the sum over the stripes.
+    status_counts: [LinePadded<[AtomicU64; STATUS_SLOTS]>; STRIPES],
     /// Codes that found no slot, by class: index `c` counts `c`xx codes
     /// (1 to 5); index 0 counts codes outside 100..=599.
     status_overflow: [AtomicU64; 6],
@@ -90,7 +95,9 @@ impl Series {
                 })
             }),
             status_codes: core::array::from_fn(|_| AtomicU32::new(0)),
-            status_counts: core::array::from_fn(|_| AtomicU64::new(0)),
+            status_counts: core::array::from_fn(|_| {
+                LinePadded(core::array::from_fn(|_| AtomicU64::new(0)))
+            }),
             status_overflow: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -106,7 +113,7 @@ impl Series {
             totals.rows.fetch_add(r.rows, Ordering::Relaxed);
         }
         if r.category == Category::Http && r.status != 0 {
-            self.count_status(r.status);
+            self.count_status(stripe, r.status);
         }
     }
 
@@ -121,14 +128,15 @@ impl Series {
     }
 
     #[inline]
-    fn count_status(&self, status: u16) {
+    fn count_status(&self, stripe: usize, status: u16) {
         let class = usize::from(status / 100);
         if !(1..=5).contains(&class) {
             self.status_overflow[0].fetch_add(1, Ordering::Relaxed);
             return;
         }
         let status = u32::from(status);
-        for (code, count) in self.status_codes.iter().zip(&self.status_counts) {
+        let counts = &self.status_counts[stripe % STRIPES];
+        for (code, count) in self.status_codes.iter().zip(counts.iter()) {
             let mut c = code.load(Ordering::Relaxed);
             if c == 0 {
                 c = match code.compare_exchange(0, status, Ordering::Relaxed, Ordering::Relaxed) {
@@ -169,7 +177,8 @@ impl Series {
                 t.memory_sum.swap(0, Ordering::Relaxed);
                 t.memory_max.swap(i64::MIN, Ordering::Relaxed);
             }
-            for n in self.status_counts.iter().chain(&self.status_overflow) {
+            let striped = self.status_counts.iter().flat_map(|s| s.iter());
+            for n in striped.chain(&self.status_overflow) {
                 n.swap(0, Ordering::Relaxed);
             }
         });
@@ -223,8 +232,15 @@ impl Series {
     pub fn statuses(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
         self.status_codes
             .iter()
-            .zip(&self.status_counts)
-            .map(|(c, n)| (c.load(Ordering::Relaxed) as u16, n.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(i, c)| {
+                let n = self
+                    .status_counts
+                    .iter()
+                    .map(|s| s[i].load(Ordering::Relaxed))
+                    .fold(0, u64::wrapping_add);
+                (c.load(Ordering::Relaxed) as u16, n)
+            })
             .filter(|&(c, n)| c != 0 && n != 0)
             .chain(
                 self.status_overflow
@@ -314,6 +330,27 @@ mod tests {
         }
         s.record(1, &http(500));
         assert_eq!(s.status_classes()[5], 1);
+    }
+
+    #[test]
+    fn status_counts_of_every_stripe_add_up() {
+        let s = Series::new(&RecorderConfig::default(), Category::Http);
+        // Stripe 0 claims the code's slot; the others count into the same
+        // slot on their own lines (stripes wrap modulo STRIPES).
+        for stripe in 0..2 * STRIPES {
+            s.record(stripe, &http(404));
+            s.record(stripe, &http(200));
+        }
+        let per_stripe: alloc::vec::Vec<u64> = s
+            .status_counts
+            .iter()
+            .map(|c| c[0].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(per_stripe, [2; STRIPES]);
+        let mix: alloc::vec::Vec<_> = s.statuses().collect();
+        assert_eq!(mix, [(404, 8), (200, 8)]);
+        s.reset();
+        assert_eq!(s.statuses().count(), 0);
     }
 
     #[test]

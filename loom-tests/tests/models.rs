@@ -122,6 +122,42 @@ fn racing_writers_on_one_slot_leave_it_consistent() {
 }
 
 #[test]
+fn racing_tickets_are_unique_and_every_slot_lands() {
+    loom::model(|| {
+        // Room for every record: no slot is ever lapped, so every push must
+        // land. Writer B pushes twice while A pushes once, so A can lose
+        // the race for `head` on both of its tries (loom: 2) and take its
+        // ticket with the `fetch_add` fallback; or lose once and retry.
+        let ring = Arc::new(RingBuffer::new(4));
+        let a = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push(record(10)))
+        };
+        let b = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                ring.push(record(1));
+                ring.push(record(2));
+            })
+        };
+        a.join().unwrap();
+        b.join().unwrap();
+        let mut snap = Vec::new();
+        ring.snapshot_with_tickets(&mut snap);
+        let stats = ring.stats();
+        // Exact counts, no lost slot, no drop: tickets 0, 1, 2, each once.
+        assert_eq!((stats.written, stats.overwritten, stats.dropped), (3, 0, 0));
+        let tickets: Vec<u64> = snap.iter().map(|&(t, _)| t).collect();
+        assert_eq!(tickets, [0, 1, 2]);
+        let mut ids: Vec<u64> = snap.iter().map(|(_, r)| r.timestamp_ns).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 10]);
+        // Whole records, and B's program order (1 then 2) survives the race.
+        check_snapshot(&snap, &[1, 2, 10]);
+    });
+}
+
+#[test]
 fn concurrent_histogram_counts_are_exact_after_join() {
     loom::model(|| {
         let layout = HistogramLayout::new(1, 1_000, 1).unwrap();

@@ -156,7 +156,7 @@ pub fn serve_on(
     let server = Server::start_on(
         listener,
         app.config.http.clone(),
-        Arc::new(move |req| handler_app.handle(req)),
+        Arc::new(move |req, materialise| handler_app.respond(req, materialise)),
     )
     .map_err(StartError::Bind)?;
     app.monitor.set_site(&app.config.site_url);

@@ -115,8 +115,31 @@ struct RequestCtx {
     ran_slow: bool,
 }
 
+/// Where the request wrapper learns a response body's length (see
+/// [`Monitor::measure_body`]).
+#[derive(Clone, Copy)]
+enum BodyLength {
+    /// Nobody will report it: the wrapper finds it out itself.
+    Unreported,
+    /// `measure_body` of monitor `0` is running the app and will report it.
+    Reported(u64),
+    /// The request's record, waiting in `measure_body` for the length.
+    Parked(ParkedRequest),
+}
+
+/// A request record made by the wrapper, recorded once its body's length
+/// is known.
+#[derive(Clone, Copy)]
+struct ParkedRequest {
+    monitor: u64,
+    record: MetricRecord,
+    /// Sampled or forced: the record goes to the ring, not only the series.
+    to_ring: bool,
+}
+
 thread_local! {
     static CURRENT: Cell<Option<RequestCtx>> = const { Cell::new(None) };
+    static BODY_LENGTH: Cell<BodyLength> = const { Cell::new(BodyLength::Unreported) };
     static THREAD_REQUESTS: Cell<u64> = const { Cell::new(0) };
     static THREAD_INDEX: Cell<u64> = const { Cell::new(u64::MAX) };
     /// (monitor id, SQL text address, length) to pattern id: statement texts
@@ -322,7 +345,19 @@ impl Monitor {
         let result = catch_unwind(AssertUnwindSafe(handler));
         let end = inner.recorder.now_ns();
         let ran_slow = CURRENT.with(|c| c.take()).is_some_and(|c| c.ran_slow);
+        // The front reads the body anyway and reports its length to
+        // `measure_body`: then the record waits for it there. Otherwise
+        // (the app called without the front: tests, `rouille::start_server`)
+        // the wrapper asks the body itself, which costs a re-boxing.
+        let reported = matches!(
+            BODY_LENGTH.with(Cell::get),
+            BodyLength::Reported(id) if id == inner.id
+        );
         let (result, status, bytes) = match result {
+            Ok(response) if reported => {
+                let status = response.status_code;
+                (Ok(response), status, 0)
+            }
             Ok(response) => {
                 let (response, bytes) = with_body_len(response);
                 let status = response.status_code;
@@ -348,10 +383,17 @@ impl Monitor {
             forced: !sampled && (status >= 500 || ran_slow),
             ..MetricRecord::default()
         };
-        if sampled || record.forced {
-            inner.recorder.record(record);
+        let to_ring = sampled || record.forced;
+        if reported && result.is_ok() {
+            BODY_LENGTH.with(|b| {
+                b.set(BodyLength::Parked(ParkedRequest {
+                    monitor: inner.id,
+                    record,
+                    to_ring,
+                }))
+            });
         } else {
-            inner.recorder.aggregate(record);
+            inner.record_request(record, to_ring);
         }
         if track_memory {
             inner.recorder.record_memory_delta(route_op, memory_delta);
@@ -360,6 +402,57 @@ impl Monitor {
             Ok(response) => response,
             Err(panic) => resume_unwind(panic),
         }
+    }
+
+    /// Runs `respond` (the app, whose request wrapper is
+    /// [`around_request`](Self::around_request)), then `materialise`, which
+    /// reads the response's body into memory and returns it with the
+    /// body's length; the request is recorded with that length. This is
+    /// how the HTTP front runs the app: the wrapper never takes the body
+    /// apart to learn its length (rouille's `ResponseBody` tells its length
+    /// only by giving up its boxed reader, which then has to be boxed
+    /// again), so the whole hook path allocates nothing. A streamed body
+    /// counts its real length here (the wrapper alone counts it as 0).
+    pub fn measure_body<T>(
+        &self,
+        respond: impl FnOnce() -> rouille::Response,
+        materialise: impl FnOnce(rouille::Response) -> (T, u64),
+    ) -> T {
+        let Some(inner) = &self.inner else {
+            return materialise(respond()).0;
+        };
+        /// Records the parked request (with 0 bytes if `materialise`
+        /// panicked) and restores the caller's state, whatever happens.
+        struct Finish<'a> {
+            inner: &'a Inner,
+            bytes: u64,
+            outer: BodyLength,
+        }
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let mine = BODY_LENGTH.with(|b| b.replace(self.outer));
+                if let BodyLength::Parked(p) = mine {
+                    if p.monitor == self.inner.id {
+                        let record = MetricRecord {
+                            bytes: self.bytes,
+                            ..p.record
+                        };
+                        self.inner.record_request(record, p.to_ring);
+                    }
+                }
+            }
+        }
+        let outer = BODY_LENGTH.with(|b| b.replace(BodyLength::Reported(inner.id)));
+        let mut finish = Finish {
+            inner,
+            bytes: 0,
+            outer,
+        };
+        let response = respond();
+        let (value, bytes) = materialise(response);
+        finish.bytes = bytes;
+        drop(finish);
+        value
     }
 
     /// Runs one SQL statement (`f` returns its result and the rows it
@@ -688,6 +781,16 @@ fn measure_record_cost(config: RecorderConfig) -> f64 {
 }
 
 impl Inner {
+    /// Records a request's record: in the ring and its series when
+    /// `to_ring`, in its series only otherwise.
+    fn record_request(&self, record: MetricRecord, to_ring: bool) {
+        if to_ring {
+            self.recorder.record(record);
+        } else {
+            self.recorder.aggregate(record);
+        }
+    }
+
     /// Unix seconds now, by the recorder's clock.
     fn unix_now(&self) -> f64 {
         self.recorder.anchor().to_unix_ns(self.recorder.now_ns()) as f64 / 1e9
@@ -982,7 +1085,8 @@ impl Inner {
 
 /// The body's length when the body knows it (every data body does), and the
 /// response with an equivalent body: a streamed body is passed through, not
-/// read, and counts as 0 bytes.
+/// read, and counts as 0 bytes. It allocates (the reader is boxed again):
+/// only for the app called without the front, see [`Monitor::measure_body`].
 fn with_body_len(mut response: rouille::Response) -> (rouille::Response, u64) {
     let body = std::mem::replace(&mut response.data, rouille::ResponseBody::empty());
     let (reader, size) = body.into_reader_and_size();

@@ -118,6 +118,18 @@ impl App {
         with_security_headers(response, request.url().starts_with("/admin"))
     }
 
+    /// [`handle`](Self::handle), then `materialise` (the HTTP front's:
+    /// reads the body into memory), with the monitor learning the body's
+    /// length from it (`Monitor::measure_body`): what the front runs.
+    pub fn respond(
+        &self,
+        request: &Request,
+        materialise: server::Materialise,
+    ) -> server::Materialised {
+        self.monitor
+            .measure_body(|| self.handle(request), materialise)
+    }
+
     fn dispatch(&self, req: &Request, m: &Matched) -> Response {
         let param = m.param.as_deref().unwrap_or("");
         let result = match m.route {

@@ -56,8 +56,48 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header fields in one request.
 pub const MAX_HEADERS: usize = 100;
 
-/// A request handler.
-pub type Handler = Arc<dyn Fn(&rouille::Request) -> rouille::Response + Send + Sync>;
+/// A request handler: runs the app on a request and passes its response
+/// to the given [`materialise`], returning what that returned. The app's
+/// request wrapper sits between the two and learns the body's length from
+/// it, so it never has to take the body apart itself (see
+/// `Monitor::measure_body`).
+pub type Handler = Arc<dyn Fn(&rouille::Request, Materialise) -> Materialised + Send + Sync>;
+
+/// The front's way of turning a response into bytes; see [`materialise`].
+pub type Materialise = fn(rouille::Response) -> (Materialised, u64);
+
+/// A response read into memory by the handler thread, ready for the I/O
+/// side to write.
+pub struct Materialised {
+    /// The status code.
+    pub status: u16,
+    /// The handler's headers (`Content-Length` and `Transfer-Encoding` are
+    /// the front's to set and are dropped when written).
+    pub headers: Vec<(
+        std::borrow::Cow<'static, str>,
+        std::borrow::Cow<'static, str>,
+    )>,
+    /// The whole body.
+    pub body: Vec<u8>,
+    /// False when reading the body failed: the front answers 500.
+    pub complete: bool,
+}
+
+/// Reads `response`'s body into memory; returns it with the body's length
+/// in bytes (what the monitor records).
+pub fn materialise(response: rouille::Response) -> (Materialised, u64) {
+    let (mut reader, size) = response.data.into_reader_and_size();
+    let mut body = Vec::with_capacity(size.unwrap_or(0));
+    let complete = reader.read_to_end(&mut body).is_ok();
+    let len = body.len() as u64;
+    let materialised = Materialised {
+        status: response.status_code,
+        headers: response.headers,
+        body,
+        complete,
+    };
+    (materialised, len)
+}
 
 /// A running server; stops when [`stop`](Self::stop) is called or dropped.
 pub struct Server {
@@ -455,29 +495,35 @@ async fn respond(
     let ran = tokio::task::spawn_blocking(move || {
         let req = rouille::Request::fake_http_from(peer, method.clone(), url, headers, body);
         // The app's wrapper already records a panic as a 500; this keeps
-        // the pool's thread alive whatever happens.
-        let response = catch_unwind(AssertUnwindSafe(|| handler(&req))).unwrap_or_else(|_| {
-            rouille::Response::text("Internal server error\n").with_status_code(500)
-        });
-        // Materialised here, written by the I/O side: a client that does
+        // the pool's thread alive whatever happens. The response is
+        // materialised here, written by the I/O side: a client that does
         // not read holds no handler thread.
-        let (mut reader, size) = response.data.into_reader_and_size();
-        let mut bytes = Vec::with_capacity(size.unwrap_or(0));
-        let complete = reader.read_to_end(&mut bytes).is_ok();
+        let response = catch_unwind(AssertUnwindSafe(|| handler(&req, materialise)))
+            .unwrap_or_else(|_| {
+                materialise(
+                    rouille::Response::text("Internal server error\n").with_status_code(500),
+                )
+                .0
+            });
         if access_log {
             log_access(
                 peer,
                 &method,
                 &path,
-                response.status_code,
-                bytes.len(),
+                response.status,
+                response.body.len(),
                 received.elapsed(),
             );
         }
         // The request's body (inside `req`) is gone: its budget goes back.
         drop(req);
         drop(budget);
-        (response.status_code, response.headers, bytes, complete)
+        (
+            response.status,
+            response.headers,
+            response.body,
+            response.complete,
+        )
     })
     .await;
     let Ok((status, headers, bytes, complete)) = ran else {
