@@ -15,7 +15,7 @@ use crate::web::server::{materialise, Materialised};
 /// Bytes per ring slot.
 pub const SLOT_BYTES: f64 = 64.0;
 /// Bytes per series (see docs/ARCHITECTURE.md).
-pub const SERIES_BYTES: f64 = 27_904.0;
+pub const SERIES_BYTES: f64 = 27_552.0;
 
 /// The traffic the owner expects, from flags.
 #[derive(Clone, Debug, PartialEq)]
@@ -454,7 +454,7 @@ pub fn run(w: &Workload) {
         a.buffer_size
     );
     println!(
-        "  memory:                {:.0} KiB (ring {} x 64 B + {} series x 27.3 KiB)",
+        "  memory:                {:.0} KiB (ring {} x 64 B + {} series x 26.9 KiB)",
         a.memory_bytes / 1024.0,
         a.buffer_size,
         w.series
@@ -485,6 +485,17 @@ pub fn run(w: &Workload) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_bytes_is_what_a_route_series_takes() {
+        let rec = starpunk_perf::Recorder::new(
+            starpunk_perf::RecorderConfig::default(),
+            starpunk_perf::FakeClock::default(),
+        )
+        .unwrap();
+        let op = rec.register(starpunk_perf::Category::Http, "GET /");
+        assert_eq!(rec.series(op).unwrap().memory_bytes() as f64, SERIES_BYTES);
+    }
 
     fn costs() -> Costs {
         Costs {
