@@ -201,6 +201,7 @@ fn spawn_ticker(app: Weak<App>) {
                     Some(app) => {
                         let tick = std::panic::AssertUnwindSafe(|| app.monitor.tick(second));
                         if std::panic::catch_unwind(tick).is_err() {
+                            app.monitor.recover();
                             eprintln!(
                                 "starpunk: a monitor tick failed; the next one runs as usual"
                             );

@@ -584,6 +584,20 @@ impl Monitor {
         }
     }
 
+    /// After a tick panicked: clears the poison of every lock it may have
+    /// held, so the trend, history, alerts and logs go on (each holds
+    /// plain figures, whole between statements).
+    pub fn recover(&self) {
+        let Some(inner) = &self.inner else { return };
+        inner.trend.clear_poison();
+        inner.history.clear_poison();
+        inner.slow_log.clear_poison();
+        inner.memory_samples.clear_poison();
+        if let Some(a) = &inner.alerts {
+            a.clear_poison();
+        }
+    }
+
     /// The site's URL, named in webhook bodies.
     pub fn set_site(&self, url: &str) {
         if let Some(inner) = &self.inner {
@@ -1095,4 +1109,29 @@ fn with_body_len(mut response: rouille::Response) -> (rouille::Response, u64) {
         None => rouille::ResponseBody::from_reader(reader),
     };
     (response, size.unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_holding_a_lock_does_not_end_the_feature() {
+        let m = Monitor::new(&PerfConfig {
+            monitoring_enabled: true,
+            ..PerfConfig::default()
+        });
+        let inner = m.inner().unwrap();
+        // A panic while the trend is locked poisons it...
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _t = inner.trend.lock().unwrap();
+            panic!("a bug in a tick");
+        }));
+        assert!(inner.trend.is_poisoned());
+        // ...and recovering lets the minutes go on.
+        m.recover();
+        assert!(!inner.trend.is_poisoned());
+        m.close_minute();
+        assert!(inner.trend.lock().is_ok());
+    }
 }
