@@ -185,3 +185,50 @@ fn a_damaged_history_file_never_stops_the_blog() {
         vec![0x5a; 8192]
     );
 }
+
+/// `chattr +i|-i` on `files`; false where the filesystem has no immutable
+/// attribute (the test then skips).
+fn immutable(files: &[std::path::PathBuf], on: bool) -> bool {
+    files.iter().all(|f| {
+        std::process::Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(f)
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+#[test]
+fn an_unwritable_history_is_shown_the_blog_goes_on_and_writing_resumes() {
+    let dir = temp_dir("history-unwritable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let blog = start_in(&dir, with_history(7));
+    blog.get("/");
+    blog.app().monitor.close_minute();
+    let files: Vec<_> = ["perf-history.sqlite3", "perf-history.sqlite3-wal"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|f| f.exists())
+        .collect();
+    if !immutable(&files, true) {
+        immutable(&files, false);
+        eprintln!("SKIPPED: chattr +i is not available here");
+        return;
+    }
+    for _ in 0..5 {
+        blog.get("/feed.xml");
+    }
+    blog.app().monitor.close_minute();
+    let state = starpunk::monitoring::snapshot::HistoryView::of(&blog.app().monitor);
+    let (code, _) = blog.get("/health");
+    immutable(&files, false);
+    assert_eq!(code, 200, "the blog goes on");
+    assert!(!state.ok && state.error.is_some(), "{state:?}");
+    // Writable again: the next minute writes, and the failed minute's
+    // requests were kept for it.
+    blog.app().monitor.close_minute();
+    let state = starpunk::monitoring::snapshot::HistoryView::of(&blog.app().monitor);
+    assert!(state.ok, "{state:?}");
+    let (_, v) = range_json(&blog, "1h");
+    assert_eq!(route(&v, "GET /feed.xml").unwrap()["count"], 5, "{v}");
+}

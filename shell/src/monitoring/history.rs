@@ -593,10 +593,16 @@ impl Reader<'_> {
         // starts in the range (counted whole).
         let rest = hours_to.max(head_end);
         if rest < to {
-            if kept(rest) {
+            let pruned_hour = if kept(rest) {
+                Vec::new()
+            } else {
+                self.rows_between(HOUR, rest, to, kind)?
+            };
+            if pruned_hour.is_empty() {
+                // Minutes kept (or a history younger than the range).
                 rows.extend(self.rows_between(MINUTE, rest, to, kind)?);
             } else {
-                rows.extend(self.rows_between(HOUR, rest, to, kind)?);
+                rows.extend(pruned_hour);
             }
         }
         Ok(rows)
