@@ -73,14 +73,14 @@ fn main() {
                 let r = rnd();
                 let ns = 100_000 + (r % 1_000) * (r % 1_000) * 50;
                 s.latency.saturating_record(ns);
-                s.c.count += 1;
-                s.c.sum_ns += ns;
-                s.c.bytes += 2_000 + r % 5_000;
-                s.c.rows += r % 10;
+                s.c.counts.count += 1;
+                s.c.counts.sum_ns += ns;
+                s.c.counts.bytes += 2_000 + r % 5_000;
+                s.c.counts.rows += r % 10;
                 if r % 200 == 0 {
-                    s.c.errors_5xx += 1;
+                    s.c.counts.errors_5xx += 1;
                 } else if r % 50 == 0 {
-                    s.c.errors_4xx += 1;
+                    s.c.counts.errors_4xx += 1;
                 }
             }
             s.c.buckets = s

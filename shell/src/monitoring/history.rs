@@ -35,9 +35,9 @@ const MINUTES_KEPT: i64 = 25 * HOUR;
 /// The file's name in the data directory.
 pub const FILE: &str = "perf-history.sqlite3";
 
-/// Cumulative figures of one series (since start or the last clear).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Cumulative {
+/// The counts a series adds up: of a minute, an hour, or since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
     /// Events.
     pub count: u64,
     /// Sum of latencies, ns.
@@ -50,6 +50,37 @@ pub struct Cumulative {
     pub bytes: u64,
     /// Rows returned or changed.
     pub rows: u64,
+}
+
+impl Counts {
+    /// Adds `other` (saturating; the latency sum wraps like the series').
+    pub fn add(&mut self, other: &Counts) {
+        self.count = self.count.saturating_add(other.count);
+        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
+        self.errors_5xx = self.errors_5xx.saturating_add(other.errors_5xx);
+        self.errors_4xx = self.errors_4xx.saturating_add(other.errors_4xx);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.rows = self.rows.saturating_add(other.rows);
+    }
+
+    /// The change from `before` to these cumulative counts.
+    pub fn since(&self, before: &Counts) -> Counts {
+        Counts {
+            count: self.count.saturating_sub(before.count),
+            sum_ns: self.sum_ns.wrapping_sub(before.sum_ns),
+            errors_5xx: self.errors_5xx.saturating_sub(before.errors_5xx),
+            errors_4xx: self.errors_4xx.saturating_sub(before.errors_4xx),
+            bytes: self.bytes.saturating_sub(before.bytes),
+            rows: self.rows.saturating_sub(before.rows),
+        }
+    }
+}
+
+/// Cumulative figures of one series (since start or the last clear).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cumulative {
+    /// The counts.
+    pub counts: Counts,
     /// Latency buckets `(value ns, count)`, ascending.
     pub buckets: Vec<(u64, u64)>,
 }
@@ -65,18 +96,8 @@ pub struct Row {
     pub kind: i64,
     /// Route template or pattern; empty for [`KIND_ALL`].
     pub name: String,
-    /// Events.
-    pub count: u64,
-    /// Sum of latencies, ns.
-    pub sum_ns: u64,
-    /// 5xx responses.
-    pub errors_5xx: u64,
-    /// 4xx responses.
-    pub errors_4xx: u64,
-    /// Response bytes.
-    pub bytes: u64,
-    /// Rows returned or changed.
-    pub rows: u64,
+    /// The counts.
+    pub counts: Counts,
     /// Slow statements ([`KIND_ALL`] only).
     pub slow: u64,
     /// Resident memory at the row's end, bytes ([`KIND_ALL`] only; 0:
@@ -199,7 +220,7 @@ impl History {
         let mut next_last = Vec::new();
         for (kind, name, now) in series {
             let before = self.last.get(&(kind, name.clone()));
-            let cleared = before.is_some_and(|b| now.count < b.count);
+            let cleared = before.is_some_and(|b| now.counts.count < b.counts.count);
             let zero = Cumulative::default();
             let b = if cleared {
                 &zero
@@ -207,16 +228,11 @@ impl History {
                 before.unwrap_or(&zero)
             };
             let delta = Cumulative {
-                count: now.count.saturating_sub(b.count),
-                sum_ns: now.sum_ns.wrapping_sub(b.sum_ns),
-                errors_5xx: now.errors_5xx.saturating_sub(b.errors_5xx),
-                errors_4xx: now.errors_4xx.saturating_sub(b.errors_4xx),
-                bytes: now.bytes.saturating_sub(b.bytes),
-                rows: now.rows.saturating_sub(b.rows),
+                counts: now.counts.since(&b.counts),
                 buckets: difference(&b.buckets, &now.buckets),
             };
             next_last.push(((kind, name.clone()), now));
-            if delta.count == 0 {
+            if delta.counts.count == 0 {
                 continue;
             }
             let mut latency = self.empty.clone();
@@ -225,11 +241,11 @@ impl History {
             }
             if kind == KIND_ROUTE {
                 let _ = all.add(&latency);
-                total.count = total.count.saturating_add(delta.count);
-                total.sum_ns = total.sum_ns.wrapping_add(delta.sum_ns);
-                total.errors_5xx = total.errors_5xx.saturating_add(delta.errors_5xx);
-                total.errors_4xx = total.errors_4xx.saturating_add(delta.errors_4xx);
-                total.bytes = total.bytes.saturating_add(delta.bytes);
+                // Rows are the patterns' figure, not the requests'.
+                total.counts.add(&Counts {
+                    rows: 0,
+                    ..delta.counts
+                });
             }
             rows.push((kind, name, delta, latency));
         }
@@ -250,12 +266,7 @@ impl History {
                 .iter_mut()
                 .find(|(k, n, _, _)| *k == old.kind && *n == old.name)
             {
-                d.count = d.count.saturating_add(old.count);
-                d.sum_ns = d.sum_ns.wrapping_add(old.sum_ns);
-                d.errors_5xx = d.errors_5xx.saturating_add(old.errors_5xx);
-                d.errors_4xx = d.errors_4xx.saturating_add(old.errors_4xx);
-                d.bytes = d.bytes.saturating_add(old.bytes);
-                d.rows = d.rows.saturating_add(old.rows);
+                d.counts.add(&old.counts);
                 let _ = latency.add(&old.latency);
                 if old.kind == KIND_ALL {
                     slow_extra = slow_extra.saturating_add(old.slow);
@@ -263,38 +274,25 @@ impl History {
             }
         }
         let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
-                     errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .map_err(err)?;
-            for (kind, name, d, latency) in &rows {
-                let (slow, rss) = if *kind == KIND_ALL {
-                    (slow + slow_extra, rss)
-                } else {
-                    (0, 0)
-                };
-                insert
-                    .execute(params![
-                        MINUTE,
-                        start,
-                        kind,
-                        name,
-                        d.count as i64,
-                        d.sum_ns as i64,
-                        d.errors_5xx as i64,
-                        d.errors_4xx as i64,
-                        d.bytes as i64,
-                        d.rows as i64,
-                        slow as i64,
-                        rss as i64,
-                        serialize(latency)?,
-                    ])
-                    .map_err(err)?;
-            }
+        for (kind, name, d, latency) in rows {
+            let (slow, rss) = if kind == KIND_ALL {
+                (slow + slow_extra, rss)
+            } else {
+                (0, 0)
+            };
+            insert(
+                &tx,
+                &Row {
+                    start,
+                    resolution: MINUTE,
+                    kind,
+                    name,
+                    counts: d.counts,
+                    slow,
+                    rss,
+                    latency,
+                },
+            )?;
         }
         tx.commit().map_err(err)?;
         self.last.extend(next_last);
@@ -371,27 +369,7 @@ impl History {
         }
         let tx = self.conn.transaction().map_err(err)?;
         for r in &merged {
-            tx.execute(
-                "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
-                 errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    HOUR,
-                    hour,
-                    r.kind,
-                    r.name,
-                    r.count as i64,
-                    r.sum_ns as i64,
-                    r.errors_5xx as i64,
-                    r.errors_4xx as i64,
-                    r.bytes as i64,
-                    r.rows as i64,
-                    r.slow as i64,
-                    r.rss as i64,
-                    serialize(&r.latency)?,
-                ],
-            )
-            .map_err(err)?;
+            insert(&tx, r)?;
         }
         tx.commit().map_err(err)
     }
@@ -485,12 +463,14 @@ impl Reader<'_> {
                         resolution,
                         kind: r.get(1)?,
                         name: r.get(2)?,
-                        count: count(r, 3)?,
-                        sum_ns: r.get::<_, i64>(4)? as u64,
-                        errors_5xx: count(r, 5)?,
-                        errors_4xx: count(r, 6)?,
-                        bytes: count(r, 7)?,
-                        rows: count(r, 8)?,
+                        counts: Counts {
+                            count: count(r, 3)?,
+                            sum_ns: r.get::<_, i64>(4)? as u64,
+                            errors_5xx: count(r, 5)?,
+                            errors_4xx: count(r, 6)?,
+                            bytes: count(r, 7)?,
+                            rows: count(r, 8)?,
+                        },
                         slow: count(r, 9)?,
                         rss: count(r, 10)?,
                         latency: Histogram::new(1).expect("a 1-significant-figure histogram"),
@@ -625,18 +605,43 @@ impl Reader<'_> {
 
 /// Adds `m`'s figures into `r` (same kind and name).
 pub fn add_row(r: &mut Row, m: &Row) {
-    r.count = r.count.saturating_add(m.count);
-    r.sum_ns = r.sum_ns.wrapping_add(m.sum_ns);
-    r.errors_5xx = r.errors_5xx.saturating_add(m.errors_5xx);
-    r.errors_4xx = r.errors_4xx.saturating_add(m.errors_4xx);
-    r.bytes = r.bytes.saturating_add(m.bytes);
-    r.rows = r.rows.saturating_add(m.rows);
+    r.counts.add(&m.counts);
     r.slow = r.slow.saturating_add(m.slow);
     // RSS: the latest known.
     if m.rss > 0 && m.start >= r.start {
         r.rss = m.rss;
     }
     let _ = r.latency.add(&m.latency);
+}
+
+/// Stores `r` (replacing a row of the same resolution, start, kind and
+/// name).
+fn insert(conn: &Connection, r: &Row) -> Result<(), String> {
+    let c = &r.counts;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
+         errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut q| {
+        q.execute(params![
+            r.resolution,
+            r.start,
+            r.kind,
+            r.name,
+            c.count as i64,
+            c.sum_ns as i64,
+            c.errors_5xx as i64,
+            c.errors_4xx as i64,
+            c.bytes as i64,
+            c.rows as i64,
+            r.slow as i64,
+            r.rss as i64,
+            serialize(&r.latency).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        ])
+    })
+    .map(|_| ())
+    .map_err(err)
 }
 
 fn serialize(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
@@ -682,11 +687,11 @@ mod tests {
         let mut c = Cumulative::default();
         for m in 0..minutes {
             h.record_n(ms(m) * 1_000_000, n).unwrap();
-            c.count += n;
-            c.sum_ns += ms(m) * 1_000_000 * n;
-            c.bytes += 100 * n;
+            c.counts.count += n;
+            c.counts.sum_ns += ms(m) * 1_000_000 * n;
+            c.counts.bytes += 100 * n;
         }
-        c.errors_5xx = minutes;
+        c.counts.errors_5xx = minutes;
         c.buckets = h
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
@@ -724,10 +729,13 @@ mod tests {
             .rows_between(HOUR, t0, t0 + 3 * HOUR, Some(KIND_ROUTE))
             .unwrap();
         // All three hours are complete: each rolled up.
-        let counts: Vec<u64> = hours.iter().map(|r| r.count).collect();
+        let counts: Vec<u64> = hours.iter().map(|r| r.counts.count).collect();
         assert_eq!(counts, [600, 600, 600]);
-        assert_eq!((hours[0].errors_5xx, hours[1].errors_5xx), (60, 60));
-        assert_eq!(hours[1].sum_ns, 600 * 100_000_000);
+        assert_eq!(
+            (hours[0].counts.errors_5xx, hours[1].counts.errors_5xx),
+            (60, 60)
+        );
+        assert_eq!(hours[1].counts.sum_ns, 600 * 100_000_000);
         // The merged distribution of both hours: half 1 ms, half 100 ms.
         let mut both = hours[0].latency.clone();
         both.add(&hours[1].latency).unwrap();
@@ -741,7 +749,7 @@ mod tests {
                 .rows_for_range(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
                 .unwrap();
             assert_eq!(
-                all.iter().map(|r| r.count).sum::<u64>(),
+                all.iter().map(|r| r.counts.count).sum::<u64>(),
                 1_800,
                 "from {from}"
             );
@@ -749,7 +757,7 @@ mod tests {
                 .reader()
                 .rows_for_range_coarse(from, t0 + 3 * HOUR, Some(KIND_ROUTE))
                 .unwrap();
-            assert_eq!(coarse.iter().map(|r| r.count).sum::<u64>(), 1_800);
+            assert_eq!(coarse.iter().map(|r| r.counts.count).sum::<u64>(), 1_800);
             assert_eq!(coarse.len(), 3, "three hour rows, no minutes");
         }
         let count = |from, to| {
@@ -757,7 +765,7 @@ mod tests {
                 .rows_for_range_coarse(from, to, Some(KIND_ROUTE))
                 .unwrap()
                 .iter()
-                .map(|r| r.count)
+                .map(|r| r.counts.count)
                 .sum::<u64>()
         };
         // A range starting mid-hour: its minutes, then whole hours.
@@ -775,7 +783,7 @@ mod tests {
             .reader()
             .rows_between(MINUTE, t0, t0 + 3 * HOUR, Some(KIND_ALL))
             .unwrap();
-        assert_eq!(totals.iter().map(|r| r.count).sum::<u64>(), 1_800);
+        assert_eq!(totals.iter().map(|r| r.counts.count).sum::<u64>(), 1_800);
         // Two days later (retention 1 day): everything is pruned.
         let later = t0 + 2 * 86_400 + 3 * HOUR;
         let c = cumulative(181, 10, ms);
@@ -817,7 +825,10 @@ mod tests {
             .reader()
             .rows_between(MINUTE, 0, 10_000, Some(KIND_ROUTE))
             .unwrap();
-        assert_eq!(rows.iter().map(|r| r.count).collect::<Vec<_>>(), [50, 3]);
+        assert_eq!(
+            rows.iter().map(|r| r.counts.count).collect::<Vec<_>>(),
+            [50, 3]
+        );
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -875,15 +875,17 @@ impl Inner {
                 _ => continue,
             };
             let c = entry.value.read(|s| history::Cumulative {
-                count: s.count(),
-                sum_ns: s.since_start.sum(),
-                errors_5xx: s.status_classes()[5],
-                errors_4xx: s.status_classes()[4],
-                bytes: s.bytes(),
-                rows: s.rows(),
+                counts: history::Counts {
+                    count: s.count(),
+                    sum_ns: s.since_start.sum(),
+                    errors_5xx: s.status_classes()[5],
+                    errors_4xx: s.status_classes()[4],
+                    bytes: s.bytes(),
+                    rows: s.rows(),
+                },
                 buckets: s.since_start.buckets().collect(),
             });
-            if c.count > 0 {
+            if c.counts.count > 0 {
                 series.push((kind, entry.name.clone(), c));
             }
         }

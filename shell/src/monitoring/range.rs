@@ -162,11 +162,14 @@ fn endpoint(name: &str, r: &Row) -> EndpointStats {
     let h = &r.latency;
     let q = |q: f64| ms(h.value_at_quantile(q) as f64);
     let mut status = BTreeMap::new();
-    let ok = r.count.saturating_sub(r.errors_5xx + r.errors_4xx);
+    let ok = r
+        .counts
+        .count
+        .saturating_sub(r.counts.errors_5xx + r.counts.errors_4xx);
     for (k, n) in [
         ("1xx-3xx", ok),
-        ("4xx", r.errors_4xx),
-        ("5xx", r.errors_5xx),
+        ("4xx", r.counts.errors_4xx),
+        ("5xx", r.counts.errors_5xx),
     ] {
         if n > 0 {
             status.insert(k.to_string(), n);
@@ -174,9 +177,9 @@ fn endpoint(name: &str, r: &Row) -> EndpointStats {
     }
     EndpointStats {
         name: name.to_string(),
-        count: r.count,
-        mean_ms: if r.count > 0 {
-            ms(r.sum_ns as f64 / r.count as f64)
+        count: r.counts.count,
+        mean_ms: if r.counts.count > 0 {
+            ms(r.counts.sum_ns as f64 / r.counts.count as f64)
         } else {
             0.0
         },
@@ -184,14 +187,14 @@ fn endpoint(name: &str, r: &Row) -> EndpointStats {
         p95_ms: q(0.95),
         p99_ms: q(0.99),
         max_ms: ms(h.max() as f64),
-        bytes_mean: if r.count > 0 {
-            (r.bytes as f64 / r.count as f64).round()
+        bytes_mean: if r.counts.count > 0 {
+            (r.counts.bytes as f64 / r.counts.count as f64).round()
         } else {
             0.0
         },
         status,
-        errors_5xx: r.errors_5xx,
-        client_errors_4xx: r.errors_4xx,
+        errors_5xx: r.counts.errors_5xx,
+        client_errors_4xx: r.counts.errors_4xx,
         rss_delta: None,
     }
 }
@@ -209,14 +212,14 @@ fn merged(rows: &[Row], kind: i64) -> Vec<Row> {
 }
 
 fn point(bucket_start: i64, seconds: f64, r: &Row) -> MinutePoint {
-    let has = r.count > 0;
+    let has = r.counts.count > 0;
     MinutePoint {
         start_unix: bucket_start.max(0) as u64,
         seconds,
-        requests: r.count,
-        requests_per_second: r.count as f64 / seconds.max(1.0),
-        errors_5xx: r.errors_5xx,
-        client_errors_4xx: r.errors_4xx,
+        requests: r.counts.count,
+        requests_per_second: r.counts.count as f64 / seconds.max(1.0),
+        errors_5xx: r.counts.errors_5xx,
+        client_errors_4xx: r.counts.errors_4xx,
         p50_ms: if has {
             ms(r.latency.value_at_quantile(0.5) as f64)
         } else {
@@ -280,12 +283,12 @@ fn compare(
             .find(|r| r.name == name)
             .map_or((0, 0.0, 0.0, 0.0), |r| {
                 let e = endpoint(name, r);
-                let rate = if r.count > 0 {
-                    r.errors_5xx as f64 / r.count as f64
+                let rate = if r.counts.count > 0 {
+                    r.counts.errors_5xx as f64 / r.counts.count as f64
                 } else {
                     0.0
                 };
-                (r.count, e.p50_ms, e.p99_ms, rate)
+                (r.counts.count, e.p50_ms, e.p99_ms, rate)
             })
     };
     let mut routes: Vec<CompareRow> = names
@@ -403,11 +406,11 @@ impl Monitor {
                 PatternStats {
                     pattern_id: 0,
                     pattern: r.name.clone(),
-                    calls: r.count,
-                    total_ms: ms(r.sum_ns as f64),
+                    calls: r.counts.count,
+                    total_ms: ms(r.counts.sum_ns as f64),
                     mean_ms: e.mean_ms,
                     p99_ms: e.p99_ms,
-                    rows: r.rows,
+                    rows: r.counts.rows,
                 }
             })
             .collect();
@@ -439,8 +442,8 @@ impl Monitor {
             window_seconds: covered as f64,
             mean_response_ms: all
                 .as_ref()
-                .filter(|a| a.count > 0)
-                .map_or(0.0, |a| ms(a.sum_ns as f64 / a.count as f64)),
+                .filter(|a| a.counts.count > 0)
+                .map_or(0.0, |a| ms(a.counts.sum_ns as f64 / a.counts.count as f64)),
             p99_response_ms: window.p99_ms,
             errors_5xx: window.errors_5xx,
             client_errors_4xx: window.client_errors_4xx,
