@@ -9,14 +9,23 @@
 //! - `64 B slots, spread`: 64-byte slots, but consecutive tickets go to
 //!   slots `cap / 8` apart (`spread` below), so slots written at the same
 //!   time are never neighbours;
-//! - `ticket by CAS + backoff` (chosen): the ticket from a compare-exchange
-//!   of `head` that backs off (16, 32, 64, 128 pauses) after losing to
-//!   another writer, at most 4 times, then `fetch_add` (as shipped in
-//!   `RingBuffer::ticket`); `short backoff`: the same with 1, 2, 4, 8;
+//! - `ticket by CAS + backoff`: the ticket from a compare-exchange of
+//!   `head` that backs off (16, 32, 64, 128 pauses) after losing to
+//!   another writer, at most 4 times, then `fetch_add` (shipped before
+//!   blocks, and still `RingBuffer::ticket` for rings under 64 slots);
+//!   `short backoff`: the same with 1, 2, 4, 8; `long`: 64 to 512;
 //! - `..., plain store`: the claim is a plain store of the odd `seq` when
 //!   the previous lap is found (a load, then a store), instead of a
 //!   compare-exchange. **Unsound** (two writers a lap apart can both
-//!   claim): here only to measure what the compare-exchange costs.
+//!   claim): here only to measure what the compare-exchange costs;
+//! - `starpunk_perf::RingBuffer` as shipped: tickets in blocks of 16 per
+//!   thread stripe (`RingBuffer::with_block`).
+//!
+//! `RING_FULL=1` follows every push with the rest of the HTTP record
+//! (histogram, status, bytes) on one shared recorder, and adds
+//! `Recorder::record` itself and a control that shares nothing (a
+//! recorder per thread). `RING_ROUNDS`, `RING_THREADS` and `RING_ONLY`:
+//! see `interleaved_rounds`.
 //!
 //! `cargo bench -p starpunk-benches --bench ring_designs`
 
@@ -183,7 +192,9 @@ fn designs() -> Vec<(&'static str, Pusher)> {
     let q = ArrayQueue::<[u64; WORDS]>::new(CAP);
     let q4 = ArrayQueue::<[u64; 4]>::new(CAP);
     let counter = CachePadded::new(AtomicU64::new(0));
-    vec![
+    let r8 = Ring::<Slot64, false, false, 4>::new(CAP);
+    let r9 = Ring::<Slot64, false, false, 64>::new(CAP);
+    let list: Vec<(&'static str, Pusher)> = vec![
         (
             "baseline AtomicU64::fetch_add (the shared index alone)",
             Box::new(move |v| {
@@ -217,7 +228,7 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             Box::new(move |v| r4.push(words(v))),
         ),
         (
-            "64 B slots, ticket by CAS + backoff (16, 32, 64, 128 pauses; chosen)",
+            "64 B slots, ticket by CAS + backoff (16, 32, 64, 128 pauses; before blocks)",
             Box::new(move |v| r5.push(words(v))),
         ),
         (
@@ -225,7 +236,7 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             Box::new(move |v| r7.push(words(v))),
         ),
         (
-            "starpunk_perf::RingBuffer (as shipped)",
+            "starpunk_perf::RingBuffer (as shipped: blocks of 16 tickets per stripe)",
             Box::new(move |v| {
                 shipped.push(starpunk_perf::MetricRecord {
                     timestamp_ns: v,
@@ -240,13 +251,96 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             "128 B slots, ticket by CAS + backoff",
             Box::new(move |v| r6.push(words(v))),
         ),
-    ]
+        (
+            "64 B slots, ticket by CAS + backoff (4, 8, 16, 32 pauses)",
+            Box::new(move |v| r8.push(words(v))),
+        ),
+        (
+            "64 B slots, ticket by CAS + backoff (64, 128, 256, 512 pauses)",
+            Box::new(move |v| r9.push(words(v))),
+        ),
+    ];
+    if std::env::var_os("RING_FULL").is_none() {
+        return list;
+    }
+    // `RING_FULL=1`: each push followed by the rest of the HTTP record
+    // (histogram, status, bytes) on one shared recorder, as
+    // `Recorder::record` does after its own ring push.
+    let recorder = std::sync::Arc::new(
+        starpunk_perf::Recorder::new(
+            starpunk_perf::RecorderConfig::default(),
+            starpunk_perf::TscClock::new(),
+        )
+        .expect("default config"),
+    );
+    let op = recorder.register(starpunk_perf::Category::Http, "GET /notes/{slug}");
+    let mut full: Vec<(&'static str, Pusher)> = list
+        .into_iter()
+        .map(|(name, push)| {
+            let recorder = std::sync::Arc::clone(&recorder);
+            let f: Pusher = Box::new(move |v| {
+                push(v);
+                recorder.aggregate(http_record(op, v));
+            });
+            (name, f)
+        })
+        .collect();
+    let recorder = std::sync::Arc::clone(&recorder);
+    full.push((
+        "Recorder::record (as shipped: ring + aggregate)",
+        Box::new(move |v| recorder.record(http_record(op, v))),
+    ));
+    // The control: the same record into a recorder of the thread's own
+    // (one per stripe), so threads share nothing: what two threads cost
+    // on this host with no contention at all.
+    let own: Vec<(
+        starpunk_perf::Recorder<starpunk_perf::TscClock>,
+        starpunk_perf::OpId,
+    )> = (0..starpunk_perf::STRIPES)
+        .map(|_| {
+            let r = starpunk_perf::Recorder::new(
+                starpunk_perf::RecorderConfig::default(),
+                starpunk_perf::TscClock::new(),
+            )
+            .expect("default config");
+            let op = r.register(starpunk_perf::Category::Http, "GET /notes/{slug}");
+            (r, op)
+        })
+        .collect();
+    full.push((
+        "control: Recorder::record, a recorder per thread (nothing shared)",
+        Box::new(move |v| {
+            let (r, op) = &own[starpunk_perf::stripe() % starpunk_perf::STRIPES];
+            r.record(http_record(*op, v))
+        }),
+    ));
+    full
+}
+
+/// The record the server makes for a request (as in the `record` bench).
+fn http_record(op: starpunk_perf::OpId, v: u64) -> starpunk_perf::MetricRecord {
+    const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 200, 500];
+    let exp = 10 + (v % 21) as u32;
+    let d = (1u64 << exp) | (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) & ((1 << exp) - 1));
+    starpunk_perf::MetricRecord {
+        timestamp_ns: v,
+        duration_ns: d,
+        bytes: 2_000 + (d & 0x3FFF),
+        status: STATUSES[(d & 7) as usize],
+        request_id: v,
+        operation: op,
+        category: starpunk_perf::Category::Http,
+        ..starpunk_perf::MetricRecord::default()
+    }
 }
 
 /// `RING_ROUNDS=n`: besides criterion, `n` rounds in which every design
 /// runs once in turn (200,000 operations per thread), so a change in the
 /// host (another tenant, the hypervisor moving a vCPU) hits every design
-/// alike; prints each design's median and quartiles over the rounds.
+/// alike; prints each design's median and quartiles over the rounds, and
+/// with one thread among `RING_THREADS`, the median of each round's ratio
+/// of n threads to one. `RING_ONLY=a,b` keeps the designs whose names
+/// contain `a` or `b`.
 fn interleaved_rounds(threads: &[usize]) {
     let Some(rounds) = std::env::var("RING_ROUNDS")
         .ok()
@@ -255,23 +349,49 @@ fn interleaved_rounds(threads: &[usize]) {
         return;
     };
     const OPS: u64 = 200_000;
-    for &n in threads {
-        let designs = designs();
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); designs.len()];
-        for _ in 0..rounds {
+    // Thread counts interleaved too, so the ratio of n threads to one
+    // compares figures taken minutes, not a whole run, apart.
+    // `RING_ONLY=a,b`: only the designs whose names contain `a` or `b`.
+    let only: Vec<String> = std::env::var("RING_ONLY")
+        .map(|o| o.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let designs: Vec<(&str, Pusher)> = designs()
+        .into_iter()
+        .filter(|(name, _)| only.is_empty() || only.iter().any(|o| name.contains(o.as_str())))
+        .collect();
+    let mut times = vec![vec![Vec::new(); designs.len()]; threads.len()];
+    for _ in 0..rounds {
+        for (k, &n) in threads.iter().enumerate() {
             for (i, (_, f)) in designs.iter().enumerate() {
                 let t = run_threads(n, OPS, &**f);
-                times[i].push(t.as_nanos() as f64 / OPS as f64);
+                times[k][i].push(t.as_nanos() as f64 / OPS as f64);
             }
         }
-        for ((name, _), t) in designs.iter().zip(&mut times) {
-            t.sort_by(f64::total_cmp);
-            let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+    }
+    let quartiles = |t: &[f64]| {
+        let mut t = t.to_vec();
+        t.sort_by(f64::total_cmp);
+        let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+        (q(0.5), q(0.25), q(0.75))
+    };
+    // The host's speed changes over seconds (section 7): the n-thread
+    // figure of a round is compared with the one-thread figure of the same
+    // round, and the ratios' median is reported.
+    let one = threads.iter().position(|&n| n == 1);
+    for (k, &n) in threads.iter().enumerate() {
+        for (i, (name, _)) in designs.iter().enumerate() {
+            let (m, lo, hi) = quartiles(&times[k][i]);
+            let ratio = one.map_or(String::new(), |o| {
+                let ratios: Vec<f64> = times[k][i]
+                    .iter()
+                    .zip(&times[o][i])
+                    .map(|(t, t1)| t / t1)
+                    .collect();
+                let (r, rlo, rhi) = quartiles(&ratios);
+                format!("; {r:.2}x one thread in the same round (quartiles {rlo:.2} to {rhi:.2})")
+            });
             println!(
-                "rounds/{n} threads/{name}: median {:.1} ns (quartiles {:.1} to {:.1}) over {rounds} rounds",
-                q(0.5),
-                q(0.25),
-                q(0.75)
+                "rounds/{n} threads/{name}: median {m:.1} ns (quartiles {lo:.1} to {hi:.1}) over {rounds} rounds{ratio}"
             );
         }
     }

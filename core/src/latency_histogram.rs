@@ -7,82 +7,65 @@ use crate::layout::HistogramLayout;
 use crate::stripe::{LinePadded, STRIPES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-/// An atomic counter a histogram can keep its buckets in.
-pub trait Counter: Send + Sync {
-    /// A zeroed counter.
-    fn zero() -> Self;
-    /// Adds one (relaxed). A `u32` counter wraps past `u32::MAX`.
-    fn increment(&self);
-    /// Reads the counter (relaxed).
-    fn get(&self) -> u64;
-    /// Sets it back to zero (relaxed). A `swap`, not a `store`: every
-    /// write to a counter is then a read-modify-write, which keeps loom
-    /// exact (it can misorder a plain store racing an RMW, tokio-rs/loom
-    /// #282 and #389); on a cold path the difference costs nothing.
-    fn reset(&self);
-}
+/// Copies of the bucket counters: a thread records into copy
+/// `stripe % COUNT_STRIPES`, so two busy threads on different stripes never
+/// write the same counter line (the reason the histogram stopped scaling
+/// with cores: docs/PERFORMANCE.md, "Contention"). Two copies of `u32`
+/// counters take the bytes one copy of `u64` took.
+pub const COUNT_STRIPES: usize = 2;
 
-impl Counter for AtomicU64 {
-    #[inline]
-    fn zero() -> Self {
-        AtomicU64::new(0)
-    }
-    #[inline]
-    fn increment(&self) {
-        self.fetch_add(1, Ordering::Relaxed);
-    }
-    #[inline]
-    fn get(&self) -> u64 {
-        self.load(Ordering::Relaxed)
-    }
-    #[inline]
-    fn reset(&self) {
-        self.swap(0, Ordering::Relaxed);
-    }
-}
+/// Buckets whose `u32` counter may wrap per histogram (each wrap of a
+/// stripe's counter carries 2^32 into the bucket's slot here).
+pub const CARRY_SLOTS: usize = 8;
 
-impl Counter for AtomicU32 {
-    #[inline]
-    fn zero() -> Self {
-        AtomicU32::new(0)
-    }
-    #[inline]
-    fn increment(&self) {
-        self.fetch_add(1, Ordering::Relaxed);
-    }
-    #[inline]
-    fn get(&self) -> u64 {
-        u64::from(self.load(Ordering::Relaxed))
-    }
-    #[inline]
-    fn reset(&self) {
-        self.swap(0, Ordering::Relaxed);
-    }
-}
+/// Counters per 64-byte line.
+const PER_LINE: usize = 16;
+
+/// Sixteen bucket counters on their own cache line.
+#[repr(align(64))]
+struct CountLine([AtomicU32; PER_LINE]);
+
+/// A carry slot: the bucket's index plus one in the high 24 bits (0 = free),
+/// the number of 2^32 carries in the low 40.
+const CARRY_SHIFT: u32 = 40;
+const CARRY_MASK: u64 = (1 << CARRY_SHIFT) - 1;
 
 /// HdrHistogram's bucket layout in atomic counters, plus an exact sum and max.
 ///
-/// Recording is an index computation, one relaxed increment, one relaxed
-/// add to the sum and a relaxed load of the max (a `fetch_max` only when the
-/// value is a new maximum). Values above the layout's highest trackable
-/// value saturate into the last counter; the max still records them exactly.
-/// The count is the sum of the counters, so it always agrees with them.
+/// Recording is an index computation, one relaxed increment of the
+/// caller's stripe's counter, one relaxed add to the stripe's sum and a
+/// relaxed load of the max (a `fetch_max` only when the value is a new
+/// maximum). A bucket's count is the sum of its [`COUNT_STRIPES`] `u32`
+/// counters plus 2^32 per carry: the increment that wraps a counter (it
+/// returned `u32::MAX`, once in four billion records of a bucket and stripe)
+/// takes a slot of [`CARRY_SLOTS`] for the bucket and adds one there. Should
+/// more buckets than that ever wrap, the extra ones stay at `u32::MAX` per
+/// stripe (saturate) instead of wrapping. Values above the layout's highest
+/// trackable value saturate into the last bucket; the max still records
+/// them exactly. The count is the sum of the buckets, so it always agrees
+/// with them.
 ///
 /// # Examples
 ///
 /// ```
 /// use starpunk_perf::{HistogramLayout, LatencyHistogram};
 ///
-/// let h: LatencyHistogram = LatencyHistogram::new(HistogramLayout::new(1, 1_000_000, 2).unwrap());
+/// let h = LatencyHistogram::new(HistogramLayout::new(1, 1_000_000, 2).unwrap());
 /// h.record(100);
 /// h.record(5_000_000); // saturates, never fails
 /// assert_eq!(h.count(), 2);
 /// assert_eq!(h.max(), 5_000_000);
 /// ```
-pub struct LatencyHistogram<C: Counter = AtomicU64> {
+pub struct LatencyHistogram {
     layout: HistogramLayout,
-    /// `counts.len() == layout.counts_len()`.
-    counts: Box<[C]>,
+    /// Lines per stripe: `layout.counts_len()` counters rounded up to lines.
+    stride: usize,
+    /// Stripe `s`'s counter of bucket `i` is counter `i % 16` of line
+    /// `s * stride + i / 16`: each stripe's counters start on their own
+    /// line. `lines.len() == COUNT_STRIPES * stride`.
+    lines: Box<[CountLine]>,
+    /// Carries of wrapped counters; see the type's documentation.
+    carries: LinePadded<[AtomicU64; CARRY_SLOTS]>,
     /// Sum of recorded values, one per stripe so concurrent writers do not
     /// share its line; wrapping (a u64 of nanoseconds holds 584 years).
     sums: [LinePadded<AtomicU64>; STRIPES],
@@ -90,14 +73,35 @@ pub struct LatencyHistogram<C: Counter = AtomicU64> {
     max: AtomicU64,
 }
 
-impl<C: Counter> LatencyHistogram<C> {
+/// The carries of one read: `(bucket index, carries)` of the used slots.
+struct Carries {
+    slots: [(usize, u64); CARRY_SLOTS],
+    used: usize,
+}
+
+impl Carries {
+    #[inline]
+    fn of(&self, index: usize) -> u64 {
+        self.slots[..self.used]
+            .iter()
+            .filter(|&&(i, _)| i == index)
+            .fold(0, |n, &(_, c)| n.wrapping_add(c << 32))
+    }
+}
+
+impl LatencyHistogram {
     /// An empty histogram of `layout`.
     pub fn new(layout: HistogramLayout) -> Self {
-        let mut counts = Vec::with_capacity(layout.counts_len());
-        counts.resize_with(layout.counts_len(), C::zero);
+        let stride = layout.counts_len().div_ceil(PER_LINE);
+        let mut lines = Vec::with_capacity(COUNT_STRIPES * stride);
+        lines.resize_with(COUNT_STRIPES * stride, || {
+            CountLine(core::array::from_fn(|_| AtomicU32::new(0)))
+        });
         Self {
             layout,
-            counts: counts.into_boxed_slice(),
+            stride,
+            lines: lines.into_boxed_slice(),
+            carries: LinePadded(core::array::from_fn(|_| AtomicU64::new(0))),
             sums: core::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
             max: AtomicU64::new(0),
         }
@@ -108,37 +112,99 @@ impl<C: Counter> LatencyHistogram<C> {
         &self.layout
     }
 
-    /// Records `value`. Never allocates, locks or panics.
+    /// Stripe `stripe`'s counter of bucket `index` (`index < counts_len`).
+    #[inline]
+    fn counter(&self, stripe: usize, index: usize) -> Option<&AtomicU32> {
+        let line = self.lines.get(stripe * self.stride + index / PER_LINE)?;
+        Some(&line.0[index % PER_LINE])
+    }
+
+    /// Records `value` in the calling thread's [`stripe`](crate::stripe()).
+    /// Never allocates, locks or panics.
     #[inline]
     pub fn record(&self, value: u64) {
-        self.record_striped(0, value);
+        self.record_striped(crate::stripe::stripe(), value);
     }
 
-    /// Records `value`, adding it to the sum of `stripe % STRIPES` (see
-    /// [`stripe`](crate::stripe)). Never allocates, locks or panics.
+    /// Records `value` in the counters of `stripe % COUNT_STRIPES` and the
+    /// sum of `stripe % STRIPES` (see [`stripe`](crate::stripe())). Never
+    /// allocates, locks or panics.
     #[inline]
     pub fn record_striped(&self, stripe: usize, value: u64) {
-        self.record_bucket(value);
-        self.sums[stripe % STRIPES].fetch_add(value, Ordering::Relaxed);
-    }
-
-    /// Records `value` in the counters and the max, leaving the sum alone.
-    #[inline]
-    pub fn record_bucket(&self, value: u64) {
-        if let Some(c) = self.counts.get(self.layout.index_for(value)) {
-            c.increment();
+        let index = self.layout.index_for(value);
+        if index < self.layout.counts_len() {
+            if let Some(c) = self.counter(stripe % COUNT_STRIPES, index) {
+                if c.fetch_add(1, Ordering::Relaxed) == u32::MAX {
+                    self.carry(c, index);
+                }
+            }
         }
+        self.sums[stripe % STRIPES].fetch_add(value, Ordering::Relaxed);
         if value > self.max.load(Ordering::Relaxed) {
             self.max.fetch_max(value, Ordering::Relaxed);
         }
     }
 
-    /// Values recorded: the sum of all counters.
+    /// `counter` (of bucket `index`) just wrapped: carry 2^32 into the
+    /// bucket's slot, or, with every slot taken by other buckets, put the
+    /// counter back at `u32::MAX` (saturate).
+    #[cold]
+    #[inline(never)]
+    fn carry(&self, counter: &AtomicU32, index: usize) {
+        let key = (index as u64 + 1) << CARRY_SHIFT;
+        for slot in self.carries.iter() {
+            let mut current = slot.load(Ordering::Relaxed);
+            if current == 0 {
+                match slot.compare_exchange(0, key | 1, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return,
+                    Err(actual) => current = actual,
+                }
+            }
+            if current & !CARRY_MASK == key {
+                slot.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        counter.swap(u32::MAX, Ordering::Relaxed);
+    }
+
+    /// The used carry slots, loaded once for a read.
+    fn load_carries(&self) -> Carries {
+        let mut carries = Carries {
+            slots: [(0, 0); CARRY_SLOTS],
+            used: 0,
+        };
+        for slot in self.carries.iter() {
+            let v = slot.load(Ordering::Relaxed);
+            if v != 0 {
+                carries.slots[carries.used] = (((v >> CARRY_SHIFT) - 1) as usize, v & CARRY_MASK);
+                carries.used += 1;
+            }
+        }
+        carries
+    }
+
+    /// The count of bucket `index`: its stripes' counters plus its carries.
+    #[inline]
+    fn bucket_count(&self, index: usize, carries: &Carries) -> u64 {
+        (0..COUNT_STRIPES)
+            .filter_map(|s| self.counter(s, index))
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
+            .fold(carries.of(index), u64::wrapping_add)
+    }
+
+    /// Values recorded: the sum of all buckets.
     pub fn count(&self) -> u64 {
-        self.counts
+        let carried = self
+            .carries
             .iter()
-            .map(Counter::get)
-            .fold(0, u64::wrapping_add)
+            .map(|s| (s.load(Ordering::Relaxed) & CARRY_MASK) << 32)
+            .fold(0, u64::wrapping_add);
+        self.lines
+            .iter()
+            .flat_map(|l| l.0.iter())
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
+            .fold(carried, u64::wrapping_add)
     }
 
     /// Sum of values recorded with [`record`](Self::record) (wrapping).
@@ -154,21 +220,26 @@ impl<C: Counter> LatencyHistogram<C> {
         self.max.load(Ordering::Relaxed)
     }
 
-    /// Non-zero counters as `(lowest value of the bucket, count)`, in value order.
+    /// Non-zero buckets as `(lowest value of the bucket, count)`, in value order.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.get()))
+        let carries = self.load_carries();
+        (0..self.layout.counts_len())
+            .map(move |i| (i, self.bucket_count(i, &carries)))
             .filter(|&(_, n)| n > 0)
             .map(|(i, n)| (self.layout.value_for(i), n))
     }
 
-    /// Zeroes every counter, the sum and the max. Records that race with a
-    /// reset may land on either side of it.
+    /// Zeroes every counter, carry, the sum and the max. Records that race
+    /// with a reset may land on either side of it. Swaps, not stores: every
+    /// write to a counter is then a read-modify-write, which keeps loom
+    /// exact (it can misorder a plain store racing an RMW, tokio-rs/loom
+    /// #282 and #389); on a cold path the difference costs nothing.
     pub fn reset(&self) {
-        for c in self.counts.iter() {
-            c.reset();
+        for c in self.lines.iter().flat_map(|l| l.0.iter()) {
+            c.swap(0, Ordering::Relaxed);
+        }
+        for c in self.carries.iter() {
+            c.swap(0, Ordering::Relaxed);
         }
         for s in self.sums.iter() {
             s.swap(0, Ordering::Relaxed);
@@ -178,7 +249,7 @@ impl<C: Counter> LatencyHistogram<C> {
 
     /// Heap and inline bytes of this histogram.
     pub fn memory_bytes(&self) -> usize {
-        core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.counts)
+        core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.lines)
     }
 
     /// Adds this histogram's counts into `target`, an `hdrhistogram`
@@ -214,7 +285,7 @@ pub fn new_hdr(layout: &HistogramLayout) -> hdrhistogram::Histogram<u64> {
     h
 }
 
-impl<C: Counter> core::fmt::Debug for LatencyHistogram<C> {
+impl core::fmt::Debug for LatencyHistogram {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LatencyHistogram")
             .field("count", &self.count())
@@ -234,7 +305,7 @@ mod tests {
 
     #[test]
     fn sum_max_count_and_saturation() {
-        let h: LatencyHistogram = LatencyHistogram::new(layout());
+        let h = LatencyHistogram::new(layout());
         for v in [0, 1, 1500, u64::MAX] {
             h.record(v);
         }
@@ -248,15 +319,67 @@ mod tests {
     }
 
     #[test]
-    fn u32_counters_work_the_same() {
-        let h: LatencyHistogram<AtomicU32> = LatencyHistogram::new(layout());
-        h.record_bucket(10_000);
-        h.record_bucket(10_000);
+    fn stripes_add_up_per_bucket() {
+        let h = LatencyHistogram::new(layout());
+        h.record_striped(0, 10_000);
+        h.record_striped(1, 10_000);
+        h.record_striped(2, 10_000); // stripe 2 counts in copy 0
+        h.record_striped(3, 20_000);
+        let at = |v| layout().value_for(layout().index_for(v));
         assert_eq!(
             h.buckets().collect::<Vec<_>>(),
-            [(layout().value_for(layout().index_for(10_000)), 2)]
+            [(at(10_000), 3), (at(20_000), 1)]
         );
-        assert_eq!(h.sum(), 0);
+        assert_eq!((h.count(), h.sum()), (4, 50_000));
+        let i = layout().index_for(10_000);
+        let per_stripe: Vec<u64> = (0..COUNT_STRIPES)
+            .map(|s| u64::from(h.counter(s, i).unwrap().load(Ordering::Relaxed)))
+            .collect();
+        assert_eq!(per_stripe, [2, 1]);
+        // Each stripe's counters start on a line of their own.
+        let line = |s: usize| h.counter(s, 0).unwrap() as *const AtomicU32 as usize;
+        assert_eq!(line(0) % 64, 0);
+        assert_eq!(line(1) % 64, 0);
+        assert!(line(1) - line(0) >= layout().counts_len() * 4);
+    }
+
+    #[test]
+    fn a_wrapping_counter_carries_and_counts_stay_exact() {
+        let h = LatencyHistogram::new(layout());
+        let i = layout().index_for(10_000);
+        h.counter(1, i)
+            .unwrap()
+            .store(u32::MAX - 1, Ordering::Relaxed);
+        h.record_striped(0, 10_000);
+        h.record_striped(1, 10_000); // reaches u32::MAX
+        h.record_striped(1, 10_000); // wraps: carries 2^32
+        h.record_striped(1, 10_000);
+        let expected = u64::from(u32::MAX) - 1 + 4;
+        assert_eq!(h.count(), expected);
+        assert_eq!(h.buckets().map(|(_, n)| n).collect::<Vec<_>>(), [expected]);
+        assert_eq!(h.snapshot().len(), expected);
+        h.reset();
+        assert_eq!(h.count(), 0);
+        assert_eq!(h.buckets().count(), 0);
+    }
+
+    #[test]
+    fn past_the_carry_slots_a_counter_saturates_instead_of_wrapping() {
+        let h = LatencyHistogram::new(layout());
+        // CARRY_SLOTS + 1 buckets wrap, one after another.
+        let values: Vec<u64> = (0..=CARRY_SLOTS as u64).map(|k| 10_000 << k).collect();
+        for &v in &values {
+            let i = layout().index_for(v);
+            h.counter(0, i).unwrap().store(u32::MAX, Ordering::Relaxed);
+            h.record_striped(0, v);
+            h.record_striped(0, v);
+        }
+        let counts: Vec<u64> = h.buckets().map(|(_, n)| n).collect();
+        let carried = u64::from(u32::MAX) + 2;
+        let mut expected = alloc::vec![carried; CARRY_SLOTS];
+        expected.push(u64::from(u32::MAX));
+        assert_eq!(counts, expected);
+        assert_eq!(h.count(), expected.iter().sum::<u64>());
     }
 
     proptest! {
@@ -267,12 +390,12 @@ mod tests {
             sig in 1u8..=3,
         ) {
             let layout = HistogramLayout::new(1000, 16_777_216_000, sig).unwrap();
-            let ours: LatencyHistogram = LatencyHistogram::new(layout);
+            let ours = LatencyHistogram::new(layout);
             let mut theirs = new_hdr(&layout);
             for &(exp, r) in &values {
                 // Roughly log-uniform values, some past the highest trackable.
                 let v = r >> (64 - exp.min(63) - 1);
-                ours.record(v);
+                ours.record_striped(exp as usize, v);
                 theirs.saturating_record(v);
             }
             let snap = ours.snapshot();

@@ -46,7 +46,7 @@ pub use clock::{Clock, FakeClock, WallAnchor};
 pub use counting_allocator::CountingAllocator;
 #[cfg(feature = "std")]
 pub use latency_histogram::new_hdr;
-pub use latency_histogram::{Counter, LatencyHistogram};
+pub use latency_histogram::{LatencyHistogram, CARRY_SLOTS, COUNT_STRIPES};
 pub use layout::{CreationError, HistogramLayout};
 pub use recent_window::{RecentWindow, WindowTotals};
 pub use record::{Category, MetricRecord, OpId};

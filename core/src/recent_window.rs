@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::latency_histogram::{Counter, LatencyHistogram};
+use crate::latency_histogram::LatencyHistogram;
 use crate::layout::HistogramLayout;
 use crate::seq_lock::SeqLock;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -139,7 +139,7 @@ impl RecentWindow {
     /// taken. Cold path: call it at least once per interval (the shell calls
     /// it every second). Concurrent calls are safe: while one rotation or a
     /// reset is inside, the others return at once (the next tick retries).
-    pub fn rotate<C: Counter>(&self, now_ns: u64, source: &LatencyHistogram<C>) {
+    pub fn rotate(&self, now_ns: u64, source: &LatencyHistogram) {
         let epoch = self.epoch(now_ns);
         let want = epoch.saturating_add(1);
         let cp = &self.checkpoints[(epoch & self.mask) as usize];
@@ -187,7 +187,7 @@ impl RecentWindow {
     /// record racing the reset lands on either side of it, or (its bucket
     /// and its sum being two counters) half on each, an error of one
     /// record at the moment of the reset.
-    pub fn reset<C: Counter>(&self, source: &LatencyHistogram<C>) {
+    pub fn reset(&self, source: &LatencyHistogram) {
         self.lock.write(|| {
             for cp in self.checkpoints.iter() {
                 cp.tag.store(0, Ordering::Relaxed);
@@ -214,11 +214,7 @@ impl RecentWindow {
     /// Per coarse bucket, the records of the window ending at `now_ns`:
     /// `source` now minus the oldest checkpoint in the window (or all of
     /// `source` when no checkpoint lies in the window yet).
-    pub fn counts<C: Counter>(
-        &self,
-        now_ns: u64,
-        source: &LatencyHistogram<C>,
-    ) -> (Vec<u64>, WindowTotals) {
+    pub fn counts(&self, now_ns: u64, source: &LatencyHistogram) -> (Vec<u64>, WindowTotals) {
         let len = self.layout.counts_len();
         let mut base = alloc::vec![0u32; len];
         let mut counts = alloc::vec![0u32; len];
@@ -264,7 +260,7 @@ impl RecentWindow {
     }
 
     /// Count and exact sum of the window ending at `now_ns`.
-    pub fn totals<C: Counter>(&self, now_ns: u64, source: &LatencyHistogram<C>) -> WindowTotals {
+    pub fn totals(&self, now_ns: u64, source: &LatencyHistogram) -> WindowTotals {
         self.counts(now_ns, source).1
     }
 
@@ -279,20 +275,16 @@ impl RecentWindow {
     /// The window ending at `now_ns` as an `hdrhistogram::Histogram` of the
     /// window's layout.
     #[cfg(feature = "std")]
-    pub fn snapshot<C: Counter>(
-        &self,
-        now_ns: u64,
-        source: &LatencyHistogram<C>,
-    ) -> hdrhistogram::Histogram<u64> {
+    pub fn snapshot(&self, now_ns: u64, source: &LatencyHistogram) -> hdrhistogram::Histogram<u64> {
         self.snapshot_with_totals(now_ns, source).0
     }
 
     /// [`snapshot`](Self::snapshot) and [`totals`](Self::totals) in one pass.
     #[cfg(feature = "std")]
-    pub fn snapshot_with_totals<C: Counter>(
+    pub fn snapshot_with_totals(
         &self,
         now_ns: u64,
-        source: &LatencyHistogram<C>,
+        source: &LatencyHistogram,
     ) -> (hdrhistogram::Histogram<u64>, WindowTotals) {
         let mut h = crate::latency_histogram::new_hdr(&self.layout);
         let (counts, totals) = self.counts(now_ns, source);

@@ -201,8 +201,9 @@ impl<C: Clock> Recorder<C> {
     /// ring only.
     #[inline]
     pub fn record(&self, record: MetricRecord) {
-        self.ring.push(record);
-        self.aggregate(record);
+        let stripe = crate::stripe::stripe();
+        self.ring.push_striped(stripe, record);
+        self.aggregate_striped(stripe, record);
     }
 
     /// Records `record` in its operation's series only, not in the ring:
@@ -211,9 +212,14 @@ impl<C: Clock> Recorder<C> {
     /// Never allocates, locks or panics.
     #[inline]
     pub fn aggregate(&self, record: MetricRecord) {
+        self.aggregate_striped(crate::stripe::stripe(), record);
+    }
+
+    #[inline]
+    fn aggregate_striped(&self, stripe: usize, record: MetricRecord) {
         if record.category != Category::Memory {
             if let Some(series) = self.series(record.operation) {
-                series.record(crate::stripe::stripe(), &record);
+                series.record(stripe, &record);
             }
         }
     }

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use crossbeam_utils::CachePadded;
 
 use crate::record::MetricRecord;
+use crate::stripe::STRIPES;
 use crate::sync::{fence, AtomicU64, Ordering};
 
 /// One slot: a sequence word and the record's seven words, one cache line.
@@ -38,7 +39,9 @@ impl Slot {
 pub struct RingStats {
     /// Slots in the ring.
     pub capacity: usize,
-    /// Records ever claimed (written or dropped).
+    /// Records ever claimed (written or dropped): tickets handed out, less
+    /// the tickets of blocks that no writer will use and those still
+    /// waiting in the stripes' blocks (exact when no push is in progress).
     pub written: u64,
     /// Records pushed out by newer ones: `written - capacity`, or zero.
     pub overwritten: u64,
@@ -107,8 +110,18 @@ pub(crate) struct SlotConflict;
 /// assert_eq!(ring.stats().overwritten, 1);
 /// ```
 pub struct RingBuffer {
-    /// Tickets ever claimed; ticket `t` goes to slot `t % capacity`.
+    /// Tickets ever handed out (singly, or `block` at a time); ticket `t`
+    /// goes to slot `t % capacity`.
     head: CachePadded<AtomicU64>,
+    /// Tickets per block, a power of two; 1 = no blocks (see
+    /// [`with_block`](Self::with_block)).
+    block: u64,
+    /// Per thread stripe, the next ticket of the stripe's block, or a
+    /// multiple of `block` (0 at first) when it has none left. Each on its
+    /// own line: only the stripe's threads write it.
+    cursors: [CachePadded<AtomicU64>; STRIPES],
+    /// Tickets of blocks that no writer will use (see [`RingStats::written`]).
+    abandoned: CachePadded<AtomicU64>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
     /// Tickets below this were cleared by [`RingBuffer::clear`]; readers skip them.
@@ -118,12 +131,30 @@ pub struct RingBuffer {
 
 impl RingBuffer {
     /// A ring of `capacity` slots (at least one: zero is raised to one).
+    ///
+    /// Tickets go out in blocks of [`default_block`](Self::default_block)`(capacity)` per thread
+    /// stripe: 16 from 512 slots up, fewer below, none under 64 slots.
     pub fn new(capacity: usize) -> Self {
+        Self::with_block(capacity, Self::default_block(capacity))
+    }
+
+    /// A ring of `capacity` slots whose writers take tickets `block` at a
+    /// time per thread [`stripe`](crate::stripe()): a stripe's cursor
+    /// hands out its block's tickets, and `head` moves once a block, so
+    /// writers on different stripes share no line per record (section 7 of
+    /// docs/PERFORMANCE.md). `block` is rounded down to a power of two and
+    /// kept within 1 and `capacity / 4`; 1 takes every ticket from `head`.
+    pub fn with_block(capacity: usize, block: usize) -> Self {
         let capacity = capacity.max(1);
+        let block = block.min(capacity / 4).max(1);
+        let block = 1u64 << (usize::BITS - 1 - block.leading_zeros());
         let mut slots = Vec::with_capacity(capacity);
         slots.resize_with(capacity, Slot::new);
         Self {
             head: CachePadded::new(AtomicU64::new(0)),
+            block,
+            cursors: core::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            abandoned: CachePadded::new(AtomicU64::new(0)),
             dropped: CachePadded::new(AtomicU64::new(0)),
             floor: AtomicU64::new(0),
             slots: slots.into_boxed_slice(),
@@ -141,14 +172,98 @@ impl RingBuffer {
         core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.slots)
     }
 
+    /// Tickets per block for a ring of `capacity` slots: 16 from 512 slots
+    /// up, below that the largest power of two at most `capacity / 32` (so
+    /// the stripes' blocks in progress hold at most an eighth of the ring),
+    /// 1 (no blocks) under 64 slots.
+    pub fn default_block(capacity: usize) -> usize {
+        let b = (capacity / 32).clamp(1, 16);
+        1 << (usize::BITS - 1 - b.leading_zeros())
+    }
+
+    /// Tickets per block (1: no blocks).
+    pub fn block(&self) -> usize {
+        self.block as usize
+    }
+
     /// Stores `record`, overwriting the oldest. Never blocks, never
     /// allocates, never panics.
     #[inline]
     pub fn push(&self, record: MetricRecord) {
-        let ticket = self.ticket();
+        self.push_striped(crate::stripe::stripe(), record);
+    }
+
+    /// [`push`](Self::push) for a caller that knows its
+    /// [`stripe`](crate::stripe()) already.
+    #[inline]
+    pub(crate) fn push_striped(&self, stripe: usize, record: MetricRecord) {
+        let ticket = if self.block == 1 {
+            self.ticket()
+        } else {
+            self.block_ticket(&self.cursors[stripe % STRIPES])
+        };
         if self.push_at(ticket, record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The next ticket of the stripe's block (`cursor`), or the first of a
+    /// new block. A block whose tickets a lap of newer ones has passed (its
+    /// stripe was idle) is given up: its records would be older than the
+    /// ring keeps. Two writers of one stripe may race: the loser of the
+    /// cursor's compare-exchange tries once more, then takes a block of
+    /// its own; if a newer block was installed meanwhile, the rest of its
+    /// own is abandoned. No writer waits.
+    #[inline]
+    fn block_ticket(&self, cursor: &AtomicU64) -> u64 {
+        let mask = self.block - 1;
+        let mut c = cursor.load(Ordering::Relaxed);
+        for _ in 0..2 {
+            if c & mask == 0 {
+                break;
+            }
+            let fresh =
+                c.wrapping_add(self.slots.len() as u64) >= self.head.load(Ordering::Relaxed);
+            if !fresh {
+                break;
+            }
+            match cursor.compare_exchange(
+                c,
+                c.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return c,
+                Err(now) => c = now,
+            }
+        }
+        self.new_block(cursor)
+    }
+
+    /// Takes a block from `head` for the stripe of `cursor` and its first
+    /// ticket; see [`block_ticket`](Self::block_ticket).
+    #[cold]
+    #[inline(never)]
+    fn new_block(&self, cursor: &AtomicU64) -> u64 {
+        let mask = self.block - 1;
+        let first = self.head.fetch_add(self.block, Ordering::Relaxed);
+        // The cursor only moves forward, so a writer's later tickets are
+        // always larger than its earlier ones (its program order is the
+        // ring's order), even when writers of one stripe race.
+        let old = cursor.fetch_max(first.wrapping_add(1), Ordering::Relaxed);
+        let unused = if old <= first {
+            // The stripe's block was replaced: what was left of it (a
+            // stale block, or none) goes unused.
+            (self.block - (old & mask)) & mask
+        } else {
+            // Another writer of the stripe installed a newer block
+            // meanwhile: this one's other tickets go unused.
+            mask
+        };
+        if unused != 0 {
+            self.abandoned.fetch_add(unused, Ordering::Relaxed);
+        }
+        first
     }
 
     /// Takes the next ticket: a compare-exchange of `head` from the value
@@ -234,7 +349,19 @@ impl RingBuffer {
 
     /// Counts of written, overwritten and dropped records.
     pub fn stats(&self) -> RingStats {
-        let written = self.head.load(Ordering::Relaxed);
+        let mask = self.block - 1;
+        // Tickets handed out, less those no writer will use and those
+        // still waiting in the stripes' blocks.
+        let waiting: u64 = self
+            .cursors
+            .iter()
+            .map(|c| (self.block - (c.load(Ordering::Relaxed) & mask)) & mask)
+            .sum();
+        let written = self
+            .head
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.abandoned.load(Ordering::Relaxed))
+            .saturating_sub(waiting);
         RingStats {
             capacity: self.capacity(),
             written,
@@ -254,7 +381,7 @@ impl RingBuffer {
         let Some(newest) = self.slots.iter().filter_map(ticket).max() else {
             return 0;
         };
-        let oldest = (newest + 1).saturating_sub(self.capacity() as u64);
+        let oldest = self.oldest_kept(newest);
         self.slots
             .iter()
             .filter_map(ticket)
@@ -273,6 +400,16 @@ impl RingBuffer {
     pub fn clear(&self) {
         self.floor
             .store(self.head.load(Ordering::Relaxed), Ordering::Relaxed);
+        // The stripes' blocks lie below the floor: later pushes take new
+        // ones (a push racing the clear lands on either side of it).
+        let mask = self.block - 1;
+        for cursor in self.cursors.iter() {
+            let old = cursor.swap(0, Ordering::Relaxed);
+            let unused = (self.block - (old & mask)) & mask;
+            if unused != 0 {
+                self.abandoned.fetch_add(unused, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Appends the ring's complete records to `out`, oldest to newest by
@@ -317,13 +454,27 @@ impl RingBuffer {
         let floor = self.floor.load(Ordering::Relaxed);
         out.retain(|&(t, _)| t >= floor);
         out.sort_unstable_by_key(|&(ticket, _)| ticket);
-        // A slot still holding a lap older than the newest `capacity` tickets
-        // was claimed by a writer that gave up: its content is older than
-        // what the ring promises.
         if let Some(&(newest, _)) = out.last() {
-            let oldest_kept = (newest + 1).saturating_sub(self.capacity() as u64);
+            let oldest_kept = self.oldest_kept(newest);
             out.retain(|&(t, _)| t >= oldest_kept);
         }
+    }
+
+    /// The oldest ticket a snapshot keeps when the newest is `newest`.
+    ///
+    /// A slot holding a lap older than the newest `capacity` tickets had
+    /// its newer ticket given up: by a writer that was overtaken (its
+    /// content is then older than the ring promises, and left out), or, with
+    /// blocks, waiting in a stripe's block or abandoned with it. The latter
+    /// are at most `STRIPES * block` tickets behind, and their slots' records
+    /// are among the newest `capacity` written: kept.
+    fn oldest_kept(&self, newest: u64) -> u64 {
+        let slack = if self.block > 1 {
+            STRIPES as u64 * self.block
+        } else {
+            0
+        };
+        (newest + 1).saturating_sub(self.capacity() as u64 + slack)
     }
 }
 
@@ -381,6 +532,104 @@ mod tests {
             (13, 8, 0)
         );
         assert_eq!(ring.len(), 5);
+    }
+
+    fn tickets(ring: &RingBuffer) -> Vec<u64> {
+        let mut out = Vec::new();
+        ring.snapshot_with_tickets(&mut out);
+        out.iter().map(|&(t, _)| t).collect()
+    }
+
+    fn ids(ring: &RingBuffer) -> Vec<u64> {
+        let mut out = Vec::new();
+        ring.snapshot_with_tickets(&mut out);
+        out.iter().map(|(_, r)| r.timestamp_ns).collect()
+    }
+
+    #[test]
+    fn block_sizes() {
+        let sizes: Vec<usize> = [1, 63, 64, 100, 200, 511, 512, 1_000, 1_000_000]
+            .into_iter()
+            .map(RingBuffer::default_block)
+            .collect();
+        assert_eq!(sizes, [1, 1, 2, 2, 4, 8, 16, 16, 16]);
+        assert_eq!(RingBuffer::new(1_000).block(), 16);
+        assert_eq!(RingBuffer::with_block(8, 16).block(), 2);
+        assert_eq!(RingBuffer::with_block(64, 6).block(), 4);
+        assert_eq!(RingBuffer::with_block(3, 16).block(), 1);
+    }
+
+    #[test]
+    fn stripes_take_blocks_and_one_busy_stripe_keeps_the_newest_in_order() {
+        let ring = RingBuffer::with_block(16, 4);
+        // Stripes 1 and 2 take a block each and go idle part-way through.
+        ring.push_striped(1, rec(1000));
+        ring.push_striped(2, rec(2000));
+        ring.push_striped(2, rec(2001));
+        assert_eq!(tickets(&ring), [0, 4, 5]);
+        let s = ring.stats();
+        assert_eq!((s.written, s.dropped), (3, 0));
+        // Stripe 0 alone records three laps.
+        for n in 0..48 {
+            ring.push_striped(0, rec(n));
+        }
+        // It holds exactly stripe 0's last 16 records, oldest to newest.
+        assert_eq!(ids(&ring), (32..48).collect::<Vec<_>>());
+        let s = ring.stats();
+        assert_eq!((s.written, s.overwritten, s.dropped), (51, 35, 0));
+        // An idle stripe's block went stale meanwhile: its next record
+        // takes a fresh block and is the newest, not lost and not dropped.
+        ring.push_striped(1, rec(1001));
+        assert_eq!(ids(&ring).last(), Some(&1001));
+        let s = ring.stats();
+        assert_eq!((s.written, s.dropped), (52, 0));
+        assert_eq!(ring.len(), 16);
+    }
+
+    #[test]
+    fn two_writers_of_one_stripe_never_share_a_ticket() {
+        let ring = RingBuffer::with_block(4_096, 16);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let ring = &ring;
+                // Every thread on stripe 0: they race for its cursor.
+                s.spawn(move || {
+                    for n in 0..500 {
+                        ring.push_striped(0, rec(t * 1_000 + n));
+                    }
+                });
+            }
+        });
+        let mut out = Vec::new();
+        ring.snapshot_with_tickets(&mut out);
+        assert_eq!(out.len(), 2_000, "every record kept: the ring has room");
+        let mut ts: Vec<u64> = out.iter().map(|&(t, _)| t).collect();
+        ts.dedup();
+        assert_eq!(ts.len(), 2_000, "tickets are unique");
+        let s = ring.stats();
+        assert_eq!((s.written, s.dropped), (2_000, 0));
+        // Each thread's records keep its program order.
+        for t in 0..4u64 {
+            let mine: Vec<u64> = out
+                .iter()
+                .map(|(_, r)| r.timestamp_ns)
+                .filter(|id| id / 1_000 == t)
+                .collect();
+            assert_eq!(mine, (0..500).map(|n| t * 1_000 + n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn clear_gives_up_the_stripes_blocks() {
+        let ring = RingBuffer::with_block(64, 8);
+        ring.push_striped(0, rec(1));
+        ring.push_striped(1, rec(2));
+        ring.clear();
+        ring.push_striped(0, rec(3));
+        ring.push_striped(1, rec(4));
+        assert_eq!(ids(&ring), [3, 4]);
+        let s = ring.stats();
+        assert_eq!((s.written, s.dropped), (4, 0));
     }
 
     #[test]

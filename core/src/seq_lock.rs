@@ -45,7 +45,7 @@ impl SeqLock {
 
     /// Leaves: `seq` becomes even again. An increment rather than a store,
     /// so every write of `seq` is a read-modify-write (see the histogram's
-    /// `Counter::reset` on loom and plain stores racing RMWs).
+    /// `LatencyHistogram::reset` on loom and plain stores racing RMWs).
     #[inline]
     fn leave(&self) {
         self.seq.fetch_add(1, Ordering::Release);

@@ -169,7 +169,7 @@ impl Series {
                 Some(recent) => recent.reset(&self.since_start),
                 None => self.since_start.reset(),
             }
-            // Swaps, not stores: see `Counter::reset`.
+            // Swaps, not stores: see `LatencyHistogram::reset`.
             for t in self.totals.iter() {
                 t.bytes.swap(0, Ordering::Relaxed);
                 t.rows.swap(0, Ordering::Relaxed);
