@@ -19,7 +19,7 @@
 //!   compare-exchange. **Unsound** (two writers a lap apart can both
 //!   claim): here only to measure what the compare-exchange costs;
 //! - `starpunk_perf::RingBuffer` as shipped: tickets in blocks of 16 per
-//!   thread stripe (`RingBuffer::with_block`).
+//!   thread stripe at 1,000 slots (`RingBuffer::default_block`).
 //!
 //! `RING_FULL=1` follows every push with the rest of the HTTP record
 //! (histogram, status, bytes) on one shared recorder, and adds
@@ -236,7 +236,7 @@ fn designs() -> Vec<(&'static str, Pusher)> {
             Box::new(move |v| r7.push(words(v))),
         ),
         (
-            "starpunk_perf::RingBuffer (as shipped: blocks of 16 tickets per stripe)",
+            "starpunk_perf::RingBuffer (as shipped: blocks of 64 tickets per stripe)",
             Box::new(move |v| {
                 shipped.push(starpunk_perf::MetricRecord {
                     timestamp_ns: v,

@@ -133,7 +133,7 @@ impl RingBuffer {
     /// A ring of `capacity` slots (at least one: zero is raised to one).
     ///
     /// Tickets go out in blocks of [`default_block`](Self::default_block)`(capacity)` per thread
-    /// stripe: 16 from 512 slots up, fewer below, none under 64 slots.
+    /// stripe: 64 at the default 1,000 slots, fewer below, none under 24.
     pub fn new(capacity: usize) -> Self {
         Self::with_block(capacity, Self::default_block(capacity))
     }
@@ -172,12 +172,12 @@ impl RingBuffer {
         core::mem::size_of::<Self>() + core::mem::size_of_val(&*self.slots)
     }
 
-    /// Tickets per block for a ring of `capacity` slots: 16 from 512 slots
-    /// up, below that the largest power of two at most `capacity / 32` (so
-    /// the stripes' blocks in progress hold at most an eighth of the ring),
-    /// 1 (no blocks) under 64 slots.
+    /// Tickets per block for a ring of `capacity` slots: the largest power
+    /// of two at most `capacity / 12` (so the stripes' blocks in progress
+    /// span at most a third of the ring), at most 64 (reached at the
+    /// default 1,000 slots); 1 (no blocks) under 24 slots.
     pub fn default_block(capacity: usize) -> usize {
-        let b = (capacity / 32).clamp(1, 16);
+        let b = (capacity / 12).clamp(1, 64);
         1 << (usize::BITS - 1 - b.leading_zeros())
     }
 
@@ -552,8 +552,10 @@ mod tests {
             .into_iter()
             .map(RingBuffer::default_block)
             .collect();
-        assert_eq!(sizes, [1, 1, 2, 2, 4, 8, 16, 16, 16]);
-        assert_eq!(RingBuffer::new(1_000).block(), 16);
+        assert_eq!(sizes, [1, 4, 4, 8, 16, 32, 32, 64, 64]);
+        assert_eq!(RingBuffer::new(1_000).block(), 64);
+        assert_eq!(RingBuffer::new(23).block(), 1);
+        assert_eq!(RingBuffer::new(24).block(), 2);
         assert_eq!(RingBuffer::with_block(8, 16).block(), 2);
         assert_eq!(RingBuffer::with_block(64, 6).block(), 4);
         assert_eq!(RingBuffer::with_block(3, 16).block(), 1);
