@@ -32,20 +32,8 @@ fn values() -> Vec<u64> {
         .collect()
 }
 
-/// The record the server makes for a request: route, duration, status and
-/// response bytes (statuses cycle through a realistic mix).
 fn record(op: OpId, v: u64, now: u64) -> MetricRecord {
-    const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 200, 500];
-    MetricRecord {
-        timestamp_ns: now,
-        duration_ns: v,
-        bytes: 2_000 + (v & 0x3FFF),
-        status: STATUSES[(v & 7) as usize],
-        request_id: v,
-        operation: op,
-        category: Category::Http,
-        ..MetricRecord::default()
-    }
+    starpunk_benches::http_record(op, v, now)
 }
 
 /// Peers and ours, each behind one `Fn(u64)` so 1- and 2-thread runs share code.

@@ -317,21 +317,12 @@ fn designs() -> Vec<(&'static str, Pusher)> {
     full
 }
 
-/// The record the server makes for a request (as in the `record` bench).
+/// The server's record for a request of a roughly log-uniform duration
+/// (1 µs to 1 s), as in the `record` bench.
 fn http_record(op: starpunk_perf::OpId, v: u64) -> starpunk_perf::MetricRecord {
-    const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 200, 500];
     let exp = 10 + (v % 21) as u32;
     let d = (1u64 << exp) | (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) & ((1 << exp) - 1));
-    starpunk_perf::MetricRecord {
-        timestamp_ns: v,
-        duration_ns: d,
-        bytes: 2_000 + (d & 0x3FFF),
-        status: STATUSES[(d & 7) as usize],
-        request_id: v,
-        operation: op,
-        category: starpunk_perf::Category::Http,
-        ..starpunk_perf::MetricRecord::default()
-    }
+    starpunk_benches::http_record(op, d, v)
 }
 
 /// `RING_ROUNDS=n`: besides criterion, `n` rounds in which every design

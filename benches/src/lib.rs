@@ -37,3 +37,24 @@ pub fn run_threads(threads: usize, iters: u64, f: &(dyn Fn(u64) + Sync)) -> Dura
     });
     started.map_or(Duration::ZERO, |s| s.elapsed())
 }
+
+/// The record the server makes for a request: route, duration, status and
+/// response bytes (statuses cycle through a realistic mix, chosen by the
+/// duration's low bits).
+pub fn http_record(
+    op: starpunk_perf::OpId,
+    duration_ns: u64,
+    timestamp_ns: u64,
+) -> starpunk_perf::MetricRecord {
+    const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 200, 500];
+    starpunk_perf::MetricRecord {
+        timestamp_ns,
+        duration_ns,
+        bytes: 2_000 + (duration_ns & 0x3FFF),
+        status: STATUSES[(duration_ns & 7) as usize],
+        request_id: duration_ns,
+        operation: op,
+        category: starpunk_perf::Category::Http,
+        ..starpunk_perf::MetricRecord::default()
+    }
+}

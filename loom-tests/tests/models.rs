@@ -121,6 +121,36 @@ fn racing_writers_on_one_slot_leave_it_consistent() {
     });
 }
 
+/// Writer A pushes record 10 while writer B pushes 1 then 2, on `ring`
+/// (room for all three); after both join: every record landed once, whole,
+/// nothing dropped or overwritten, `written` exact, B's order kept. Returns
+/// the tickets in order.
+fn two_writers_three_records_all_land(ring: RingBuffer) -> Vec<u64> {
+    let ring = Arc::new(ring);
+    let a = {
+        let ring = ring.clone();
+        thread::spawn(move || ring.push(record(10)))
+    };
+    let b = {
+        let ring = ring.clone();
+        thread::spawn(move || {
+            ring.push(record(1));
+            ring.push(record(2));
+        })
+    };
+    a.join().unwrap();
+    b.join().unwrap();
+    let mut snap = Vec::new();
+    ring.snapshot_with_tickets(&mut snap);
+    let stats = ring.stats();
+    assert_eq!((stats.written, stats.overwritten, stats.dropped), (3, 0, 0));
+    let mut ids: Vec<u64> = snap.iter().map(|(_, r)| r.timestamp_ns).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 10]);
+    check_snapshot(&snap, &[1, 2, 10]);
+    snap.iter().map(|&(t, _)| t).collect()
+}
+
 #[test]
 fn racing_tickets_are_unique_and_every_slot_lands() {
     loom::model(|| {
@@ -128,32 +158,10 @@ fn racing_tickets_are_unique_and_every_slot_lands() {
         // land. Writer B pushes twice while A pushes once, so A can lose
         // the race for `head` on both of its tries (loom: 2) and take its
         // ticket with the `fetch_add` fallback; or lose once and retry.
-        let ring = Arc::new(RingBuffer::new(4));
-        let a = {
-            let ring = ring.clone();
-            thread::spawn(move || ring.push(record(10)))
-        };
-        let b = {
-            let ring = ring.clone();
-            thread::spawn(move || {
-                ring.push(record(1));
-                ring.push(record(2));
-            })
-        };
-        a.join().unwrap();
-        b.join().unwrap();
-        let mut snap = Vec::new();
-        ring.snapshot_with_tickets(&mut snap);
-        let stats = ring.stats();
-        // Exact counts, no lost slot, no drop: tickets 0, 1, 2, each once.
-        assert_eq!((stats.written, stats.overwritten, stats.dropped), (3, 0, 0));
-        let tickets: Vec<u64> = snap.iter().map(|&(t, _)| t).collect();
-        assert_eq!(tickets, [0, 1, 2]);
-        let mut ids: Vec<u64> = snap.iter().map(|(_, r)| r.timestamp_ns).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, [1, 2, 10]);
-        // Whole records, and B's program order (1 then 2) survives the race.
-        check_snapshot(&snap, &[1, 2, 10]);
+        let ring = RingBuffer::new(4);
+        assert_eq!(ring.block(), 1);
+        // No lost slot: tickets 0, 1, 2, each once.
+        assert_eq!(two_writers_three_records_all_land(ring), [0, 1, 2]);
     });
 }
 
@@ -163,32 +171,12 @@ fn block_tickets_are_unique_and_counted_exactly() {
         // Blocks of 2 tickets in a ring of 8 (no lap). Under loom every
         // thread is on stripe 0, so both writers race for one cursor: both
         // may find it empty and take a block each (one block's rest is then
-        // abandoned), or one takes the other's next ticket.
-        let ring = Arc::new(RingBuffer::with_block(8, 2));
+        // abandoned and left out of `written`), or one takes the other's
+        // next ticket.
+        let ring = RingBuffer::with_block(8, 2);
         assert_eq!(ring.block(), 2);
-        let a = {
-            let ring = ring.clone();
-            thread::spawn(move || ring.push(record(10)))
-        };
-        let b = {
-            let ring = ring.clone();
-            thread::spawn(move || {
-                ring.push(record(1));
-                ring.push(record(2));
-            })
-        };
-        a.join().unwrap();
-        b.join().unwrap();
-        let mut snap = Vec::new();
-        ring.snapshot_with_tickets(&mut snap);
-        let stats = ring.stats();
-        // Every record lands once, under its own ticket; the counts leave
-        // out the tickets nobody used.
-        assert_eq!((stats.written, stats.overwritten, stats.dropped), (3, 0, 0));
-        let mut ids: Vec<u64> = snap.iter().map(|(_, r)| r.timestamp_ns).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, [1, 2, 10]);
-        check_snapshot(&snap, &[1, 2, 10]);
+        let tickets = two_writers_three_records_all_land(ring);
+        assert!(tickets.windows(2).all(|w| w[0] < w[1]), "{tickets:?}");
     });
 }
 
@@ -197,8 +185,8 @@ fn concurrent_histogram_counts_are_exact_after_join() {
     loom::model(|| {
         let layout = HistogramLayout::new(1, 1_000, 1).unwrap();
         let h: Arc<LatencyHistogram> = Arc::new(LatencyHistogram::new(layout));
-        // Each thread on its own stripe (its own copy of the counters):
-        // a bucket's count is the sum over the copies.
+        // Each thread on its own stripe: its own sum (under loom the
+        // bucket counters have one copy, see `COUNT_STRIPES`).
         let hs: Vec<_> = [[5u64, 900], [5, 2_000]]
             .into_iter()
             .enumerate()
