@@ -273,6 +273,19 @@ impl History {
                 }
             }
         }
+        // A minute written into an hour already rolled up (the last minute
+        // of an hour, written once by a run that stopped in it, which
+        // rolled the hour up, and again by the next run): the hour is
+        // rolled up again after this write, or its hour rows miss it.
+        let hour = start - start.rem_euclid(HOUR);
+        let rolled_before: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM rows WHERE resolution = 3600 AND start = ?1)",
+                [hour],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
         let tx = self.conn.transaction().map_err(err)?;
         for (kind, name, d, latency) in rows {
             let (slow, rss) = if kind == KIND_ALL {
@@ -299,6 +312,9 @@ impl History {
         self.last_slow = slow_total;
         if start + MINUTE >= self.next_roll_up {
             self.roll_up_and_prune(start + MINUTE)?;
+        }
+        if rolled_before {
+            self.roll_up(hour)?;
         }
         Ok(())
     }
@@ -697,6 +713,71 @@ mod tests {
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
         c
+    }
+
+    /// The last minute of an hour written twice: by a run that stopped in
+    /// it (SIGTERM writes the minute in progress, which rolls the hour up)
+    /// and by the next run's first close. The hour row must hold both, or
+    /// every view reading hour rows loses the second run's requests (a CI
+    /// run at 08:59:00 saw it as a route missing from the 1-hour view).
+    #[test]
+    fn a_minute_added_to_after_its_hour_rolled_up_is_rolled_up_again() {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-reroll-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = 1_800_000_000 - 1_800_000_000 % HOUR; // an hour boundary
+        let last = t0 + HOUR - MINUTE; // the hour's last minute
+        let mut h = History::open(&dir, 7, "1.0", last + 20, empty()).unwrap();
+        // The first run: 3 requests, then SIGTERM in the last minute.
+        h.write_minute(
+            last,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(1, 3, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
+        drop(h);
+        let hour_count = |h: &History| {
+            h.reader()
+                .rows_between(HOUR, t0, t0 + HOUR, Some(KIND_ROUTE))
+                .unwrap()
+                .iter()
+                .map(|r| (r.name.clone(), r.counts.count))
+                .collect::<Vec<_>>()
+        };
+        // The next run, in the same minute: 5 requests on another route
+        // and 2 more on the first, written by its first close.
+        let mut h = History::open(&dir, 7, "1.1", last + 40, empty()).unwrap();
+        h.write_minute(
+            last,
+            vec![
+                (KIND_ROUTE, "GET /".into(), cumulative(1, 2, |_| 1)),
+                (KIND_ROUTE, "GET /feed.xml".into(), cumulative(1, 5, |_| 1)),
+            ],
+            0,
+            0,
+        )
+        .unwrap();
+        let mut hours = hour_count(&h);
+        hours.sort();
+        assert_eq!(
+            hours,
+            [("GET /".to_string(), 5), ("GET /feed.xml".to_string(), 5)]
+        );
+        // A 1-hour view just after: the hour row, and all 10 requests.
+        let coarse = h
+            .reader()
+            .rows_for_range_coarse(last - HOUR + MINUTE, last + 2 * MINUTE, Some(KIND_ROUTE))
+            .unwrap();
+        assert_eq!(coarse.iter().map(|r| r.counts.count).sum::<u64>(), 10);
+        let all = h
+            .reader()
+            .rows_between(HOUR, t0, t0 + HOUR, Some(KIND_ALL))
+            .unwrap();
+        assert_eq!(all.iter().map(|r| r.counts.count).sum::<u64>(), 10);
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
