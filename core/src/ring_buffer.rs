@@ -41,7 +41,11 @@ pub struct RingStats {
     pub capacity: usize,
     /// Records ever claimed (written or dropped): tickets handed out, less
     /// the tickets of blocks that no writer will use and those still
-    /// waiting in the stripes' blocks (exact when no push is in progress).
+    /// waiting in the stripes' blocks. Never smaller than an earlier call's
+    /// figure (a counter). Exact when no push is in progress, unless a call
+    /// made while a writer was taking a block read ahead: then it stays
+    /// ahead, by less than a block per stripe, until that many more records
+    /// are written.
     pub written: u64,
     /// Records pushed out by newer ones: `written - capacity`, or zero.
     pub overwritten: u64,
@@ -124,6 +128,8 @@ pub struct RingBuffer {
     abandoned: CachePadded<AtomicU64>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
+    /// The largest `written` reported by [`stats`](Self::stats).
+    reported: AtomicU64,
     /// Tickets below this were cleared by [`RingBuffer::clear`]; readers skip them.
     floor: AtomicU64,
     slots: Box<[Slot]>,
@@ -156,6 +162,7 @@ impl RingBuffer {
             cursors: core::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             abandoned: CachePadded::new(AtomicU64::new(0)),
             dropped: CachePadded::new(AtomicU64::new(0)),
+            reported: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             slots: slots.into_boxed_slice(),
         }
@@ -351,17 +358,26 @@ impl RingBuffer {
     pub fn stats(&self) -> RingStats {
         let mask = self.block - 1;
         // Tickets handed out, less those no writer will use and those
-        // still waiting in the stripes' blocks.
+        // still waiting in the stripes' blocks. `head` first: a block taken
+        // after it is read then only adds waiting tickets, so a read that
+        // straddles writers falls short rather than runs ahead.
+        let head = self.head.load(Ordering::Relaxed);
+        let abandoned = self.abandoned.load(Ordering::Relaxed);
         let waiting: u64 = self
             .cursors
             .iter()
             .map(|c| (self.block - (c.load(Ordering::Relaxed) & mask)) & mask)
             .sum();
+        let counted = head.saturating_sub(abandoned).saturating_sub(waiting);
+        // While a writer installs a block (between `head` and its cursor)
+        // or abandons one, the figure above runs ahead for an instant, by
+        // less than a block. Exported as a counter (`/metrics`), it must
+        // never go back (Prometheus would read a reset), so the largest
+        // figure reported so far stands until the count passes it.
         let written = self
-            .head
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.abandoned.load(Ordering::Relaxed))
-            .saturating_sub(waiting);
+            .reported
+            .fetch_max(counted, Ordering::Relaxed)
+            .max(counted);
         RingStats {
             capacity: self.capacity(),
             written,
@@ -619,6 +635,47 @@ mod tests {
                 .collect();
             assert_eq!(mine, (0..500).map(|n| t * 1_000 + n).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn written_never_goes_back_while_writers_take_blocks() {
+        let ring = RingBuffer::with_block(4_096, 64);
+        let done = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let (ring, done) = (&ring, &done);
+                s.spawn(move || {
+                    for n in 0..20_000u64 {
+                        // Many stripes, so blocks are taken often.
+                        ring.push_striped((n as usize + t) % STRIPES, rec(n));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            let mut last = 0;
+            while done.load(Ordering::Relaxed) < 2 {
+                let w = ring.stats().written;
+                assert!(w >= last, "written went back from {last} to {w}");
+                last = w;
+            }
+        });
+        // Exact, or ahead by what a read during a block's installation
+        // saw (less than a block per stripe), never behind.
+        let w = ring.stats().written;
+        assert!((40_000..40_000 + 4 * 63).contains(&w), "{w}");
+        // With no read during the pushes, exact.
+        let quiet = RingBuffer::with_block(4_096, 64);
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let quiet = &quiet;
+                s.spawn(move || {
+                    for n in 0..20_000u64 {
+                        quiet.push_striped((n as usize + t) % STRIPES, rec(n));
+                    }
+                });
+            }
+        });
+        assert_eq!(quiet.stats().written, 40_000);
     }
 
     #[test]
