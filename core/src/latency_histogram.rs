@@ -166,15 +166,21 @@ impl LatencyHistogram {
         let key = (index as u64 + 1) << CARRY_SHIFT;
         for slot in self.carries.iter() {
             let mut current = slot.load(Ordering::Relaxed);
-            if current == 0 {
-                match slot.compare_exchange(0, key | 1, Ordering::Relaxed, Ordering::Relaxed) {
+            loop {
+                // Free: claim it. The bucket's own: add one, but only while
+                // it still is (a `reset` may zero the slot meanwhile; a
+                // plain add would then leave a carry with no bucket).
+                let next = if current == 0 {
+                    key | 1
+                } else if current & !CARRY_MASK == key {
+                    current + 1
+                } else {
+                    break;
+                };
+                match slot.compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => return,
                     Err(actual) => current = actual,
                 }
-            }
-            if current & !CARRY_MASK == key {
-                slot.fetch_add(1, Ordering::Relaxed);
-                return;
             }
         }
         counter.swap(u32::MAX, Ordering::Relaxed);
@@ -195,8 +201,9 @@ impl LatencyHistogram {
         };
         for slot in self.carries.iter() {
             let v = slot.load(Ordering::Relaxed);
-            if v != 0 {
-                carries.slots[carries.used] = (((v >> CARRY_SHIFT) - 1) as usize, v & CARRY_MASK);
+            // Index bits 0: a free slot (never a carry: see `carry`).
+            if let Some(index) = (v >> CARRY_SHIFT).checked_sub(1) {
+                carries.slots[carries.used] = (index as usize, v & CARRY_MASK);
                 carries.used += 1;
             }
         }

@@ -275,18 +275,36 @@ impl History {
         }
         // A minute written into an hour already rolled up (the last minute
         // of an hour, written once by a run that stopped in it, which
-        // rolled the hour up, and again by the next run): the hour is
-        // rolled up again after this write, or its hour rows miss it.
+        // rolled the hour up, and again by the next run): that hour's rows
+        // are deleted in the same transaction, so views read its minutes
+        // until the roll-up, due at once, makes them again (and retries, as
+        // for any hour without hour rows, if it fails). Not when some of
+        // the hour's minutes are pruned already (a clock set back a day):
+        // the hour row then holds more than its minutes, and stays.
         let hour = start - start.rem_euclid(HOUR);
-        let rolled_before: bool = self
+        // The hour's all-requests row against its minutes': equal when all
+        // of them are still kept.
+        let (hour_count, minutes_count): (Option<i64>, i64) = self
             .conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM rows WHERE resolution = 3600 AND start = ?1)",
-                [hour],
-                |r| r.get(0),
+                "SELECT (SELECT count FROM rows
+                         WHERE resolution = 3600 AND start = ?1 AND kind = ?2),
+                        (SELECT coalesce(sum(count), 0) FROM rows
+                         WHERE resolution = 60 AND start >= ?1 AND start < ?1 + 3600
+                         AND kind = ?2)",
+                params![hour, KIND_ALL],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(err)?;
+        let reroll = hour_count == Some(minutes_count);
         let tx = self.conn.transaction().map_err(err)?;
+        if reroll {
+            tx.execute(
+                "DELETE FROM rows WHERE resolution = 3600 AND start = ?1",
+                [hour],
+            )
+            .map_err(err)?;
+        }
         for (kind, name, d, latency) in rows {
             let (slow, rss) = if kind == KIND_ALL {
                 (slow + slow_extra, rss)
@@ -310,11 +328,11 @@ impl History {
         tx.commit().map_err(err)?;
         self.last.extend(next_last);
         self.last_slow = slow_total;
+        if reroll {
+            self.next_roll_up = 0;
+        }
         if start + MINUTE >= self.next_roll_up {
             self.roll_up_and_prune(start + MINUTE)?;
-        }
-        if rolled_before {
-            self.roll_up(hour)?;
         }
         Ok(())
     }
@@ -771,6 +789,23 @@ mod tests {
             .rows_for_range_coarse(last - HOUR + MINUTE, last + 2 * MINUTE, Some(KIND_ROUTE))
             .unwrap();
         assert_eq!(coarse.iter().map(|r| r.counts.count).sum::<u64>(), 10);
+        let all = h
+            .reader()
+            .rows_between(HOUR, t0, t0 + HOUR, Some(KIND_ALL))
+            .unwrap();
+        assert_eq!(all.iter().map(|r| r.counts.count).sum::<u64>(), 10);
+        // An hour whose minutes are pruned (a clock set back a day): its
+        // hour row holds more than its minutes and is kept as it is.
+        h.conn
+            .execute("DELETE FROM rows WHERE resolution = 60", [])
+            .unwrap();
+        h.write_minute(
+            last,
+            vec![(KIND_ROUTE, "GET /".into(), cumulative(1, 3, |_| 1))],
+            0,
+            0,
+        )
+        .unwrap();
         let all = h
             .reader()
             .rows_between(HOUR, t0, t0 + HOUR, Some(KIND_ALL))
