@@ -15,6 +15,17 @@ use crate::record::MetricRecord;
 use crate::stripe::STRIPES;
 use crate::sync::{fence, AtomicU64, Ordering};
 
+/// See [`RingBuffer::stats`].
+struct Installs {
+    /// Block installations (and clears) in progress.
+    installing: AtomicU64,
+    /// Block installations (and clears) completed: a read that one
+    /// overlapped is retried, so `written` is a consistent figure.
+    installed: AtomicU64,
+    /// The largest `written` reported.
+    reported: AtomicU64,
+}
+
 /// One slot: a sequence word and the record's seven words, one cache line.
 #[repr(C, align(64))]
 struct Slot {
@@ -124,15 +135,12 @@ pub struct RingBuffer {
     cursors: [CachePadded<AtomicU64>; STRIPES],
     /// Tickets of blocks that no writer will use (see [`RingStats::written`]).
     abandoned: CachePadded<AtomicU64>,
-    /// Block installations (and clears) in progress, and those completed:
-    /// [`stats`](Self::stats) retries a read that one overlapped, so
-    /// `written` is a consistent figure.
-    installing: CachePadded<AtomicU64>,
-    installed: AtomicU64,
+    /// Block installations in progress and completed, and the largest
+    /// `written` reported, on a line of their own (written once a block:
+    /// never beside what every push reads).
+    installs: CachePadded<Installs>,
     /// Writer-side give-ups (see [`RingStats::dropped`]).
     dropped: CachePadded<AtomicU64>,
-    /// The largest `written` reported by [`stats`](Self::stats).
-    reported: AtomicU64,
     /// Tickets below this were cleared by [`RingBuffer::clear`]; readers skip them.
     floor: AtomicU64,
     slots: Box<[Slot]>,
@@ -164,10 +172,12 @@ impl RingBuffer {
             block,
             cursors: core::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             abandoned: CachePadded::new(AtomicU64::new(0)),
-            installing: CachePadded::new(AtomicU64::new(0)),
-            installed: AtomicU64::new(0),
+            installs: CachePadded::new(Installs {
+                installing: AtomicU64::new(0),
+                installed: AtomicU64::new(0),
+                reported: AtomicU64::new(0),
+            }),
             dropped: CachePadded::new(AtomicU64::new(0)),
-            reported: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             slots: slots.into_boxed_slice(),
         }
@@ -263,7 +273,7 @@ impl RingBuffer {
     #[cold]
     #[inline(never)]
     fn new_block(&self, cursor: &AtomicU64) -> u64 {
-        self.installing.fetch_add(1, Ordering::SeqCst);
+        self.installs.installing.fetch_add(1, Ordering::SeqCst);
         let mask = self.block - 1;
         let first = self.head.fetch_add(self.block, Ordering::SeqCst);
         // The cursor only moves forward, so a writer's later tickets are
@@ -282,8 +292,8 @@ impl RingBuffer {
         if unused != 0 {
             self.abandoned.fetch_add(unused, Ordering::SeqCst);
         }
-        self.installed.fetch_add(1, Ordering::SeqCst);
-        self.installing.fetch_sub(1, Ordering::SeqCst);
+        self.installs.installed.fetch_add(1, Ordering::SeqCst);
+        self.installs.installing.fetch_sub(1, Ordering::SeqCst);
         first
     }
 
@@ -377,8 +387,8 @@ impl RingBuffer {
         // runs ahead), retried when one overlapped the read.
         let mut counted = None;
         for _ in 0..64 {
-            let done = self.installed.load(Ordering::SeqCst);
-            if self.installing.load(Ordering::SeqCst) != 0 {
+            let done = self.installs.installed.load(Ordering::SeqCst);
+            if self.installs.installing.load(Ordering::SeqCst) != 0 {
                 crate::sync::spin_loop();
                 continue;
             }
@@ -389,8 +399,8 @@ impl RingBuffer {
                 .iter()
                 .map(|c| (self.block - (c.load(Ordering::SeqCst) & mask)) & mask)
                 .sum();
-            if self.installing.load(Ordering::SeqCst) == 0
-                && self.installed.load(Ordering::SeqCst) == done
+            if self.installs.installing.load(Ordering::SeqCst) == 0
+                && self.installs.installed.load(Ordering::SeqCst) == done
             {
                 counted = Some(head.saturating_sub(abandoned).saturating_sub(waiting));
                 break;
@@ -400,8 +410,12 @@ impl RingBuffer {
         // a figure reported before; when every try overlapped an
         // installation, the last figure stands.
         let written = match counted {
-            Some(c) => self.reported.fetch_max(c, Ordering::Relaxed).max(c),
-            None => self.reported.load(Ordering::Relaxed),
+            Some(c) => self
+                .installs
+                .reported
+                .fetch_max(c, Ordering::Relaxed)
+                .max(c),
+            None => self.installs.reported.load(Ordering::Relaxed),
         };
         RingStats {
             capacity: self.capacity(),
@@ -439,7 +453,7 @@ impl RingBuffer {
     /// pushed after this call. The counts in [`stats`](Self::stats) keep
     /// running. Cold path; writers are never blocked.
     pub fn clear(&self) {
-        self.installing.fetch_add(1, Ordering::SeqCst);
+        self.installs.installing.fetch_add(1, Ordering::SeqCst);
         self.floor
             .store(self.head.load(Ordering::SeqCst), Ordering::Release);
         // The stripes' blocks lie below the floor: later pushes take new
@@ -454,8 +468,8 @@ impl RingBuffer {
                 self.abandoned.fetch_add(unused, Ordering::SeqCst);
             }
         }
-        self.installed.fetch_add(1, Ordering::SeqCst);
-        self.installing.fetch_sub(1, Ordering::SeqCst);
+        self.installs.installed.fetch_add(1, Ordering::SeqCst);
+        self.installs.installing.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Appends the ring's complete records to `out`, oldest to newest by
