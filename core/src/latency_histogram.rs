@@ -92,12 +92,19 @@ struct Carries {
 }
 
 impl Carries {
+    /// Records carried into bucket `index`.
     #[inline]
     fn of(&self, index: usize) -> u64 {
-        self.slots[..self.used]
-            .iter()
-            .filter(|&&(i, _)| i == index)
-            .fold(0, |n, &(_, c)| n.wrapping_add(c << 32))
+        Self::sum(self.slots[..self.used].iter().filter(|&&(i, _)| i == index))
+    }
+
+    /// Records carried into every bucket.
+    fn total(&self) -> u64 {
+        Self::sum(self.slots[..self.used].iter())
+    }
+
+    fn sum<'a>(slots: impl Iterator<Item = &'a (usize, u64)>) -> u64 {
+        slots.fold(0, |n, &(_, c)| n.wrapping_add(c << 32))
     }
 }
 
@@ -221,11 +228,7 @@ impl LatencyHistogram {
 
     /// Values recorded: the sum of all buckets.
     pub fn count(&self) -> u64 {
-        let carried = self
-            .carries
-            .iter()
-            .map(|s| (s.load(Ordering::Relaxed) & CARRY_MASK) << 32)
-            .fold(0, u64::wrapping_add);
+        let carried = self.load_carries().total();
         self.counters()
             .map(|c| u64::from(c.load(Ordering::Relaxed)))
             .fold(carried, u64::wrapping_add)

@@ -266,6 +266,14 @@ impl RingBuffer {
         self.new_block(cursor)
     }
 
+    /// Tickets left in the block of a cursor holding `cursor` (0 when it
+    /// has none: a multiple of `block`).
+    #[inline]
+    fn left_in(&self, cursor: u64) -> u64 {
+        let mask = self.block - 1;
+        (self.block - (cursor & mask)) & mask
+    }
+
     /// Takes a block from `head` for the stripe of `cursor` and its first
     /// ticket; see [`block_ticket`](Self::block_ticket). Inside
     /// `installing`/`installed` (see [`stats`](Self::stats)); once a block,
@@ -283,7 +291,7 @@ impl RingBuffer {
         let unused = if old <= first {
             // The stripe's block was replaced: what was left of it (a
             // stale block, or none) goes unused.
-            (self.block - (old & mask)) & mask
+            self.left_in(old)
         } else {
             // Another writer of the stripe installed a newer block
             // meanwhile: this one's other tickets go unused.
@@ -380,7 +388,6 @@ impl RingBuffer {
 
     /// Counts of written, overwritten and dropped records.
     pub fn stats(&self) -> RingStats {
-        let mask = self.block - 1;
         // Tickets handed out, less those no writer will use and those
         // still waiting in the stripes' blocks; read while no block was
         // being installed (between `head` and its cursor the difference
@@ -397,7 +404,7 @@ impl RingBuffer {
             let waiting: u64 = self
                 .cursors
                 .iter()
-                .map(|c| (self.block - (c.load(Ordering::SeqCst) & mask)) & mask)
+                .map(|c| self.left_in(c.load(Ordering::SeqCst)))
                 .sum();
             if self.installs.installing.load(Ordering::SeqCst) == 0
                 && self.installs.installed.load(Ordering::SeqCst) == done
@@ -460,10 +467,9 @@ impl RingBuffer {
         // ones (a push racing the clear lands on either side of it; a
         // block a racing writer installs after this is below the floor,
         // which makes it stale).
-        let mask = self.block - 1;
         for cursor in self.cursors.iter() {
             let old = cursor.swap(0, Ordering::SeqCst);
-            let unused = (self.block - (old & mask)) & mask;
+            let unused = self.left_in(old);
             if unused != 0 {
                 self.abandoned.fetch_add(unused, Ordering::SeqCst);
             }
