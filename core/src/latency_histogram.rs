@@ -281,9 +281,18 @@ impl LatencyHistogram {
 
     /// Adds this histogram's counts into `target`, an `hdrhistogram`
     /// histogram built with the same layout; values saturate there too.
+    ///
+    /// A bucket stands for its lowest value, except the first: its lowest
+    /// value is 0, and hdrhistogram reports a max of 0 (not the bucket's
+    /// highest equivalent) when nothing above 0 was recorded. The first
+    /// bucket is therefore recorded as the exact max while the max lies in
+    /// it, so a histogram of small values (say 1 to 511 ns with a unit of
+    /// 512 ns) keeps the max hdrhistogram itself would report.
     #[cfg(feature = "std")]
     pub fn add_to(&self, target: &mut hdrhistogram::Histogram<u64>) {
+        let first = self.layout.highest_value_for(0).min(self.max());
         for (value, n) in self.buckets() {
+            let value = if value == 0 { first } else { value };
             target.saturating_record_n(value, n);
         }
     }
@@ -407,6 +416,25 @@ mod tests {
         expected.push(u64::from(u32::MAX));
         assert_eq!(counts, expected);
         assert_eq!(h.count(), expected.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn values_below_the_unit_keep_hdrhistograms_max() {
+        // With a 512 ns unit, 0 and 1..=511 share the first bucket;
+        // hdrhistogram's max is 0 after only zeros and 511 after a 1.
+        let layout = HistogramLayout::new(1000, 16_777_216_000, 1).unwrap();
+        for values in [&[0u64][..], &[1], &[0, 1], &[300, 0], &[0, 5_000]] {
+            let ours = LatencyHistogram::new(layout);
+            let mut theirs = new_hdr(&layout);
+            for &v in values {
+                ours.record(v);
+                theirs.record(v).unwrap();
+            }
+            let snap = ours.snapshot();
+            assert_eq!(snap.max(), theirs.max(), "values {values:?}");
+            assert_eq!(snap.min(), theirs.min(), "values {values:?}");
+            assert_eq!(snap.len(), theirs.len(), "values {values:?}");
+        }
     }
 
     proptest! {
