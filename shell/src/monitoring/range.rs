@@ -313,6 +313,76 @@ fn compare(
     }))
 }
 
+/// The time the history's rows really cover within a range: from the
+/// first row (or the blog's start within it, or the range's start) to the
+/// end of the last row written (or now). Minutes are written as they
+/// close, so the minute in progress is not in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    from: i64,
+    to: i64,
+}
+
+impl Span {
+    fn of(rows: &[Row], starts: &[(i64, String)], range_from: i64, now: i64) -> Span {
+        let Some(first) = rows.iter().min_by_key(|r| r.start) else {
+            return Span { from: now, to: now };
+        };
+        let first_end = first.start + first.resolution;
+        // A start inside the first row: nothing was served before it.
+        let started = starts
+            .iter()
+            .map(|&(at, _)| at)
+            .find(|&at| at >= first.start && at < first_end)
+            .unwrap_or(first.start);
+        let last_end = rows
+            .iter()
+            .map(|r| r.start + r.resolution)
+            .max()
+            .unwrap_or(first_end);
+        let from = started.max(range_from).min(now);
+        Span {
+            from,
+            to: last_end.min(now).max(from),
+        }
+    }
+
+    fn seconds(self) -> i64 {
+        self.to - self.from
+    }
+}
+
+/// Chart points of the all-requests rows, one per `bucket` seconds
+/// aligned on the clock (so a point's time does not move between views),
+/// each from where the span starts in it to where the span ends in it;
+/// and all of those rows merged.
+fn chart(rows: &[Row], bucket: i64, span: Span) -> (Vec<MinutePoint>, Option<Row>) {
+    let mut buckets: BTreeMap<i64, Row> = BTreeMap::new();
+    let mut all: Option<Row> = None;
+    for r in rows.iter().filter(|r| r.kind == KIND_ALL) {
+        let b = r.start - r.start.rem_euclid(bucket);
+        match buckets.get_mut(&b) {
+            Some(m) => add_row(m, r),
+            None => {
+                buckets.insert(b, r.clone());
+            }
+        }
+        match all.as_mut() {
+            Some(a) => add_row(a, r),
+            None => all = Some(r.clone()),
+        }
+    }
+    let points = buckets
+        .iter()
+        .map(|(&b, r)| {
+            let start = b.max(span.from);
+            let end = (b + bucket).min(span.to);
+            point(start, (end - start).max(1) as f64, r)
+        })
+        .collect();
+    (points, all)
+}
+
 impl Monitor {
     /// The snapshot over `range` from the history; `Err` says why there
     /// is none (history off, or failing).
@@ -361,31 +431,10 @@ impl Monitor {
             rows.extend(store.rows_for_range_coarse(from, now + 60, Some(kind))?);
         }
         let bucket = range.bucket_seconds();
-        // Chart points: all requests' rows per bucket.
-        let mut buckets: BTreeMap<i64, Row> = BTreeMap::new();
-        let mut all: Option<Row> = None;
-        for r in rows.iter().filter(|r| r.kind == KIND_ALL) {
-            let b = r.start - (r.start - from).rem_euclid(bucket);
-            match buckets.get_mut(&b) {
-                Some(m) => add_row(m, r),
-                None => {
-                    buckets.insert(b, r.clone());
-                }
-            }
-            match all.as_mut() {
-                Some(a) => add_row(a, r),
-                None => all = Some(r.clone()),
-            }
-        }
-        let points: Vec<MinutePoint> = buckets
-            .iter()
-            .map(|(&b, r)| point(b, (bucket.min(now + 60 - b)) as f64, r))
-            .collect();
-        let covered = rows
-            .iter()
-            .map(|r| r.start)
-            .min()
-            .map_or(0, |first| now + 60 - first.max(from));
+        let all_starts = store.starts(0)?;
+        let span = Span::of(&rows, &all_starts, from, now);
+        let covered = span.seconds();
+        let (points, all) = chart(&rows, bucket, span);
         let mut window = match &all {
             Some(a) => PeriodFigures::of(&points, &a.latency),
             None => PeriodFigures::default(),
@@ -415,7 +464,6 @@ impl Monitor {
             })
             .collect();
         query_patterns.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        let all_starts = store.starts(0)?;
         let starts = all_starts
             .iter()
             .filter(|(at, _)| *at >= from)
@@ -482,5 +530,86 @@ impl Monitor {
         };
         s.history = history;
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::history::{Counts, HOUR, MINUTE};
+    use super::*;
+
+    fn row(start: i64, resolution: i64, count: u64) -> Row {
+        let mut latency = hdrhistogram::Histogram::new(2).unwrap();
+        latency.record_n(1_000_000, count).unwrap();
+        Row {
+            start,
+            resolution,
+            kind: KIND_ALL,
+            name: String::new(),
+            counts: Counts {
+                count,
+                ..Counts::default()
+            },
+            slow: 0,
+            rss: 0,
+            latency,
+        }
+    }
+
+    #[test]
+    fn the_span_starts_at_the_blogs_start_and_ends_with_the_last_row() {
+        // Started 45 s into a minute; two minutes written; viewed 145 s
+        // after the start, 40 s into the minute in progress.
+        let start = 1_795_784_085;
+        let rows = [
+            row(1_795_784_040, MINUTE, 30),
+            row(1_795_784_100, MINUTE, 37),
+        ];
+        let starts = [(start, "1".to_string())];
+        let now = start + 145;
+        let span = Span::of(&rows, &starts, now - 3_600, now);
+        assert_eq!(
+            span,
+            Span {
+                from: start,
+                to: 1_795_784_160
+            }
+        );
+        assert_eq!(span.seconds(), 75);
+        let (points, all) = chart(&rows, 60, span);
+        assert_eq!(all.unwrap().counts.count, 67);
+        let at: Vec<(u64, f64)> = points.iter().map(|p| (p.start_unix, p.seconds)).collect();
+        assert_eq!(at, [(start as u64, 15.0), (1_795_784_100, 60.0)]);
+        assert_eq!(points[0].requests_per_second, 2.0);
+        // No point starts before the blog did, and a later view puts the
+        // points at the same times.
+        let later = Span::of(&rows, &starts, now + 4 - 3_600, now + 4);
+        let (again, _) = chart(&rows, 60, later);
+        assert_eq!(
+            again.iter().map(|p| p.start_unix).collect::<Vec<_>>(),
+            points.iter().map(|p| p.start_unix).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_span_is_cut_by_the_range_and_by_now() {
+        // Hour rows older than the range's start; a minute written in
+        // the middle of itself (a shutdown) ends at now.
+        let rows = [row(0, HOUR, 10), row(7_200, MINUTE, 1)];
+        let span = Span::of(&rows, &[], 1_800, 7_230);
+        assert_eq!(
+            span,
+            Span {
+                from: 1_800,
+                to: 7_230
+            }
+        );
+        // A start before the first row changes nothing; none at all: empty.
+        assert_eq!(Span::of(&rows, &[(-5, "0".into())], 0, 7_230).from, 0);
+        assert_eq!(Span::of(&[], &[], 0, 100).seconds(), 0);
+        // Two-hour points, on the clock: the hour row and the minute.
+        let (points, _) = chart(&rows, 7_200, span);
+        let at: Vec<(u64, f64)> = points.iter().map(|p| (p.start_unix, p.seconds)).collect();
+        assert_eq!(at, [(1_800, 5_400.0), (7_200, 30.0)]);
     }
 }
