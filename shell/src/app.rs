@@ -8,6 +8,7 @@ use crate::db::{Db, DbError};
 use crate::monitoring::Monitor;
 use crate::web::auth::{hash_password, random_token, sha256_hex, MICROPUB_KEY, PASSWORD_KEY};
 use crate::web::ratelimit::RateLimiter;
+use crate::web::routes::{match_route, Route};
 use crate::web::server::Server;
 use crate::web::App;
 
@@ -153,10 +154,17 @@ pub fn serve_on(
 ) -> Result<Running, StartError> {
     let app = Arc::new(app);
     let handler_app = app.clone();
+    let monitor = app.monitor.clone();
     let server = Server::start_on(
         listener,
         app.config.http.clone(),
         Arc::new(move |req, materialise| handler_app.respond(req, materialise)),
+        Arc::new(move |head, status, bytes, took| {
+            let route = head.map_or(Route::Unmatched, |(method, path)| {
+                match_route(method, path).route
+            });
+            monitor.record_unhandled(route.key(), status, bytes, took.as_nanos() as u64);
+        }),
     )
     .map_err(StartError::Bind)?;
     app.monitor.set_site(&app.config.site_url);

@@ -281,3 +281,65 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
     assert_eq!(codes.get(&503).copied().unwrap_or(0), 40 - fit, "{codes:?}");
     assert_eq!(codes.get(&408).copied().unwrap_or(0), fit, "{codes:?}");
 }
+
+/// `starpunk_http_requests_total` of one route and status, 0 when absent.
+fn requests_total(blog: &Blog, route: &str, status: &str) -> Option<f64> {
+    let (code, text) = blog.get_with(
+        &blog.agent(),
+        "/metrics",
+        &[("Authorization", &format!("Bearer {METRICS_TOKEN}"))],
+    );
+    assert_eq!(code, 200);
+    let samples = prometheus_samples(&text)?;
+    Some(
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == "starpunk_http_requests_total"
+                    && s.labels["route"] == route
+                    && s.labels["status"] == status
+            })
+            .map(|s| s.value)
+            .sum(),
+    )
+}
+
+#[test]
+fn requests_the_front_answers_itself_are_counted_at_any_sample_rate() {
+    let perf = starpunk::config::PerfConfig {
+        sample_rate: 0.1,
+        ..monitoring()
+    };
+    let blog = start_with("front-answers", perf, |_| {});
+    let send = |bytes: &[u8]| {
+        let mut s = connect(&blog);
+        let _ = s.write_all(bytes);
+        status_of(&drain(s).0)
+    };
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    for _ in 0..5 {
+        // A body declared past the drain cap: refused before reading it.
+        let too_large =
+            send(b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 9000000\r\n\r\nx");
+        assert_eq!(too_large, Some(413));
+        assert_eq!(send(big_head.as_bytes()), Some(431));
+        assert_eq!(send(b"GARBAGE\r\n\r\n"), Some(400));
+    }
+    // hyper answers a head it cannot read; its connection ends just after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Some(heads) = requests_total(&blog, "(unmatched)", "431") else {
+            return;
+        };
+        let bad = requests_total(&blog, "(unmatched)", "400").unwrap();
+        let large = requests_total(&blog, "/micropub", "413").unwrap();
+        if (heads, bad, large) == (5.0, 5.0, 5.0) || Instant::now() > deadline {
+            assert_eq!((heads, bad, large), (5.0, 5.0, 5.0));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -404,6 +404,30 @@ impl Monitor {
         }
     }
 
+    /// Records a request the HTTP front answered without running a handler
+    /// (a body too large or too slow, a malformed or oversized head, a
+    /// full server): counted like any other, with the time the front took
+    /// from the request's head to its answer (0 when no head was read).
+    pub fn record_unhandled(&self, route: RouteKey, status: u16, bytes: u64, duration_ns: u64) {
+        let Some(inner) = &self.inner else { return };
+        let route_op = inner.route_op(route);
+        let sampled = inner.recorder.sampler().decide_local(false);
+        let start = inner.recorder.now_ns().saturating_sub(duration_ns);
+        let record = MetricRecord {
+            timestamp_ns: start,
+            duration_ns,
+            bytes,
+            request_id: next_request_id(),
+            operation: route_op,
+            parent: OpId::NONE,
+            status,
+            category: Category::Http,
+            forced: !sampled && status >= 500,
+            ..MetricRecord::default()
+        };
+        inner.record_request(record, sampled || record.forced);
+    }
+
     /// Runs `respond` (the app, whose request wrapper is
     /// [`around_request`](Self::around_request)), then `materialise`, which
     /// reads the response's body into memory and returns it with the

@@ -63,6 +63,12 @@ pub const MAX_HEADERS: usize = 100;
 /// `Monitor::measure_body`).
 pub type Handler = Arc<dyn Fn(&rouille::Request, Materialise) -> Materialised + Send + Sync>;
 
+/// Told of each request the front answers itself, no handler run: its
+/// method and path (`None` when its head could not be read: hyper's own
+/// 400, 414 and 431), the status, the body's bytes and the time from the
+/// head to the answer.
+pub type Unhandled = Arc<dyn Fn(Option<(&str, &str)>, u16, u64, Duration) + Send + Sync>;
+
 /// The front's way of turning a response into bytes; see [`materialise`].
 pub type Materialise = fn(rouille::Response) -> (Materialised, u64);
 
@@ -133,6 +139,7 @@ pub const BODY_BUDGET_KIB: u32 = 32 * 1024;
 /// What every connection task shares.
 struct Shared {
     handler: Handler,
+    unhandled: Unhandled,
     limits: HttpSettings,
     /// KiB of request bodies that may be in memory (see [`BODY_BUDGET_KIB`]).
     body_budget: Arc<Semaphore>,
@@ -144,6 +151,7 @@ impl Server {
         std_listener: StdListener,
         limits: HttpSettings,
         handler: Handler,
+        unhandled: Unhandled,
     ) -> std::io::Result<Server> {
         raise_descriptor_limit();
         std_listener.set_nonblocking(true)?;
@@ -158,6 +166,7 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             handler,
+            unhandled,
             limits,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_KIB as usize)),
         });
@@ -296,6 +305,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
             timed.set_write_timeout(Some(shared.limits.write_timeout));
             let io = TokioIo::new(Box::pin(timed));
             let limits = shared.limits.clone();
+            let unhandled = shared.unhandled.clone();
             let service = hyper::service::service_fn(move |req| respond(req, peer, shared.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -304,8 +314,12 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
                 .max_headers(MAX_HEADERS)
                 .serve_connection(io, service);
             // A client that goes away, times out or sends garbage ends its
-            // own connection; nothing to report.
-            let _ = graceful_watch.watch(conn).await;
+            // own connection; a head hyper refused and answered is counted.
+            if let Err(e) = graceful_watch.watch(conn).await {
+                if let Some(status) = automatic_answer(&e) {
+                    unhandled(None, status, 0, Duration::ZERO);
+                }
+            }
             drop(permit);
         });
     }
@@ -360,6 +374,29 @@ fn log_access(
         peer.ip(),
         took.as_secs_f64() * 1e3
     );
+}
+
+/// The status hyper answered a connection's error with, if it answered:
+/// it writes 400 for a malformed head, 414 for a request line past the
+/// buffer and 431 for a head past it, then ends the connection with the
+/// same error (hyper 1.x, `proto::h1::role::Server::on_error`). An HTTP/2
+/// preface, a time-out or an internal error get no answer.
+fn automatic_answer(e: &hyper::Error) -> Option<u16> {
+    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
+        return None;
+    }
+    let text = e.to_string();
+    if e.is_parse_too_large() {
+        Some(if text.starts_with("URI too long") {
+            414
+        } else {
+            431
+        })
+    } else if text.starts_with("internal error") {
+        None
+    } else {
+        Some(400)
+    }
 }
 
 /// Past the connection cap: a 503 if the socket takes it at once, then close.
@@ -428,16 +465,16 @@ async fn respond(
     let access_log = shared.limits.access_log;
     // An answer without a handler (the body was refused), logged too.
     let refuse = |status: StatusCode, text: &'static str| {
+        let took = received.elapsed();
         if access_log {
-            log_access(
-                peer,
-                &method,
-                &path,
-                status.as_u16(),
-                text.len(),
-                received.elapsed(),
-            );
+            log_access(peer, &method, &path, status.as_u16(), text.len(), took);
         }
+        (shared.unhandled)(
+            Some((&method, &path)),
+            status.as_u16(),
+            text.len() as u64,
+            took,
+        );
         Ok(closing(status, text))
     };
     let declared = parts
