@@ -53,8 +53,18 @@ fn every_public_route_answers() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["properties"]["content"][0], "A *first* note");
     // Method not allowed on a known path; unknown path 404.
-    let (code, _) = into_parts(blog.agent().delete(&blog.url("/")).call());
-    assert_eq!(code, 405);
+    // RFC 9110 (15.5.6): a 405 says which methods the path answers.
+    for (method, path, allow) in [
+        ("DELETE", "/", "GET, HEAD"),
+        ("PUT", "/micropub", "POST, GET, HEAD"),
+        ("GET", "/admin/logout", "POST"),
+    ] {
+        let r = blog.agent().request(method, &blog.url(path)).call();
+        let Err(ureq::Error::Status(405, r)) = r else {
+            panic!("{method} {path}: {r:?}");
+        };
+        assert_eq!(r.header("Allow"), Some(allow), "{method} {path}");
+    }
 }
 
 #[test]

@@ -160,9 +160,9 @@ impl App {
             Route::TestPanic | Route::TestStatus | Route::TestSleep | Route::TestSlowQuery => {
                 test_routes::handle(self, m.route, param)
             }
-            Route::Unmatched if m.wrong_method => {
-                Ok(Response::text("Method not allowed\n").with_status_code(405))
-            }
+            Route::Unmatched if m.wrong_method => Ok(Response::text("Method not allowed\n")
+                .with_status_code(405)
+                .with_unique_header("Allow", routes::allowed_methods(&req.url()))),
             Route::Unmatched => Err(WebError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(&self.config.site_name))

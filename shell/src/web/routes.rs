@@ -170,35 +170,43 @@ pub struct Matched {
     pub wrong_method: bool,
 }
 
+/// Whether `template`'s path fits `segments`; its one parameter if so.
+fn fit(template: &str, segments: &[&str]) -> Option<Option<String>> {
+    let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    if t.len() != segments.len() {
+        return None;
+    }
+    let mut param = None;
+    for (t, s) in t.iter().zip(segments) {
+        if t.starts_with('{') {
+            if s.is_empty() {
+                return None;
+            }
+            param = Some(s.to_string());
+        } else if t != s {
+            return None;
+        }
+    }
+    Some(param)
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('/').split('/').collect()
+}
+
 /// Matches a method and a path (without query string). `HEAD` matches `GET`.
 pub fn match_route(method: &str, path: &str) -> Matched {
     let method = if method == "HEAD" { "GET" } else { method };
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segments = segments(path);
     let mut wrong_method = false;
     for &route in Route::ALL.iter().chain(Route::TEST_ROUTES) {
-        let (m, template) = route.method_and_path();
         if route == Route::Unmatched {
             continue;
         }
-        let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-        if t.len() != segments.len() {
+        let (m, template) = route.method_and_path();
+        let Some(param) = fit(template, &segments) else {
             continue;
-        }
-        let mut param = None;
-        let fits = t.iter().zip(&segments).all(|(t, s)| {
-            if t.starts_with('{') {
-                if s.is_empty() {
-                    return false;
-                }
-                param = Some(s.to_string());
-                true
-            } else {
-                t == s
-            }
-        });
-        if !fits {
-            continue;
-        }
+        };
         if m == method {
             return Matched {
                 route,
@@ -213,6 +221,26 @@ pub fn match_route(method: &str, path: &str) -> Matched {
         param: None,
         wrong_method,
     }
+}
+
+/// The methods `path` answers, for a 405's `Allow` header (RFC 9110
+/// 15.5.6): `GET` brings `HEAD`.
+pub fn allowed_methods(path: &str) -> String {
+    let segments = segments(path);
+    let mut methods: Vec<&str> = Vec::new();
+    for &route in Route::ALL.iter().chain(Route::TEST_ROUTES) {
+        let (m, template) = route.method_and_path();
+        if route == Route::Unmatched || fit(template, &segments).is_none() {
+            continue;
+        }
+        let add: &[&str] = if m == "GET" { &["GET", "HEAD"] } else { &[m] };
+        for &a in add {
+            if !methods.contains(&a) {
+                methods.push(a);
+            }
+        }
+    }
+    methods.join(", ")
 }
 
 #[cfg(test)]
@@ -248,6 +276,8 @@ mod tests {
         );
         let m = match_route("DELETE", "/");
         assert_eq!((m.route, m.wrong_method), (Route::Unmatched, true));
+        assert_eq!(allowed_methods("/micropub"), "POST, GET, HEAD");
+        assert_eq!(allowed_methods("/"), "GET, HEAD");
         let m = match_route("GET", "/nope/x");
         assert_eq!((m.route, m.wrong_method), (Route::Unmatched, false));
         // Test routes exist in test builds only: a production build
