@@ -252,6 +252,38 @@ fn parse_bind(v: &str) -> Option<SocketAddr> {
 
 /// The site URL for a bound address, when none is configured: loopback
 /// for an unspecified address (0.0.0.0 is no address to link to).
+/// `http` or `https` (any case, as RFC 3986 allows; returned in lower
+/// case) and the rest of the URL after `://`.
+fn split_http_url(v: &str) -> Option<(&'static str, &str)> {
+    let (scheme, rest) = v.split_once("://")?;
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(("https", rest))
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(("http", rest))
+    } else {
+        None
+    }
+}
+
+/// A URL's or a `Host` header's authority: a host (a name, an IPv4
+/// address or a bracketed IPv6 one) with an optional numeric port, no
+/// user info (RFC 3986 3.2, RFC 9112 3.2).
+pub fn is_host_and_port(authority: &[u8]) -> bool {
+    if authority.contains(&b'@') {
+        return false;
+    }
+    let Ok(a) = hyper::http::uri::Authority::try_from(authority) else {
+        return false;
+    };
+    // The parser takes any text after the last colon as a port.
+    let port = &a.as_str()[a.host().len()..];
+    !a.host().is_empty()
+        && (port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| p.is_empty() || p.parse::<u16>().is_ok()))
+}
+
 pub fn site_url_for(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
@@ -330,18 +362,15 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| {
             const WHAT: &str =
                 "an http:// or https:// URL with a host, such as https://blog.example";
-            let rest = v
-                .strip_prefix("https://")
-                .or_else(|| v.strip_prefix("http://"))
-                .ok_or(WHAT)?;
+            let (scheme, rest) = split_http_url(v).ok_or(WHAT)?;
             let host = rest.split('/').next().unwrap_or("");
-            if host.is_empty()
+            if !is_host_and_port(host.as_bytes())
                 || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
                 || v.contains(['?', '#', '"', '<', '>'])
             {
                 return Err(WHAT.into());
             }
-            c.site_url = v.trim_end_matches('/').to_string();
+            c.site_url = format!("{scheme}://{}", rest.trim_end_matches('/'));
             c.site_url_explicit = true;
             Ok(())
         },
@@ -520,12 +549,9 @@ const SETTINGS: &[Setting] = &[
         boolean: false,
         apply: |c, v| {
             let v = v.trim();
-            let rest = v
-                .strip_prefix("http://")
-                .or_else(|| v.strip_prefix("https://"))
-                .ok_or("an http:// or https:// URL")?;
+            let (_, rest) = split_http_url(v).ok_or("an http:// or https:// URL")?;
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            if host.is_empty() || host.contains(char::is_whitespace) {
+            if !is_host_and_port(host.as_bytes()) {
                 return Err("an http:// or https:// URL with a host".into());
             }
             c.perf.alert_webhook = Some(Secret(v.to_string()));
@@ -783,6 +809,14 @@ mod tests {
         assert_eq!(c.perf.sample_rate, 0.25);
         assert!(c.perf.monitoring_enabled);
         assert_eq!(c.site_url, "https://blog.example");
+        for (given, kept) in [
+            ("HTTP://Blog.Example/sub/", "http://Blog.Example/sub"),
+            ("http://[::1]:8000", "http://[::1]:8000"),
+            ("https://192.0.2.7:", "https://192.0.2.7:"),
+        ] {
+            let c = load(&[("STARPUNK_SITE_URL", given)], &[]).unwrap();
+            assert_eq!(c.site_url, kept);
+        }
     }
 
     #[test]
@@ -800,12 +834,23 @@ mod tests {
             ("STARPUNK_PERF_SLOW_QUERY_THRESHOLD", "NaN"),
             ("STARPUNK_PERF_MONITORING_ENABLED", "maybe"),
             ("STARPUNK_SITE_URL", "ftp://x"),
+            ("STARPUNK_SITE_URL", "http://[::1"),
+            ("STARPUNK_SITE_URL", "http://host:99999"),
+            ("STARPUNK_SITE_URL", "http://host:abc/"),
+            ("STARPUNK_SITE_URL", "https://me@host"),
             ("STARPUNK_SITE_NAME", " "),
         ] {
             let e = load(&[(k, v)], &[]).unwrap_err();
             assert_eq!(e.name, k);
             assert_eq!(e.value, v);
         }
+        let e = load(
+            &[("STARPUNK_PERF_ALERT_WEBHOOK", "http://host:abc/hook")],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "STARPUNK_PERF_ALERT_WEBHOOK");
+        assert_eq!(e.value, "<hidden>");
         let e = load(&[("STARPUNK_ADMIN_PASSWORD", "short")], &[]).unwrap_err();
         assert_eq!(e.value, "<hidden>");
         assert!(load(&[], &["--nope"]).is_err());

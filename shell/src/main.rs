@@ -98,8 +98,12 @@ fn main() -> ExitCode {
         );
     }
     println!("starpunk: log in at {site}/admin/login");
-    if monitoring {
+    if monitoring && running.app.config.perf.dashboard_enabled {
         println!("starpunk: performance dashboard at {site}/admin/performance");
+    } else if monitoring {
+        println!(
+            "starpunk: recording metrics; the dashboard is off (STARPUNK_PERF_DASHBOARD_ENABLED=false), /metrics answers"
+        );
     } else {
         println!("starpunk: monitoring is off; set STARPUNK_PERF_MONITORING_ENABLED=true to record metrics");
     }

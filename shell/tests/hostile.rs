@@ -343,3 +343,50 @@ fn requests_the_front_answers_itself_are_counted_at_any_sample_rate() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_host_header_is_checked_as_rfc_9112_asks() {
+    let blog = start("host-header");
+    let status = |head: &str| {
+        let mut s = connect(&blog);
+        let _ = s.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+        status_of(&drain(s).0)
+    };
+    for (what, head, expected) in [
+        ("none, HTTP/1.1", "GET /health HTTP/1.1\r\n", 400),
+        ("two", "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n", 400),
+        (
+            "a path in it",
+            "GET /health HTTP/1.1\r\nHost: a b/c\r\n",
+            400,
+        ),
+        (
+            "user info",
+            "GET /health HTTP/1.1\r\nHost: me@example.com\r\n",
+            400,
+        ),
+        (
+            "a bad port",
+            "GET /health HTTP/1.1\r\nHost: example.com:x\r\n",
+            400,
+        ),
+        (
+            "a name",
+            "GET /health HTTP/1.1\r\nHost: example.com\r\n",
+            200,
+        ),
+        (
+            "IPv6 and port",
+            "GET /health HTTP/1.1\r\nHost: [::1]:8000\r\n",
+            200,
+        ),
+        (
+            "empty (RFC 9112 allows it)",
+            "GET /health HTTP/1.1\r\nHost:\r\n",
+            200,
+        ),
+        ("none, HTTP/1.0", "GET /health HTTP/1.0\r\n", 200),
+    ] {
+        assert_eq!(status(head), Some(expected), "{what}");
+    }
+}

@@ -510,3 +510,26 @@ fn history_survives_sigterm_and_kill_9_loses_at_most_the_current_minute() {
     // minute's end before the kill).
     assert!(lost <= 10, "{lost}");
 }
+
+#[test]
+fn the_first_output_names_the_dashboard_only_when_it_answers() {
+    let dir = temp_dir("dashboard-line");
+    let env = |dashboard: &str| {
+        vec![
+            ("STARPUNK_BIND", format!("127.0.0.1:{}", free_port())),
+            ("STARPUNK_DATA_DIR", dir.display().to_string()),
+            ("STARPUNK_ADMIN_PASSWORD", PASSWORD.to_string()),
+            ("STARPUNK_MICROPUB_TOKEN", TOKEN.to_string()),
+            ("STARPUNK_PERF_MONITORING_ENABLED", "true".to_string()),
+            ("STARPUNK_PERF_DASHBOARD_ENABLED", dashboard.to_string()),
+        ]
+    };
+    let (status, out, err) = run_briefly(&env("true"), Duration::from_secs(3));
+    assert_eq!(status, None, "{err}");
+    assert!(out.contains("performance dashboard at http://"), "{out}");
+    let (status, out, err) = run_briefly(&env("false"), Duration::from_secs(3));
+    assert_eq!(status, None, "{err}");
+    assert!(!out.contains("/admin/performance"), "{out}");
+    assert!(out.contains("the dashboard is off"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

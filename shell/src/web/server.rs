@@ -399,6 +399,21 @@ fn automatic_answer(e: &hyper::Error) -> Option<u16> {
     }
 }
 
+/// RFC 9112 (3.2): an HTTP/1.1 request needs exactly one `Host` (HTTP/1.0
+/// at most one), and its value is a host with an optional port, or empty;
+/// a server answers 400 otherwise.
+fn host_is_valid(parts: &hyper::http::request::Parts) -> bool {
+    let mut hosts = parts.headers.get_all(hyper::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return false;
+    }
+    let Some(host) = first else {
+        return parts.version < hyper::Version::HTTP_11;
+    };
+    host.is_empty() || crate::config::is_host_and_port(host.as_bytes())
+}
+
 /// Past the connection cap: a 503 if the socket takes it at once, then close.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(
@@ -477,6 +492,12 @@ async fn respond(
         );
         Ok(closing(status, text))
     };
+    if !host_is_valid(&parts) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Missing, repeated or invalid Host header\n",
+        );
+    }
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
