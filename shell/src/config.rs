@@ -217,7 +217,8 @@ struct Setting {
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
+    // Trimmed, as the numbers are.
+    match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Some(true),
         "false" | "0" | "no" | "off" => Some(false),
         _ => None,
@@ -659,6 +660,16 @@ fn error(s: &Setting, name: &str, value: &str, expected: &str) -> ConfigError {
 impl Config {
     /// Reads `STARPUNK_*` variables from `env`, then applies `args`
     /// (`--flag value`, `--flag=value`, or a bare boolean `--flag`).
+    /// The `STARPUNK_*` names among `names` that no setting reads (a typo
+    /// such as `STARPUNK_PERF_SAMPLERATE` would otherwise pass unnoticed).
+    pub fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+        let mut unknown: Vec<String> = names
+            .filter(|n| n.starts_with("STARPUNK_") && !SETTINGS.iter().any(|s| s.env == n))
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     pub fn load(
         env: impl Fn(&str) -> Option<String>,
         args: &[String],
@@ -809,6 +820,18 @@ mod tests {
         assert_eq!(c.perf.sample_rate, 0.25);
         assert!(c.perf.monitoring_enabled);
         assert_eq!(c.site_url, "https://blog.example");
+        let c = load(&[("STARPUNK_PERF_MONITORING_ENABLED", " Yes ")], &[]).unwrap();
+        assert!(c.perf.monitoring_enabled);
+        let names = [
+            "STARPUNK_PERF_SAMPLERATE",
+            "STARPUNK_BIND",
+            "HOME",
+            "STARPUNK_HTTP_WORKERS",
+        ];
+        assert_eq!(
+            Config::unknown_variables(names.iter().map(|n| n.to_string())),
+            ["STARPUNK_PERF_SAMPLERATE"]
+        );
         for (given, kept) in [
             ("HTTP://Blog.Example/sub/", "http://Blog.Example/sub"),
             ("http://[::1]:8000", "http://[::1]:8000"),

@@ -64,6 +64,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for name in
+        Config::unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    {
+        eprintln!(
+            "starpunk: warning: {name} is not a setting and is ignored (see `starpunk --help`)"
+        );
+    }
     let monitoring = config.perf.monitoring_enabled;
     let data_dir = config.data_dir.display().to_string();
     let running = match starpunk::app::start(config) {

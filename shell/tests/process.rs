@@ -522,11 +522,17 @@ fn the_first_output_names_the_dashboard_only_when_it_answers() {
             ("STARPUNK_MICROPUB_TOKEN", TOKEN.to_string()),
             ("STARPUNK_PERF_MONITORING_ENABLED", "true".to_string()),
             ("STARPUNK_PERF_DASHBOARD_ENABLED", dashboard.to_string()),
+            ("STARPUNK_PERF_SAMPLERATE", "0.5".to_string()),
         ]
     };
     let (status, out, err) = run_briefly(&env("true"), Duration::from_secs(3));
     assert_eq!(status, None, "{err}");
     assert!(out.contains("performance dashboard at http://"), "{out}");
+    // A misspelt setting is named, and start-up goes on.
+    assert!(
+        err.contains("warning: STARPUNK_PERF_SAMPLERATE is not a setting"),
+        "{err}"
+    );
     let (status, out, err) = run_briefly(&env("false"), Duration::from_secs(3));
     assert_eq!(status, None, "{err}");
     assert!(!out.contains("/admin/performance"), "{out}");

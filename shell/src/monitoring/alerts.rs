@@ -146,7 +146,15 @@ fn parse_threshold(metric: Metric, t: &str) -> Result<f64, String> {
             .strip_suffix('%')
             .ok_or_else(|| format!("error_rate takes a percentage, such as 1% (got \"{t}\")"))
             .and_then(number)
-            .map(|p| p / 100.0),
+            .and_then(|p| {
+                if p < 100.0 {
+                    Ok(p / 100.0)
+                } else {
+                    Err(format!(
+                        "error_rate is at most 100%, so \"> {t}\" could never fire"
+                    ))
+                }
+            }),
         Metric::Quantile(_) => {
             if let Some(ms) = t.strip_suffix("ms") {
                 number(ms).map(|v| v * 1e6)
@@ -542,6 +550,8 @@ mod tests {
             ("rss > 5MB for 1m", "MiB or GiB"),
             ("error_rate < 1% for 1m", "METRIC > THRESHOLD"),
             ("p99 > -5ms for 1m", "zero or more"),
+            ("error_rate > 101% for 5m", "could never fire"),
+            ("error_rate > 100% for 5m", "could never fire"),
         ] {
             let err = parse_rules(&format!("rss > 1GiB for 1m; {rule}"), &ROUTES).unwrap_err();
             assert!(err.contains(rule) && err.contains(wanted), "{rule}: {err}");
