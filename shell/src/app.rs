@@ -210,7 +210,7 @@ fn spawn_ticker(app: Weak<App>) {
                         let tick = std::panic::AssertUnwindSafe(|| app.monitor.tick(second));
                         if std::panic::catch_unwind(tick).is_err() {
                             app.monitor.recover();
-                            eprintln!(
+                            crate::elog!(
                                 "starpunk: a monitor tick failed; the next one runs as usual"
                             );
                         }

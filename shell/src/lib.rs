@@ -11,6 +11,29 @@
 //! `sqlite3_db_status`, which rusqlite does not wrap).
 #![deny(unsafe_code)]
 
+/// Writes a line to stderr like `eprintln!`, but never panics: on a full
+/// disk or a closed stderr the line is lost, not the thread (a panic in
+/// the signal task once left SIGTERM unanswered, one in the ticker ended
+/// history and alerts, one in a handler turned a 503 into a 500).
+#[macro_export]
+macro_rules! elog {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, as [`elog!`]; returns whether the line
+/// was written (the first start's credentials count as shown only then).
+#[macro_export]
+macro_rules! olog {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut out = ::std::io::stdout().lock();
+        ::std::writeln!(out, $($arg)*).and_then(|()| out.flush()).is_ok()
+    }};
+}
+
 pub mod app;
 pub mod config;
 pub mod db;

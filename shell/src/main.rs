@@ -1,5 +1,6 @@
 //! The `starpunk` binary: `starpunk serve` (the default), `--help`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use starpunk::config::Config;
@@ -24,11 +25,11 @@ fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--help" | "-h" | "help") => {
-            print!("{USAGE}{}", Config::help());
+            let _ = write!(std::io::stdout(), "{USAGE}{}", Config::help());
             return ExitCode::SUCCESS;
         }
         Some("--version" | "-V") => {
-            println!("starpunk {}", env!("CARGO_PKG_VERSION"));
+            let _ = starpunk::olog!("starpunk {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some("serve") => {
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
         Some("tune") => {
             let rest = &args[1..];
             if rest.iter().any(|a| a == "--help" || a == "-h") {
-                print!("{}", starpunk::tune::HELP);
+                let _ = write!(std::io::stdout(), "{}", starpunk::tune::HELP);
                 return ExitCode::SUCCESS;
             }
             return match starpunk::tune::parse(rest) {
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("starpunk tune: {e}");
+                    starpunk::elog!("starpunk tune: {e}");
                     ExitCode::from(2)
                 }
             };
@@ -54,20 +55,20 @@ fn main() -> ExitCode {
         _ => {}
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}{}", Config::help());
+        let _ = write!(std::io::stdout(), "{USAGE}{}", Config::help());
         return ExitCode::SUCCESS;
     }
     let config = match Config::load(|k| std::env::var(k).ok(), &args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("starpunk: {e}");
+            starpunk::elog!("starpunk: {e}");
             return ExitCode::from(2);
         }
     };
     for name in
         Config::unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
     {
-        eprintln!(
+        starpunk::elog!(
             "starpunk: warning: {name} is not a setting and is ignored (see `starpunk --help`)"
         );
     }
@@ -76,49 +77,55 @@ fn main() -> ExitCode {
     let running = match starpunk::app::start(config) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("starpunk: {e}");
+            starpunk::elog!("starpunk: {e}");
             return ExitCode::from(1);
         }
     };
     let site = running.app.config.site_url.clone();
-    println!(
+    let _ = starpunk::olog!(
         "starpunk: serving {site} (listening on {}, data in {data_dir})",
         running.server.addr()
     );
     let generated = &running.generated;
+    // Shown only if written: otherwise the next start says they never were.
+    let mut shown = true;
     if let Some(pw) = &generated.admin_password {
-        println!("starpunk: first start: admin password (shown once, stored only as a hash): {pw}");
+        shown &= starpunk::olog!(
+            "starpunk: first start: admin password (shown once, stored only as a hash): {pw}"
+        );
     }
     if let Some(t) = &generated.micropub_token {
-        println!("starpunk: first start: Micropub token (shown once, stored only as a hash): {t}");
+        shown &= starpunk::olog!(
+            "starpunk: first start: Micropub token (shown once, stored only as a hash): {t}"
+        );
     }
-    if generated.admin_password.is_some() || generated.micropub_token.is_some() {
+    if (generated.admin_password.is_some() || generated.micropub_token.is_some()) && shown {
         if let Err(e) = starpunk::app::mark_announced(&running.app) {
-            eprintln!("starpunk: could not record that the credentials were shown: {e}");
+            starpunk::elog!("starpunk: could not record that the credentials were shown: {e}");
         }
     }
     if generated.never_shown {
-        println!(
+        let _ = starpunk::olog!(
             "starpunk: credentials were generated on an earlier start that stopped before showing them; \
              set STARPUNK_ADMIN_PASSWORD (8+ characters) and STARPUNK_MICROPUB_TOKEN (16+ characters) \
              and restart: they replace the stored hashes"
         );
     }
-    println!("starpunk: log in at {site}/admin/login");
+    let _ = starpunk::olog!("starpunk: log in at {site}/admin/login");
     if monitoring && running.app.config.perf.dashboard_enabled {
-        println!("starpunk: performance dashboard at {site}/admin/performance");
+        let _ = starpunk::olog!("starpunk: performance dashboard at {site}/admin/performance");
     } else if monitoring {
-        println!(
+        let _ = starpunk::olog!(
             "starpunk: recording metrics; the dashboard is off (STARPUNK_PERF_DASHBOARD_ENABLED=false), /metrics answers"
         );
     } else {
-        println!("starpunk: monitoring is off; set STARPUNK_PERF_MONITORING_ENABLED=true to record metrics");
+        let _ = starpunk::olog!("starpunk: monitoring is off; set STARPUNK_PERF_MONITORING_ENABLED=true to record metrics");
     }
     running.server.stop_on_signals();
     running.server.join();
     // The minute in progress goes to the history too (a restart for a
     // deploy would otherwise lose it).
     running.app.monitor.close_minute();
-    println!("starpunk: stopped");
+    let _ = starpunk::olog!("starpunk: stopped");
     ExitCode::SUCCESS
 }

@@ -539,3 +539,60 @@ fn the_first_output_names_the_dashboard_only_when_it_answers() {
     assert!(out.contains("the dashboard is off"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_disk_under_stdout_and_stderr_stops_nothing() {
+    // /dev/full fails every write with ENOSPC: as stdout and stderr on a
+    // full disk. The start, the query log in a handler, the ticker and
+    // SIGTERM once panicked there (a 500, a dead ticker, SIGTERM ignored).
+    let mut p = spawn(
+        "dev-full",
+        "export STARPUNK_PERF_MONITORING_ENABLED=true STARPUNK_PERF_LOG_QUERIES=true; \
+         exec >/dev/full 2>/dev/full;",
+    );
+    for path in ["/", "/feed.xml", "/nope", "/health"] {
+        let status = get(p.port, path).map(|r| r.0);
+        let wanted = if path == "/nope" { 404 } else { 200 };
+        assert_eq!(status, Some(wanted), "{path}");
+    }
+    let t = Instant::now();
+    terminate(&p);
+    loop {
+        if let Some(exit) = p.child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit:?}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGTERM not answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_server_never_prints_with_a_macro_that_panics() {
+    // `println!`/`eprintln!` panic when the write fails (a full disk): the
+    // server's code logs with `elog!`/`olog!`, which cannot. `tune` is a
+    // command-line tool that exits when done and may keep them.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tune.rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or("");
+                    if code.contains("println!(") || code.contains("print!(") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -264,7 +264,7 @@ impl Db {
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .unwrap_or_else(|e| e.to_string());
         if integrity != "ok" {
-            eprintln!("starpunk: the database failed its integrity check: {integrity}");
+            crate::elog!("starpunk: the database failed its integrity check: {integrity}");
         }
         migrations::migrate(&writer, &monitor)?;
         let mut readers = Vec::with_capacity(POOL_SIZE);

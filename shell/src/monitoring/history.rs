@@ -363,7 +363,7 @@ impl History {
             // An hour that cannot be rolled up (a damaged row) is logged and
             // left; the others, and pruning, go on.
             if let Err(e) = self.roll_up(hour) {
-                eprintln!("starpunk: performance history: hour {hour} not rolled up ({e})");
+                crate::elog!("starpunk: performance history: hour {hour} not rolled up ({e})");
             }
         }
         self.conn

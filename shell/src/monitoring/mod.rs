@@ -542,7 +542,7 @@ impl Monitor {
         let mut capture = self.log_capture.lock().unwrap_or_else(|p| p.into_inner());
         match capture.as_mut() {
             Some(lines) => lines.push(line.to_string()),
-            None => eprintln!("{line}"),
+            None => crate::elog!("{line}"),
         }
     }
 
@@ -648,7 +648,7 @@ impl Monitor {
             Err(_) => return,
         };
         for e in events {
-            eprintln!(
+            crate::elog!(
                 "starpunk: alert {}: {} (value {}{u}, threshold {}{u})",
                 e.state,
                 e.rule,
@@ -707,7 +707,7 @@ impl Monitor {
             match opened {
                 Ok(store) => h.store = Some(store),
                 Err(e) => {
-                    eprintln!(
+                    crate::elog!(
                         "starpunk: performance history unavailable ({e}); the blog runs without it"
                     );
                     h.error = Some(e);
@@ -878,7 +878,7 @@ impl Inner {
             let empty = starpunk_perf::new_hdr(&self.recorder.config().layout);
             match history::History::open(&dir, days, VERSION, now, empty) {
                 Ok(store) => {
-                    eprintln!("starpunk: performance history: open again");
+                    crate::elog!("starpunk: performance history: open again");
                     h.store = Some(store);
                     h.error = None;
                     h.last_close = now;
@@ -934,7 +934,7 @@ impl Inner {
             Ok(()) => h.error = None,
             Err(e) => {
                 if h.error.as_deref() != Some(e.as_str()) {
-                    eprintln!(
+                    crate::elog!(
                         "starpunk: performance history: cannot write ({e}); will retry each minute"
                     );
                 }

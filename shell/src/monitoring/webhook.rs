@@ -62,7 +62,7 @@ impl Webhook {
             .name("starpunk-webhook".into())
             .spawn(move || deliver(&url, &bodies, &counts, backoff));
         if spawned.is_err() {
-            eprintln!(
+            crate::elog!(
                 "starpunk: alert webhook: could not start its thread; alerts are only logged"
             );
         }
@@ -76,7 +76,7 @@ impl Webhook {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                eprintln!("starpunk: alert webhook: queue full, an alert was not sent (it is logged and on the dashboard)");
+                crate::elog!("starpunk: alert webhook: queue full, an alert was not sent (it is logged and on the dashboard)");
             }
         }
     }
@@ -126,7 +126,7 @@ fn deliver(url: &str, bodies: &Receiver<String>, stats: &WebhookStats, backoff: 
     match native_tls::TlsConnector::new() {
         Ok(tls) => builder = builder.tls_connector(Arc::new(tls)),
         Err(_) => {
-            eprintln!("starpunk: alert webhook: no TLS available; https:// endpoints will fail")
+            crate::elog!("starpunk: alert webhook: no TLS available; https:// endpoints will fail")
         }
     }
     let agent = builder.build();
@@ -158,7 +158,7 @@ fn deliver(url: &str, bodies: &Receiver<String>, stats: &WebhookStats, backoff: 
             stats.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("starpunk: alert webhook: gave up on an alert ({last}); it is logged and on the dashboard");
+            crate::elog!("starpunk: alert webhook: gave up on an alert ({last}); it is logged and on the dashboard");
         }
     }
 }

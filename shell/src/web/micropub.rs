@@ -179,7 +179,7 @@ pub fn post(app: &App, req: &Request) -> Response {
             .with_unique_header("Retry-After", "2")
         }
         Err(e) => {
-            eprintln!("starpunk: micropub create failed: {e}");
+            crate::elog!("starpunk: micropub create failed: {e}");
             error(500, "server_error", "The note could not be stored")
         }
     }

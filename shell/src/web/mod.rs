@@ -66,11 +66,11 @@ impl WebError {
             WebError::NotFound => (404, "Not found".to_string()),
             WebError::Db(e) if e.is_busy() => (503, "Busy, try again in a moment".to_string()),
             WebError::Db(e) if e.is_unwritable() => {
-                eprintln!("starpunk: {e}");
+                crate::elog!("starpunk: {e}");
                 (503, "The database cannot be written right now".to_string())
             }
             WebError::Db(e) => {
-                eprintln!("starpunk: {e}");
+                crate::elog!("starpunk: {e}");
                 (500, "Internal server error".to_string())
             }
         };

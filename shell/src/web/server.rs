@@ -176,7 +176,7 @@ impl Server {
                 runtime.block_on(async move {
                     match TcpListener::from_std(std_listener) {
                         Ok(listener) => serve(listener, shared, stopped).await,
-                        Err(e) => eprintln!("starpunk: cannot serve on {addr}: {e}"),
+                        Err(e) => crate::elog!("starpunk: cannot serve on {addr}: {e}"),
                     }
                 });
                 // Handler threads still running past the grace period are
@@ -201,7 +201,7 @@ impl Server {
         let stop = self.stop.clone();
         self.runtime.spawn(async move {
             let signal = wait_for_signal().await;
-            eprintln!("starpunk: {signal}: stopping (in-flight requests may finish)");
+            crate::elog!("starpunk: {signal}: stopping (in-flight requests may finish)");
             let _ = stop.send(true);
         });
     }
@@ -263,7 +263,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS...: wait for descriptors to free up.
-                eprintln!(
+                crate::elog!(
                     "starpunk: accept failed ({e}); retrying in {} ms",
                     backoff.as_millis()
                 );
@@ -327,7 +327,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {
-            eprintln!(
+            crate::elog!(
                 "starpunk: shutdown grace of {:.1} s over; closing the connections left",
                 limits.shutdown_grace.as_secs_f64()
             );
