@@ -252,25 +252,7 @@ fn dashboard_renders_in_headless_chromium() {
 
     let profile = temp_dir("chromium-profile");
     let d = Driver::start(&chromium, &chromedriver, &profile);
-    d.goto(&blog.url("/admin/login"));
-    let pw = d.find("input[name=password]");
-    d.call(
-        "POST",
-        &format!("/element/{pw}/value"),
-        Some(json!({ "text": PASSWORD })),
-    );
-    let button = d.find("button[type=submit]");
-    d.call("POST", &format!("/element/{button}/click"), Some(json!({})));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d
-        .call("GET", "/url", None)
-        .as_str()
-        .unwrap()
-        .ends_with("/admin")
-    {
-        assert!(Instant::now() < deadline, "login did not reach /admin");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    log_in(&d, &blog);
     // DASHBOARD_SHOTS_DIR: where the screenshots go (the README's are made
     // with DASHBOARD_DEMO_MINUTES=16 DASHBOARD_SHOTS_DIR=docs).
     let shots = std::env::var_os("DASHBOARD_SHOTS_DIR")
@@ -394,10 +376,56 @@ fn dashboard_renders_in_headless_chromium() {
         broken.problems
     );
 
+    // The defaults (no memory tracking, no history, no alerts) name their
+    // settings instead of figures: long words, on a 360 px phone.
+    let plain = start_with("browser-defaults", monitoring(), |_| {});
+    plain.get("/");
+    log_in(&d, &plain);
+    d.emulate(360, 780, true);
+    d.goto(&plain.url("/admin/performance"));
+    let defaults = layout_problems(&d);
+    assert!(
+        defaults.problems.is_empty(),
+        "defaults at 360 px: {:#?}",
+        defaults.problems
+    );
+    let text = d
+        .script("return document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("STARPUNK_PERF_MEMORY_TRACKING=false"),
+        "{text}"
+    );
+
     let errors = d.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     eprintln!("screenshots in {}", shots.display());
     let _ = std::fs::remove_dir_all(profile);
+}
+
+/// Logs `d` in to `blog`'s admin pages.
+fn log_in(d: &Driver, blog: &Blog) {
+    d.goto(&blog.url("/admin/login"));
+    let pw = d.find("input[name=password]");
+    d.call(
+        "POST",
+        &format!("/element/{pw}/value"),
+        Some(json!({ "text": PASSWORD })),
+    );
+    let button = d.find("button[type=submit]");
+    d.call("POST", &format!("/element/{button}/click"), Some(json!({})));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .call("GET", "/url", None)
+        .as_str()
+        .unwrap()
+        .ends_with("/admin")
+    {
+        assert!(Instant::now() < deadline, "login did not reach /admin");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// What [`layout_problems`] found and how much it looked at.

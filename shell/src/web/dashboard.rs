@@ -502,6 +502,29 @@ fn axis_of(s: &PerfSnapshot, end: f64) -> (Axis, &'static str) {
     (axis, per)
 }
 
+/// A setting's name (and value) as code that a narrow screen may break
+/// after an underscore or before the `=`, never inside a word: names such
+/// as `STARPUNK_PERF_SLOW_QUERY_THRESHOLD` are wider than a phone's card.
+fn setting(text: &str) -> Markup {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(['_', '=']) {
+        let cut = if rest.as_bytes()[i] == b'_' { i + 1 } else { i };
+        let cut = if cut == 0 { 1 } else { cut };
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    pieces.push(rest);
+    html! {
+        code.setting {
+            @for (i, piece) in pieces.iter().enumerate() {
+                @if i > 0 { wbr; }
+                (piece)
+            }
+        }
+    }
+}
+
 /// The overview's four figures with their trends, and its charts.
 fn overview(s: &PerfSnapshot) -> Markup {
     let o = &s.overview;
@@ -576,7 +599,7 @@ fn overview(s: &PerfSnapshot) -> Markup {
                     small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
                 } @else {
                     b { "off" }
-                    small { "STARPUNK_PERF_MEMORY_TRACKING=false" }
+                    small { (setting("STARPUNK_PERF_MEMORY_TRACKING=false")) }
                 }
             }
         }
@@ -672,7 +695,7 @@ fn alerts_section(s: &PerfSnapshot) -> Markup {
     html! {
         h3 { "Alerts" }
         @if a.rules.is_empty() {
-            p { "No alert rules. Set " code { "STARPUNK_PERF_ALERTS" } ", for example "
+            p { "No alert rules. Set " (setting("STARPUNK_PERF_ALERTS")) ", for example "
                 code { "error_rate > 1% for 5m; p99 > 500ms for 5m" } " (docs/OPERATING.md)." }
         } @else {
             p.meta { "Each rule's value covers the last minute; a rule fires when it has held for its duration and resolves when it has been clear as long. "
@@ -705,7 +728,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         let body = html! {
             h2 { "Performance" }
             p { "Monitoring is disabled. Start the server with "
-                code { "STARPUNK_PERF_MONITORING_ENABLED=true" } " to record requests, SQL statements and memory." }
+                (setting("STARPUNK_PERF_MONITORING_ENABLED=true")) " to record requests, SQL statements and memory." }
         };
         return views::page(site_name, "Performance", None, body).into_string();
     }
@@ -801,7 +824,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
             @if s.slow_queries.is_empty() {
-                p { "None. The threshold is STARPUNK_PERF_SLOW_QUERY_THRESHOLD (" (s.config.slow_query_threshold)
+                p { "None. The threshold is " (setting("STARPUNK_PERF_SLOW_QUERY_THRESHOLD")) " (" (s.config.slow_query_threshold)
                     " s); " code { "starpunk tune" } " suggests one from this blog's statement times." }
             } @else {
                 p.meta { "The last " (s.slow_queries.len()) " slow statements, grouped by pattern." }
@@ -840,7 +863,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 p.meta { "The RSS change per request of each route is in the routes table"
                     @if est { " (~: measured on sampled requests only)" } "." }
             } @else {
-                p { "Memory tracking is off (STARPUNK_PERF_MEMORY_TRACKING)." }
+                p { "Memory tracking is off (" (setting("STARPUNK_PERF_MEMORY_TRACKING")) ")." }
             }
         }
         section #database {
@@ -867,7 +890,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
             }
             p.meta { "History: "
-                @if s.history.days == 0 { "off (STARPUNK_PERF_HISTORY_DAYS=0: nothing is written to disk)" }
+                @if s.history.days == 0 { "off (" (setting("STARPUNK_PERF_HISTORY_DAYS=0")) ": nothing is written to disk)" }
                 @else if s.history.ok { (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk" }
                 @else { span.error { "unavailable: " (s.history.error.as_deref().unwrap_or("not open")) } " (the blog runs without it)" }
                 "." }
@@ -985,6 +1008,18 @@ fn render_range(
 mod tests {
     use super::*;
     use crate::monitoring::trend::PeriodFigures;
+
+    #[test]
+    fn a_setting_breaks_only_after_an_underscore_or_at_its_value() {
+        assert_eq!(
+            setting("STARPUNK_PERF_ALERTS").into_string(),
+            "<code class=\"setting\">STARPUNK_<wbr>PERF_<wbr>ALERTS</code>"
+        );
+        assert_eq!(
+            setting("A_B=c").into_string(),
+            "<code class=\"setting\">A_<wbr>B<wbr>=<wbr>c</code>"
+        );
+    }
 
     fn period(seconds: f64, requests: u64, p99_ms: f64) -> PeriodFigures {
         PeriodFigures {
