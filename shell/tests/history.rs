@@ -119,6 +119,8 @@ fn earlier_minutes_survive_a_restart_and_versions_are_compared() {
     assert_eq!(code, 200);
     assert!(route(&hour, "GET /").is_none(), "{hour}");
     assert_eq!(route(&hour, "GET /feed.xml").unwrap()["count"], 7);
+    assert_eq!(hour["sampling"]["rate"], hour["config"]["sample_rate"]);
+    assert!(hour["sampling"]["rate"].as_f64().unwrap() > 0.0);
     let cookie = b.login();
     let agent = b.agent();
     let auth = [("Cookie", cookie.as_str())];

@@ -516,6 +516,9 @@ impl Monitor {
             }),
             ..PerfSnapshot::default()
         };
+        // Stored counts are exact at any rate; the figures here never
+        // come from the ring's sample.
+        s.sampling.rate = self.config().sample_rate;
         s.memory.tracking = self.config().memory_tracking;
         s.memory.samples = points
             .iter()
