@@ -14,7 +14,7 @@ use crate::monitoring::snapshot::{
     rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, RoutePattern, RssDelta,
     SlowPattern, SlowQueryView, WorstRequest,
 };
-use crate::monitoring::trend::MinutePoint;
+use crate::monitoring::trend::{MinutePoint, PeriodFigures};
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -376,6 +376,31 @@ fn change(now: f64, before: f64, before_seconds: f64, unit: &str) -> String {
     }
 }
 
+/// A card's trend: the last minutes' figure itself, then its change (a
+/// card's headline covers the whole window, so the change alone would
+/// compare two figures the reader cannot see). Latency is compared only
+/// over 20 requests or more on both sides: a p99 of ten requests is noise.
+fn card_trend(
+    now: &PeriodFigures,
+    before: &PeriodFigures,
+    values: (f64, f64),
+    unit: &str,
+    latency: bool,
+) -> String {
+    if latency && (now.requests < 20 || before.requests < 20) {
+        return String::new();
+    }
+    let c = change(values.0, values.1, before.seconds, unit);
+    if c.is_empty() {
+        return c;
+    }
+    format!(
+        "Last {}: {}{unit}, {c}.",
+        duration(now.seconds),
+        round3(values.0)
+    )
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -573,13 +598,13 @@ fn overview(s: &PerfSnapshot) -> Markup {
                 span { "Requests per second" }
                 b { (format!("{:.2}", w.requests_per_second)) "/s" }
                 (sparkline("requests per second, minute by minute", &values(&series(&|p| p.requests_per_second))))
-                small { (count_of(w.requests, "request")) ". " (change(now.requests_per_second, before.requests_per_second, before.seconds, "/s")) }
+                small { (count_of(w.requests, "request")) ". " (card_trend(now, before, (now.requests_per_second, before.requests_per_second), "/s", false)) }
             }
             div.card {
                 span { "p99 response time" }
                 b { (w.p99_ms) " ms" }
                 (sparkline("p99 response time, minute by minute", &values(&latency(&|p| p.p99_ms))))
-                small { "99 % of requests were faster; p50 " (w.p50_ms) " ms. " (change(now.p99_ms, before.p99_ms, before.seconds, " ms")) }
+                small { "99 % of requests were faster; p50 " (w.p50_ms) " ms. " (card_trend(now, before, (now.p99_ms, before.p99_ms), " ms", true)) }
             }
             div.card {
                 span { "Error rate (5xx / all requests)" }
@@ -1068,6 +1093,24 @@ mod tests {
         s.endpoints_recent = vec![route(900, 3.0)];
         assert!(changes(&s).is_empty());
         assert!(render("Blog", &s).contains("Nothing worth a look"));
+    }
+
+    #[test]
+    fn a_cards_trend_shows_the_figure_it_compares() {
+        let before = period(600.0, 600, 4.0);
+        let now = period(300.0, 300, 12.0);
+        assert_eq!(
+            card_trend(&now, &before, (now.p99_ms, before.p99_ms), " ms", true),
+            "Last 5 min: 12 ms, up 200 % on the 10 min before (4 ms)."
+        );
+        // Ten requests' p99 is not compared; their rate is.
+        let few = period(300.0, 10, 40.0);
+        assert_eq!(
+            card_trend(&few, &before, (few.p99_ms, before.p99_ms), " ms", true),
+            ""
+        );
+        assert!(card_trend(&few, &before, (0.033, 1.0), "/s", false)
+            .starts_with("Last 5 min: 0.033/s, down 97 %"));
     }
 
     #[test]
