@@ -160,8 +160,10 @@ pub fn serve_on(
         app.config.http.clone(),
         Arc::new(move |req, materialise| handler_app.respond(req, materialise)),
         Arc::new(move |head, status, bytes, took| {
+            // Decoded as rouille's `Request::url` decodes a handled one.
             let route = head.map_or(Route::Unmatched, |(method, path)| {
-                match_route(method, path).route
+                let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+                match_route(method, &path).route
             });
             monitor.record_unhandled(route.key(), status, bytes, took.as_nanos() as u64);
         }),

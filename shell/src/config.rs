@@ -551,7 +551,10 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| {
             let v = v.trim();
             let (_, rest) = split_http_url(v).ok_or("an http:// or https:// URL")?;
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            // User info (`https://user:token@host/`) is the endpoint's
+            // credentials, sent as Basic auth: allowed here.
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             if !is_host_and_port(host.as_bytes()) {
                 return Err("an http:// or https:// URL with a host".into());
             }
@@ -867,6 +870,9 @@ mod tests {
             assert_eq!(e.name, k);
             assert_eq!(e.value, v);
         }
+        let hook = "https://user:token@hooks.example/hook";
+        let c = load(&[("STARPUNK_PERF_ALERT_WEBHOOK", hook)], &[]).unwrap();
+        assert!(c.perf.alert_webhook.is_some());
         let e = load(
             &[("STARPUNK_PERF_ALERT_WEBHOOK", "http://host:abc/hook")],
             &[],

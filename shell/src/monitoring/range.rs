@@ -329,11 +329,14 @@ impl Span {
             return Span { from: now, to: now };
         };
         let first_end = first.start + first.resolution;
-        // A start inside the first row: nothing was served before it.
+        // The blog's very first start inside the first row: nothing was
+        // served before it. A later start (a deploy) says nothing of the
+        // row's earlier part, served by the run before.
         let started = starts
             .iter()
             .map(|&(at, _)| at)
-            .find(|&at| at >= first.start && at < first_end)
+            .min()
+            .filter(|&at| at >= first.start && at < first_end)
             .unwrap_or(first.start);
         let last_end = rows
             .iter()
@@ -357,14 +360,20 @@ impl Span {
 /// each from where the span starts in it to where the span ends in it;
 /// and all of those rows merged.
 fn chart(rows: &[Row], bucket: i64, span: Span) -> (Vec<MinutePoint>, Option<Row>) {
-    let mut buckets: BTreeMap<i64, Row> = BTreeMap::new();
+    // Per bucket: its rows merged, and where the last of them ends (an
+    // hour row in a minute's bucket covers its whole hour).
+    let mut buckets: BTreeMap<i64, (Row, i64)> = BTreeMap::new();
     let mut all: Option<Row> = None;
     for r in rows.iter().filter(|r| r.kind == KIND_ALL) {
         let b = r.start - r.start.rem_euclid(bucket);
+        let end = r.start + r.resolution;
         match buckets.get_mut(&b) {
-            Some(m) => add_row(m, r),
+            Some((m, e)) => {
+                add_row(m, r);
+                *e = (*e).max(end);
+            }
             None => {
-                buckets.insert(b, r.clone());
+                buckets.insert(b, (r.clone(), end));
             }
         }
         match all.as_mut() {
@@ -374,9 +383,9 @@ fn chart(rows: &[Row], bucket: i64, span: Span) -> (Vec<MinutePoint>, Option<Row
     }
     let points = buckets
         .iter()
-        .map(|(&b, r)| {
+        .map(|(&b, (r, rows_end))| {
             let start = b.max(span.from);
-            let end = (b + bucket).min(span.to);
+            let end = (b + bucket).max(*rows_end).min(span.to);
             point(start, (end - start).max(1) as f64, r)
         })
         .collect();
@@ -591,6 +600,36 @@ mod tests {
         assert_eq!(
             again.iter().map(|p| p.start_unix).collect::<Vec<_>>(),
             points.iter().map(|p| p.start_unix).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_hour_row_in_minute_points_covers_its_hour_and_a_deploy_is_no_first_start() {
+        // First start 09:40; hour 09 rolled up; the 1-hour view at 10:30
+        // reads the hour row and the minutes from 10:00.
+        let (h9, h10) = (9 * 3_600, 10 * 3_600);
+        let rows = [row(h9, HOUR, 1_200), row(h10, MINUTE, 60)];
+        let starts = [(h9 + 2_400, "1".to_string())];
+        let now = h10 + 1_800;
+        let span = Span::of(&rows, &starts, now - 3_600, now);
+        assert_eq!(span.from, h9 + 2_400);
+        let (points, _) = chart(&rows, 60, span);
+        let at: Vec<(i64, f64, f64)> = points
+            .iter()
+            .map(|p| (p.start_unix as i64, p.seconds, p.requests_per_second))
+            .collect();
+        assert_eq!(at, [(h9 + 2_400, 1_200.0, 1.0), (h10, 60.0, 1.0)]);
+        // A deploy inside the first row, the blog started long before:
+        // the row's earlier part was served, and counts.
+        let deploy = [(0, "0".to_string()), (h10 + 45, "1".to_string())];
+        let rows = [row(h10, MINUTE, 60), row(h10 + 60, MINUTE, 60)];
+        let span = Span::of(&rows, &deploy, h10 - 600, h10 + 130);
+        assert_eq!(
+            span,
+            Span {
+                from: h10,
+                to: h10 + 120
+            }
         );
     }
 
