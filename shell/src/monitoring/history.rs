@@ -714,6 +714,15 @@ mod tests {
         Histogram::new_with_bounds(1_000, 30_000_000_000, 2).unwrap()
     }
 
+    /// An empty directory of this test process's own.
+    fn fresh_dir(tag: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("starpunk-history-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// Cumulative figures of `n` requests per minute for `minutes`
     /// minutes, latency `ms(minute)` each.
     fn cumulative(minutes: u64, n: u64, ms: impl Fn(u64) -> u64) -> Cumulative {
@@ -740,10 +749,7 @@ mod tests {
     /// run at 08:59:00 saw it as a route missing from the 1-hour view).
     #[test]
     fn a_minute_added_to_after_its_hour_rolled_up_is_rolled_up_again() {
-        let dir =
-            std::env::temp_dir().join(format!("starpunk-history-reroll-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("reroll");
         let t0 = 1_800_000_000 - 1_800_000_000 % HOUR; // an hour boundary
         let last = t0 + HOUR - MINUTE; // the hour's last minute
         let mut h = History::open(&dir, 7, "1.0", last + 20, empty()).unwrap();
@@ -817,10 +823,7 @@ mod tests {
 
     #[test]
     fn minutes_roll_up_into_exact_hours_and_retention_prunes() {
-        let dir =
-            std::env::temp_dir().join(format!("starpunk-history-unit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("unit");
         let t0 = 1_800_000_000 - 1_800_000_000 % HOUR; // an hour boundary
         let mut h = History::open(&dir, 1, "1.0", t0, empty()).unwrap();
         // Three hours, 10 requests a minute on one route: 1 ms in the first
@@ -917,10 +920,7 @@ mod tests {
 
     #[test]
     fn a_cleared_series_counts_from_zero() {
-        let dir =
-            std::env::temp_dir().join(format!("starpunk-history-clear-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("clear");
         let mut h = History::open(&dir, 1, "1.0", 3_600, empty()).unwrap();
         h.write_minute(
             3_600,
