@@ -158,7 +158,7 @@ pub fn serve_on(
     let server = Server::start_on(
         listener,
         app.config.http.clone(),
-        Arc::new(move |req, materialise| handler_app.respond(req, materialise)),
+        Arc::new(move |req, arrival, materialise| handler_app.respond(req, arrival, materialise)),
         Arc::new(move |head, status, bytes, took| {
             // Decoded as rouille's `Request::url` decodes a handled one.
             let route = head.map_or(Route::Unmatched, |(method, path)| {
@@ -196,7 +196,11 @@ pub fn mark_announced(app: &App) -> Result<(), DbError> {
     app.db.writer()?.set_setting(ANNOUNCED_KEY, "printed")
 }
 
-/// Once a second: window checkpoints and memory samples. Ends with the app.
+/// Seconds between the ticker's query-plan rounds.
+const PLAN_EVERY_SECONDS: u64 = 5;
+
+/// Once a second: window checkpoints and memory samples; every
+/// [`PLAN_EVERY_SECONDS`] the plans of new slow patterns. Ends with the app.
 fn spawn_ticker(app: Weak<App>) {
     let _ = std::thread::Builder::new()
         .name("starpunk-ticker".into())
@@ -209,7 +213,14 @@ fn spawn_ticker(app: Weak<App>) {
                     // A bug in a tick must not end the ticker (and with it
                     // the window, the history and the alerts).
                     Some(app) => {
-                        let tick = std::panic::AssertUnwindSafe(|| app.monitor.tick(second));
+                        let tick = std::panic::AssertUnwindSafe(|| {
+                            app.monitor.tick(second);
+                            // Query plans of the patterns seen slow, off
+                            // the request path.
+                            if second.is_multiple_of(PLAN_EVERY_SECONDS) {
+                                app.db.explain_wanted();
+                            }
+                        });
                         if std::panic::catch_unwind(tick).is_err() {
                             app.monitor.recover();
                             crate::elog!(

@@ -70,6 +70,9 @@ pub struct PerfConfig {
     pub clear_on_logout: bool,
     /// `STARPUNK_PERF_HISTORY_DAYS`: 0 (off) to 365.
     pub history_days: u32,
+    /// `STARPUNK_PERF_OWN_TRAFFIC`: the owner's own requests apart from
+    /// the headline figures (the default) or counted like readers'.
+    pub own_traffic: crate::monitoring::own::OwnTraffic,
     /// `STARPUNK_PERF_ALERTS`, parsed.
     pub alerts: Vec<crate::monitoring::alerts::Rule>,
     /// `STARPUNK_PERF_ALERT_WEBHOOK`: where firings and resolutions are
@@ -113,6 +116,7 @@ impl Default for PerfConfig {
             dashboard_enabled: true,
             clear_on_logout: true,
             history_days: 0,
+            own_traffic: crate::monitoring::own::OwnTraffic::Apart,
             alerts: Vec::new(),
             alert_webhook: None,
             alert_window_seconds: 60.0,
@@ -524,6 +528,18 @@ const SETTINGS: &[Setting] = &[
                 .ok()
                 .filter(|d| *d <= 365)
                 .ok_or("a number of days from 0 to 365")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_PERF_OWN_TRAFFIC",
+        flag: "--perf-own-traffic",
+        help: "the owner's own requests (/admin..., /metrics): 'apart' from the headline figures, or 'include' [apart]",
+        secret: false,
+        boolean: false,
+        apply: |c, v| {
+            c.perf.own_traffic =
+                crate::monitoring::own::OwnTraffic::parse(v).ok_or("'apart' or 'include'")?;
             Ok(())
         },
     },

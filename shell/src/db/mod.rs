@@ -9,6 +9,7 @@
 
 pub mod migrations;
 pub mod notes;
+pub mod plans;
 pub mod sessions;
 pub mod settings;
 
@@ -182,6 +183,8 @@ pub struct Db {
     /// again after a write succeeds.
     writable: Arc<std::sync::atomic::AtomicBool>,
     integrity: Arc<String>,
+    /// The database file.
+    path: PathBuf,
 }
 
 /// A connection lent by a pool; every statement goes through its methods.
@@ -281,7 +284,28 @@ impl Db {
             monitor,
             writable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             integrity: Arc::new(integrity),
+            path,
         })
+    }
+
+    /// Explains the statements the monitor wants plans of (see
+    /// `Monitor::plans_wanted`) on a read-only connection of their own.
+    /// The ticker calls it; a failure to open is logged nowhere and tried
+    /// again on the next call.
+    pub fn explain_wanted(&self) {
+        let monitor = &self.monitor;
+        if monitor.inner().is_none() {
+            return;
+        }
+        let Ok(explainer) = plans::Explainer::open(&self.path) else {
+            return;
+        };
+        let Ok(schema) = explainer.schema_version() else {
+            return;
+        };
+        for (op, sql) in monitor.plans_wanted(schema) {
+            monitor.set_plan(op, explainer.explain(sql, schema));
+        }
     }
 
     /// Borrows a read-only connection, waiting up to 5 s for one.
@@ -374,6 +398,7 @@ impl Conn<'_> {
     }
 
     /// Runs a query, mapping each row.
+    #[track_caller]
     pub fn query<T>(
         &self,
         sql: &'static str,
@@ -397,6 +422,7 @@ impl Conn<'_> {
     }
 
     /// Runs a query expected to return at most one row.
+    #[track_caller]
     pub fn query_opt<T>(
         &self,
         sql: &'static str,
@@ -407,6 +433,7 @@ impl Conn<'_> {
     }
 
     /// Runs a statement; returns the rows it changed.
+    #[track_caller]
     pub fn execute(&self, sql: &'static str, params: impl Params) -> Result<usize, DbError> {
         let result = self.db.monitor.around_query(sql, || {
             let result = self
@@ -433,6 +460,7 @@ impl Conn<'_> {
 
     /// Runs `f` in a transaction: committed when `f` returns `Ok`, rolled
     /// back otherwise.
+    #[track_caller]
     pub fn transaction<T>(
         &self,
         f: impl FnOnce(&Self) -> Result<T, DbError>,
@@ -510,6 +538,7 @@ fn test_sleep_function(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(feature = "test-routes")]
 impl Conn<'_> {
     /// Test builds only: one statement that runs for `ms` milliseconds.
+    #[track_caller]
     pub fn test_sleep(&self, ms: u64) -> Result<(), DbError> {
         self.query("SELECT test_sleep(?1)", [ms as i64], |r| r.get::<_, i64>(0))
             .map(|_| ())

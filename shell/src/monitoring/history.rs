@@ -118,6 +118,8 @@ pub struct History {
     empty: Histogram<u64>,
     /// The next hour boundary, when the roll-up and pruning run again.
     next_roll_up: i64,
+    /// Whether the owner's requests are left out of the all-requests rows.
+    own: super::own::OwnTraffic,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -178,6 +180,7 @@ impl History {
              ) WITHOUT ROWID;",
         )
         .map_err(err)?;
+        super::slow_history::create(&conn).map_err(err)?;
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(err)?;
@@ -196,6 +199,7 @@ impl History {
             last_slow: 0,
             empty,
             next_roll_up: 0,
+            own: super::own::OwnTraffic::Include,
         };
         h.roll_up_and_prune(now)?;
         Ok(h)
@@ -239,7 +243,7 @@ impl History {
             for &(v, n) in &delta.buckets {
                 latency.saturating_record_n(v, n);
             }
-            if kind == KIND_ROUTE {
+            if kind == KIND_ROUTE && !self.own.sets_apart(&name) {
                 let _ = all.add(&latency);
                 // Rows are the patterns' figure, not the requests'.
                 total.counts.add(&Counts {
@@ -379,6 +383,7 @@ impl History {
                 params![now - i64::from(self.days.max(1)) * 86_400],
             )
             .map_err(err)?;
+        super::slow_history::prune(&self.conn, now - i64::from(self.days) * 86_400).map_err(err)?;
         Ok(())
     }
 
@@ -413,10 +418,27 @@ impl History {
         Reader { conn: &self.conn }
     }
 
+    /// The all-requests rows leave the owner's own requests out when
+    /// `own` is `apart` (the overview's figures, as live).
+    pub fn with_own_traffic(mut self, own: super::own::OwnTraffic) -> History {
+        self.own = own;
+        self
+    }
+
+    /// Keeps the slowest of `requests` (each with its start, Unix
+    /// seconds) per route and hour.
+    pub fn write_slow_requests(
+        &self,
+        requests: &[(i64, super::snapshot::WorstRequest)],
+    ) -> Result<(), String> {
+        super::slow_history::write(&self.conn, requests).map_err(err)
+    }
+
     /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
     /// the starts stay (a version and a time are not traffic).
     pub fn clear(&mut self) -> Result<(), String> {
         self.conn.execute("DELETE FROM rows", []).map_err(err)?;
+        super::slow_history::clear(&self.conn).map_err(err)?;
         // And out of the write-ahead log.
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -471,6 +493,15 @@ fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 }
 
 impl Reader<'_> {
+    /// The slowest requests stored for the hours of `from..to`.
+    pub fn slow_requests(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<super::snapshot::WorstRequest>, String> {
+        super::slow_history::read(self.conn, from, to).map_err(err)
+    }
+
     /// Rows of `resolution` with `from <= start < to`, of one kind or all.
     pub fn rows_between(
         &self,

@@ -12,16 +12,21 @@
 
 pub mod alerts;
 pub mod history;
+pub mod kept;
 pub mod memory;
+pub mod own;
+pub mod plans;
 pub mod range;
+pub mod slow_history;
 pub mod snapshot;
 pub mod sql_pattern;
+pub mod trace;
 pub mod trend;
 pub mod webhook;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -95,6 +100,10 @@ pub struct SlowQuery {
     pub duration_ns: u64,
     /// The route that ran it, or `OpId::NONE` outside a request.
     pub route: OpId,
+    /// The request that ran it (0 outside a request).
+    pub request_id: u64,
+    /// The code that ran it.
+    pub location: &'static Location<'static>,
 }
 
 /// Slow statements kept for the dashboard.
@@ -241,6 +250,12 @@ pub struct Inner {
     counting_since_ns: AtomicU64,
     /// One record's cost, measured at start on a scratch recorder.
     pub record_cost_ns: f64,
+    /// Requests kept in detail, apart from the ring.
+    pub kept: kept::Kept,
+    /// Call sites and query plans per pattern.
+    pub plans: plans::Plans,
+    /// `STARPUNK_PERF_OWN_TRAFFIC`.
+    own_traffic: own::OwnTraffic,
 }
 
 impl Monitor {
@@ -291,6 +306,9 @@ impl Monitor {
             counting_since_ns: AtomicU64::new(recorder.now_ns()),
             started: Instant::now(),
             record_cost_ns: measure_record_cost(core),
+            kept: kept::Kept::default(),
+            plans: plans::Plans::default(),
+            own_traffic: config.own_traffic,
             recorder,
         };
         inner.restart_trend();
@@ -341,6 +359,7 @@ impl Monitor {
                 ran_slow: false,
             }))
         });
+        let before = trace::begin();
         let start = inner.recorder.now_ns();
         let result = catch_unwind(AssertUnwindSafe(handler));
         let end = inner.recorder.now_ns();
@@ -384,6 +403,10 @@ impl Monitor {
             ..MetricRecord::default()
         };
         let to_ring = sampled || record.forced;
+        // Kept in detail: one comparison unless it qualifies.
+        if status >= 500 || ran_slow || inner.kept.admits(route.index, start, record.duration_ns) {
+            inner.keep(route, &record, ran_slow, before);
+        }
         if reported && result.is_ok() {
             BODY_LENGTH.with(|b| {
                 b.set(BodyLength::Parked(ParkedRequest {
@@ -401,6 +424,18 @@ impl Monitor {
         match result {
             Ok(response) => response,
             Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// Notes how long the request about to run on this thread waited in
+    /// the HTTP front (receiving its body, then for a handler thread): shown
+    /// with its timeline if it is kept, never part of its duration.
+    pub fn note_arrival(&self, body: Duration, queued: Duration) {
+        if self.inner.is_some() {
+            trace::set_before(trace::Before {
+                body_ns: body.as_nanos() as u64,
+                queued_ns: queued.as_nanos() as u64,
+            });
         }
     }
 
@@ -480,7 +515,9 @@ impl Monitor {
     }
 
     /// Runs one SQL statement (`f` returns its result and the rows it
-    /// returned or changed), recording its pattern, duration and rows.
+    /// returned or changed), recording its pattern, duration, rows and
+    /// call site (the caller's, through `#[track_caller]`).
+    #[track_caller]
     pub fn around_query<T>(&self, sql: &'static str, f: impl FnOnce() -> (T, u64)) -> T {
         let Some(inner) = &self.inner else {
             return f().0;
@@ -489,15 +526,22 @@ impl Monitor {
         let start = inner.recorder.now_ns();
         let (value, rows) = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
-        let pattern = inner.pattern_id(sql);
+        let location = Location::caller();
+        let pattern = inner.pattern_id(sql, location);
         let route = ctx.map_or(OpId::NONE, |c| c.route);
+        if ctx.is_some() {
+            trace::statement(pattern, start, duration, location);
+        }
         let slow = duration >= inner.slow_threshold_ns;
         if slow {
+            inner.plans.note_source(pattern, sql, location);
             inner.log_slow(SlowQuery {
                 at_unix_ns: inner.recorder.anchor().to_unix_ns(start),
                 pattern,
                 duration_ns: duration,
                 route,
+                request_id: ctx.map_or(0, |c| c.request_id),
+                location,
             });
             if let Some(mut c) = ctx {
                 c.ran_slow = true;
@@ -560,7 +604,9 @@ impl Monitor {
             .unwrap_or_default()
     }
 
-    /// Runs `f`, timing it as the named function.
+    /// Runs `f`, timing it as the named function (with the caller's call
+    /// site in the request's trace).
+    #[track_caller]
     pub fn time<T>(&self, function: Function, f: impl FnOnce() -> T) -> T {
         let Some(inner) = &self.inner else {
             return f();
@@ -572,10 +618,15 @@ impl Monitor {
             |c| c.sampled,
         );
         let start = inner.recorder.now_ns();
+        let slot = ctx.and_then(|_| trace::open(op, start, Location::caller()));
         let value = f();
+        let duration = inner.recorder.now_ns().saturating_sub(start);
+        if ctx.is_some() {
+            trace::close(slot, duration);
+        }
         let record = MetricRecord {
             timestamp_ns: start,
-            duration_ns: inner.recorder.now_ns().saturating_sub(start),
+            duration_ns: duration,
             operation: op,
             parent: ctx.map_or(OpId::NONE, |c| c.route),
             request_id: ctx.map_or(0, |c| c.request_id),
@@ -596,6 +647,7 @@ impl Monitor {
     pub fn tick(&self, second: u64) {
         let Some(inner) = &self.inner else { return };
         inner.recorder.rotate();
+        inner.kept.expire(inner.recorder.now_ns());
         if self.config.memory_tracking && second.is_multiple_of(MEMORY_SAMPLE_SECS) {
             self.sample_memory();
         }
@@ -700,7 +752,8 @@ impl Monitor {
             VERSION,
             inner.unix_now() as i64,
             empty,
-        );
+        )
+        .map(|h| h.with_own_traffic(self.config.own_traffic));
         if let Ok(mut h) = inner.history.lock() {
             h.dir = Some(dir.to_path_buf());
             h.last_close = inner.unix_now() as i64;
@@ -752,6 +805,25 @@ impl Monitor {
         });
     }
 
+    /// Patterns that need a query plan at schema version `schema` (seen
+    /// slow or in a kept request, not yet explained at it), with their
+    /// statement text: the ticker has the database layer explain them.
+    pub fn plans_wanted(&self, schema: i64) -> Vec<(OpId, &'static str)> {
+        let Some(inner) = &self.inner else {
+            return Vec::new();
+        };
+        let kept = inner.kept.view(inner.recorder.now_ns());
+        let ops = inner.plan_candidates(&inner.slow_queries(), &kept);
+        inner.plans.wanted(&ops, schema)
+    }
+
+    /// Stores a pattern's plan (see [`plans_wanted`](Self::plans_wanted)).
+    pub fn set_plan(&self, op: OpId, plan: plans::Plan) {
+        if let Some(inner) = &self.inner {
+            inner.plans.set(op, plan);
+        }
+    }
+
     /// Clears what the monitor holds (the ADR: metrics are cleared on
     /// logout): ring, histograms, slow log and memory samples; rates then
     /// count from now.
@@ -768,6 +840,8 @@ impl Monitor {
             s.clear();
         }
         inner.slow_total.store(0, Ordering::Relaxed);
+        inner.kept.clear();
+        inner.plans.clear();
         inner.restart_trend();
         if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
             a.restart();
@@ -819,6 +893,22 @@ fn measure_record_cost(config: RecorderConfig) -> f64 {
 }
 
 impl Inner {
+    /// Keeps a request that qualified at its end (cold: a copy of its
+    /// trace and one lock).
+    #[cold]
+    fn keep(&self, route: RouteKey, record: &MetricRecord, ran_slow: bool, before: trace::Before) {
+        let candidate = kept::Candidate {
+            route_index: route.index,
+            route: record.operation,
+            request_id: record.request_id,
+            start_ns: record.timestamp_ns,
+            duration_ns: record.duration_ns,
+            status: record.status,
+            ran_slow,
+        };
+        self.kept.keep(&candidate, trace::take(), before);
+    }
+
     /// Records a request's record: in the ring and its series when
     /// `to_ring`, in its series only otherwise.
     fn record_request(&self, record: MetricRecord, to_ring: bool) {
@@ -835,14 +925,18 @@ impl Inner {
     }
 
     /// The cumulative figures of every HTTP series now (cold path: one
-    /// histogram snapshot per route).
+    /// histogram snapshot per route), but the owner's own when they are
+    /// apart (`STARPUNK_PERF_OWN_TRAFFIC`): the overview's figures.
     fn http_totals(&self) -> trend::Totals {
         let rec = &self.recorder;
         let at_unix = self.unix_now();
         let mut latency = starpunk_perf::new_hdr(&rec.config().layout);
         let (mut requests, mut e5, mut e4) = (0, 0, 0);
         for (_, entry) in rec.registry().iter() {
-            if entry.category != Category::Http || entry.value.count() == 0 {
+            if entry.category != Category::Http
+                || entry.value.count() == 0
+                || self.own_traffic.sets_apart(&entry.name)
+            {
                 continue;
             }
             let (h, classes) = entry
@@ -876,7 +970,9 @@ impl Inner {
             // Not open (it failed at start): try again each minute.
             let Some(dir) = h.dir.clone() else { return };
             let empty = starpunk_perf::new_hdr(&self.recorder.config().layout);
-            match history::History::open(&dir, days, VERSION, now, empty) {
+            let opened = history::History::open(&dir, days, VERSION, now, empty)
+                .map(|h| h.with_own_traffic(self.own_traffic));
+            match opened {
                 Ok(store) => {
                     crate::elog!("starpunk: performance history: open again");
                     h.store = Some(store);
@@ -926,8 +1022,20 @@ impl Inner {
         h.last_close = now;
         let slow = self.slow_total.load(Ordering::Relaxed);
         let rss = memory::read().rss_bytes;
+        // The kept slowest requests, for the hour they ran in.
+        let kept = self.kept.view(self.recorder.now_ns());
+        let slowest: Vec<(i64, snapshot::WorstRequest)> = kept
+            .slowest
+            .iter()
+            .map(|k| {
+                let at = self.recorder.anchor().to_unix_ns(k.start_ns) / 1_000_000_000;
+                (at as i64, self.kept_view(k))
+            })
+            .collect();
         let result = match h.store.as_mut() {
-            Some(store) => store.write_minute(start, series, slow, rss),
+            Some(store) => store
+                .write_minute(start, series, slow, rss)
+                .and_then(|()| store.write_slow_requests(&slowest)),
             None => Ok(()),
         };
         match result {
@@ -973,11 +1081,15 @@ impl Inner {
         let scopes = scopes
             .iter()
             .map(|(route, latency)| match route {
+                // A rule without a route: readers' requests only when the
+                // owner's are apart.
                 None => totals(
                     &mut rec
                         .registry()
                         .iter()
-                        .filter(|(_, e)| e.category == Category::Http)
+                        .filter(|(_, e)| {
+                            e.category == Category::Http && !self.own_traffic.sets_apart(&e.name)
+                        })
                         .map(|(_, e)| &e.value),
                     *latency,
                 ),
@@ -1042,7 +1154,7 @@ impl Inner {
         }
     }
 
-    fn pattern_id(&self, sql: &'static str) -> OpId {
+    fn pattern_id(&self, sql: &'static str, location: &'static Location<'static>) -> OpId {
         let key = (self.id, sql.as_ptr() as usize, sql.len());
         PATTERNS.with(|cache| {
             if let Some(&id) = cache.borrow().get(&key) {
@@ -1051,6 +1163,7 @@ impl Inner {
             let id = self
                 .recorder
                 .register(Category::Db, &sql_pattern::normalize(sql));
+            self.plans.note_source(id, sql, location);
             let mut cache = cache.borrow_mut();
             if cache.len() > 4_096 {
                 cache.clear();

@@ -469,6 +469,7 @@ impl Monitor {
                     mean_ms: e.mean_ms,
                     p99_ms: e.p99_ms,
                     rows: r.counts.rows,
+                    locations: Vec::new(),
                 }
             })
             .collect();
@@ -489,7 +490,21 @@ impl Monitor {
                 *status_codes.entry(k.clone()).or_default() += n;
             }
         }
+        // The slowest requests of the range's hours, readers' apart from
+        // the owner's as live.
+        let own_traffic = self.config().own_traffic;
+        let (own_slowest, worst_requests): (Vec<_>, Vec<_>) = store
+            .slow_requests(from, now + 60)?
+            .into_iter()
+            .partition(|w| own_traffic.sets_apart(&w.route));
         let mut s = PerfSnapshot {
+            worst_request: worst_requests.first().cloned(),
+            worst_requests,
+            own_traffic: super::snapshot::OwnView {
+                mode: own_traffic,
+                slowest: own_slowest,
+                ..Default::default()
+            },
             enabled: true,
             uptime_seconds: inner.uptime().as_secs_f64(),
             counting_seconds: covered as f64,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use starpunk_perf::{Category, MetricRecord, OpId, Series};
 
 use super::trend::{Overview, Totals};
@@ -70,6 +70,11 @@ pub struct SlowQueryView {
     pub duration_ms: f64,
     /// Route template, or empty outside a request.
     pub route: String,
+    /// The code that ran it, `file.rs:line`.
+    pub location: String,
+    /// The kept request it ran in (`WorstRequest::id`), while it is kept;
+    /// empty otherwise.
+    pub request: String,
 }
 
 /// The slow log grouped by pattern.
@@ -104,6 +109,8 @@ pub struct PatternStats {
     pub p99_ms: f64,
     /// Rows returned or changed.
     pub rows: u64,
+    /// Where its statements run from, `file.rs:line` (live view only).
+    pub locations: Vec<String>,
 }
 
 /// A route and a pattern it runs, from the sampled requests in the ring.
@@ -132,41 +139,138 @@ pub struct RoutePattern {
 /// Executions of one pattern within one request that flag an N+1.
 pub const N_PLUS_ONE: u64 = 5;
 
-/// Failed requests listed with their timelines.
-pub const RECENT_ERRORS: usize = 10;
-
-/// One of the slowest recent requests of a route.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// A request kept in detail (see `monitoring::kept`): among the slowest of
+/// its route and window, a 5xx, or one that ran a slow statement. Kept
+/// apart from the ring, whatever the sample rate: later traffic replaces
+/// it only with a slower one of its window, or when its window has passed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct WorstRequest {
+    /// Its anchor on the page (`r` and the request id).
+    pub id: String,
     /// Route template.
     pub route: String,
-    /// RFC 3339.
+    /// RFC 3339 of the handler's start.
     pub at: String,
-    /// Milliseconds.
+    /// The handler's time, milliseconds: the figure its route's series
+    /// recorded, and the sum of `parts`.
     pub duration_ms: f64,
     /// HTTP status.
     pub status: u16,
-    /// Patterns it ran, with counts (in the ring).
+    /// Why it is kept: `slowest`, `error`, `slow_statement`.
+    pub kept_because: Vec<String>,
+    /// A request of the owner's own pages (`/admin...`, `/metrics`).
+    pub own: bool,
+    /// Patterns it ran, with counts (every statement of the request).
     pub queries: Vec<(String, u64)>,
-    /// Kept although the sampler left it out (a 5xx, or a slow statement):
-    /// its statements may be only the slow ones.
-    pub forced: bool,
-    /// What the request spent its time on, in start order: every SQL
-    /// statement and named function of it still in the ring.
+    /// Where `duration_ms` went; the parts add up to it.
+    pub parts: Parts,
+    /// Time in the HTTP front before the handler ran, not part of
+    /// `duration_ms` (receiving the body, waiting for a handler thread).
+    pub before_handler: BeforeHandler,
+    /// The largest single part: a statement, a named function, the
+    /// handler's own code, or the wait before it.
+    pub largest: Largest,
+    /// Its statements and named functions in start order; a statement run
+    /// inside a named function has `depth` 1 and is part of its time.
     pub timeline: Vec<Span>,
 }
 
+/// Where a request's handler time went: every listed statement and named
+/// function that ran directly in the handler, the spans past the trace's
+/// capacity, and the rest (the handler's own code: rendering, hashing,
+/// waiting on locks outside SQL).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Parts {
+    /// SQL statements run directly by the handler, milliseconds.
+    pub sql_ms: f64,
+    /// Named functions (with the statements inside them), milliseconds.
+    pub functions_ms: f64,
+    /// Spans past the trace's capacity (32), milliseconds.
+    pub unlisted_ms: f64,
+    /// How many spans are not listed.
+    pub unlisted: u32,
+    /// The rest: `duration_ms` minus the above.
+    pub own_code_ms: f64,
+}
+
+/// The request's wait in the front before its handler.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BeforeHandler {
+    /// Receiving the request's body, milliseconds.
+    pub body_ms: f64,
+    /// Waiting for a handler thread, milliseconds.
+    pub queued_ms: f64,
+}
+
+/// The part of a request that took most of its time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Largest {
+    /// `sql`, `function`, `own_code` or `queued`.
+    pub kind: String,
+    /// The pattern or function's name (empty for the others).
+    pub name: String,
+    /// Milliseconds.
+    pub duration_ms: f64,
+    /// The code that ran it (empty for the others).
+    pub location: String,
+}
+
 /// One statement or function inside a request.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Span {
     /// `"sql"` or `"function"`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The pattern or the function's name.
     pub name: String,
-    /// Start, milliseconds after the request's start.
+    /// Start, milliseconds after the handler's start.
     pub offset_ms: f64,
     /// Milliseconds.
     pub duration_ms: f64,
+    /// The code that ran it, `file.rs:line`.
+    pub location: String,
+    /// Named functions it ran inside (0: directly in the handler).
+    pub depth: u8,
+}
+
+/// A pattern's query plan (`EXPLAIN QUERY PLAN`), for the patterns seen
+/// slow or in a kept request.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PlanView {
+    /// The pattern's id.
+    pub pattern_id: u32,
+    /// The pattern.
+    pub pattern: String,
+    /// Where it runs from.
+    pub locations: Vec<String>,
+    /// The plan.
+    pub plan: super::plans::Plan,
+    /// A table of `full_scan_rows` or more read whole.
+    pub full_scan: bool,
+}
+
+/// The owner's own requests, when `STARPUNK_PERF_OWN_TRAFFIC` is `apart`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct OwnView {
+    /// `apart` or `include`.
+    pub mode: super::own::OwnTraffic,
+    /// The owner's requests since start or the last clear (in
+    /// `requests_total`, not in the headline figures when apart).
+    pub requests: u64,
+    /// Their routes, recent window, slowest first (apart only).
+    pub endpoints: Vec<EndpointStats>,
+    /// Their kept slowest requests (apart only).
+    pub slowest: Vec<WorstRequest>,
+}
+
+/// What the kept requests hold.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct KeptMemory {
+    /// Requests kept now.
+    pub requests: usize,
+    /// Bytes they take.
+    pub bytes: usize,
+    /// The most they can take with this blog's routes.
+    pub ceiling_bytes: usize,
 }
 
 /// Memory figures.
@@ -350,11 +454,23 @@ pub struct PerfSnapshot {
     pub query_patterns: Vec<PatternStats>,
     /// Route x pattern from the ring.
     pub route_patterns: Vec<RoutePattern>,
-    /// Per route, the slowest recent requests, with their timelines.
+    /// Per route, the slowest requests of the last 10 to 15 minutes, with
+    /// their timelines (readers' routes when the owner's are apart).
     pub worst_requests: Vec<WorstRequest>,
-    /// The most recent failed (5xx) requests in the ring, newest first,
-    /// with their timelines.
+    /// The most recent failed (5xx) requests, newest first, with their
+    /// timelines.
     pub recent_errors: Vec<WorstRequest>,
+    /// The last requests that ran a statement over the slow threshold,
+    /// newest first.
+    pub slow_statement_requests: Vec<WorstRequest>,
+    /// The slowest request of the live window (readers' when apart).
+    pub worst_request: Option<WorstRequest>,
+    /// Query plans of the patterns seen slow or in a kept request.
+    pub query_plans: Vec<PlanView>,
+    /// What the kept requests hold.
+    pub kept: KeptMemory,
+    /// The owner's own requests.
+    pub own_traffic: OwnView,
     /// Memory.
     pub memory: MemoryView,
     /// Database.
@@ -539,6 +655,13 @@ impl Inner {
         let mut all_http = starpunk_perf::new_hdr(&rec.config().layout);
         let (mut http_sum, mut queries) = (0u64, 0u64);
         let (mut errors_5xx, mut client_errors_4xx) = (0u64, 0u64);
+        // The headline figures: readers' requests only when the owner's
+        // are apart (`STARPUNK_PERF_OWN_TRAFFIC`).
+        let (mut head_requests, mut head_5xx, mut head_4xx) = (0u64, 0u64, 0u64);
+        let mut own = OwnView {
+            mode: config.own_traffic,
+            ..OwnView::default()
+        };
         let mut recent_count = 0u64;
         // The recent window starts at its oldest checkpoint, or at start
         // or the last clear when it reaches back that far.
@@ -561,17 +684,32 @@ impl Inner {
                     }
                     errors_5xx += e.errors_5xx;
                     client_errors_4xx += e.client_errors_4xx;
-                    // Same layout: adding cannot fail.
-                    let _ = all_http.add(&h);
-                    http_sum = http_sum.wrapping_add(sum);
+                    let apart = config.own_traffic.sets_apart(&entry.name);
+                    if super::own::is_own(&entry.name) {
+                        own.requests += e.count;
+                    }
+                    if !apart {
+                        head_requests += e.count;
+                        head_5xx += e.errors_5xx;
+                        head_4xx += e.client_errors_4xx;
+                        // Same layout: adding cannot fail.
+                        let _ = all_http.add(&h);
+                        http_sum = http_sum.wrapping_add(sum);
+                    }
                     endpoints.push(e);
                     if let Some((r, since)) = recent(&entry.name, s, now) {
-                        recent_count += r.count;
                         if let Some(since) = since {
                             window_start = window_start.max(since);
                         }
-                        if r.count > 0 {
-                            endpoints_recent.push(r);
+                        if apart {
+                            if r.count > 0 {
+                                own.endpoints.push(r);
+                            }
+                        } else {
+                            recent_count += r.count;
+                            if r.count > 0 {
+                                endpoints_recent.push(r);
+                            }
                         }
                     }
                 }
@@ -585,6 +723,7 @@ impl Inner {
                         mean_ms: e.mean_ms,
                         p99_ms: e.p99_ms,
                         rows: s.rows(),
+                        locations: self.plans.locations(id),
                     });
                 }
                 Category::Function => functions.push(e),
@@ -594,24 +733,58 @@ impl Inner {
         let by_p99 = |a: &EndpointStats, b: &EndpointStats| b.p99_ms.total_cmp(&a.p99_ms);
         endpoints.sort_by(by_p99);
         endpoints_recent.sort_by(by_p99);
+        own.endpoints.sort_by(by_p99);
         functions.sort_by(by_p99);
         query_patterns.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
 
         let requests_total: u64 = endpoints.iter().map(|e| e.count).sum();
         let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
-        let (route_patterns, (worst_requests, recent_errors), ring) =
-            self.ring_views(config.sample_rate < 1.0);
-        let slow_queries: Vec<SlowQueryView> = self
-            .slow_queries()
-            .into_iter()
+        let (route_patterns, ring) = self.ring_views(config.sample_rate < 1.0);
+        let kept = self.kept.view(now);
+        let kept_ids: Vec<u64> = kept
+            .slowest
+            .iter()
+            .chain(&kept.errors)
+            .chain(&kept.slow_statements)
+            .map(|k| k.request_id)
+            .collect();
+        let slow_log = self.slow_queries();
+        let slow_queries: Vec<SlowQueryView> = slow_log
+            .iter()
             .rev()
             .map(|q| SlowQueryView {
                 at: rfc3339(q.at_unix_ns),
                 pattern: self.name(q.pattern),
                 duration_ms: ms(q.duration_ns as f64),
                 route: self.name(q.route),
+                location: super::plans::location(q.location),
+                request: if q.request_id != 0 && kept_ids.contains(&q.request_id) {
+                    format!("r{}", q.request_id)
+                } else {
+                    String::new()
+                },
             })
             .collect();
+        let view = |k: &std::sync::Arc<super::kept::KeptRequest>| self.kept_view(k);
+        let (own_slowest, worst_requests): (Vec<WorstRequest>, Vec<WorstRequest>) = kept
+            .slowest
+            .iter()
+            .map(view)
+            .partition(|w| config.own_traffic.sets_apart(&w.route));
+        own.slowest = own_slowest;
+        let recent_errors: Vec<WorstRequest> = kept.errors.iter().map(view).collect();
+        let slow_statement_requests: Vec<WorstRequest> =
+            kept.slow_statements.iter().map(view).collect();
+        let query_plans = self.plan_views(&slow_log, &kept);
+        let kept_memory = KeptMemory {
+            requests: kept_ids
+                .iter()
+                .enumerate()
+                .filter(|(i, id)| !kept_ids[..*i].contains(id))
+                .count(),
+            bytes: self.kept.memory_bytes(),
+            ceiling_bytes: super::kept::ceiling_bytes(super::MAX_ROUTES),
+        };
         let slow_patterns = group_slow(&slow_queries);
         let samples = self.memory_samples();
         let live = if config.memory_tracking {
@@ -637,9 +810,9 @@ impl Inner {
         let p99_response_ms = ms(all_http.value_at_quantile(0.99) as f64);
         let now_totals = Totals {
             at_unix: rec.anchor().to_unix_ns(now) as f64 / 1e9,
-            requests: requests_total,
-            errors_5xx,
-            client_errors_4xx,
+            requests: head_requests,
+            errors_5xx: head_5xx,
+            client_errors_4xx: head_4xx,
             slow_queries: self.slow_total.load(std::sync::atomic::Ordering::Relaxed),
             latency: all_http,
         };
@@ -649,8 +822,8 @@ impl Inner {
         };
         let stats = rec.ring().stats();
         let share = |n: u64| {
-            if requests_total > 0 {
-                n as f64 / requests_total as f64
+            if head_requests > 0 {
+                n as f64 / head_requests as f64
             } else {
                 0.0
             }
@@ -663,8 +836,8 @@ impl Inner {
             requests_total,
             requests_per_second: recent_count as f64 / window_seconds,
             window_seconds,
-            mean_response_ms: if requests_total > 0 {
-                ms(http_sum as f64 / requests_total as f64)
+            mean_response_ms: if head_requests > 0 {
+                ms(http_sum as f64 / head_requests as f64)
             } else {
                 0.0
             },
@@ -675,8 +848,8 @@ impl Inner {
             range: None,
             errors_5xx,
             client_errors_4xx,
-            error_rate: share(errors_5xx),
-            client_error_rate: share(client_errors_4xx),
+            error_rate: share(head_5xx),
+            client_error_rate: share(head_4xx),
             endpoints,
             endpoints_recent,
             functions,
@@ -684,8 +857,13 @@ impl Inner {
             slow_patterns,
             query_patterns,
             route_patterns,
+            worst_request: worst_requests.first().cloned(),
             worst_requests,
             recent_errors,
+            slow_statement_requests,
+            query_plans,
+            kept: kept_memory,
+            own_traffic: own,
             memory,
             database,
             status_codes,
@@ -719,16 +897,8 @@ impl Inner {
     }
 
     /// Route x pattern (with N+1 flags) from the sampled requests in the
-    /// ring, the worst requests per route (sampled or forced), and the
-    /// ring's make-up.
-    fn ring_views(
-        &self,
-        estimated: bool,
-    ) -> (
-        Vec<RoutePattern>,
-        (Vec<WorstRequest>, Vec<WorstRequest>),
-        RingMakeup,
-    ) {
+    /// ring, and the ring's make-up.
+    fn ring_views(&self, estimated: bool) -> (Vec<RoutePattern>, RingMakeup) {
         let records = self.records();
         let forced = records.iter().filter(|r| r.forced).count();
         let makeup = RingMakeup {
@@ -738,18 +908,11 @@ impl Inner {
         // (route, pattern) -> (calls, per request counts); forced records
         // stand for no sample and are left out.
         let mut pairs: HashMap<(OpId, OpId), (u64, HashMap<u64, u64>)> = HashMap::new();
-        let mut per_request: HashMap<u64, Vec<OpId>> = HashMap::new();
         let mut route_requests: HashMap<OpId, u64> = HashMap::new();
         for r in &records {
             match r.category {
                 Category::Http if !r.forced => *route_requests.entry(r.operation).or_default() += 1,
                 Category::Db => {
-                    if r.request_id != 0 {
-                        per_request
-                            .entry(r.request_id)
-                            .or_default()
-                            .push(r.operation);
-                    }
                     if !r.forced {
                         let e = pairs.entry((r.parent, r.operation)).or_default();
                         e.0 += 1;
@@ -788,75 +951,162 @@ impl Inner {
                 .then(b.calls.cmp(&a.calls))
         });
 
-        // Statements and functions of each request, in start order (the
-        // ring snapshot is sorted by timestamp).
-        let mut spans: HashMap<u64, Vec<&MetricRecord>> = HashMap::new();
-        for r in records.iter().filter(|r| {
-            r.request_id != 0 && matches!(r.category, Category::Db | Category::Function)
-        }) {
-            spans.entry(r.request_id).or_default().push(r);
-        }
-        let view = |r: &MetricRecord| {
-            let inner = spans.get(&r.request_id).map(Vec::as_slice).unwrap_or(&[]);
-            self.request_view(r, inner, &per_request)
-        };
-        let mut by_route: HashMap<OpId, Vec<&MetricRecord>> = HashMap::new();
-        for r in records.iter().filter(|r| r.category == Category::Http) {
-            by_route.entry(r.operation).or_default().push(r);
-        }
-        let mut worst = Vec::new();
-        for (_, mut reqs) in by_route {
-            reqs.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
-            worst.extend(reqs.into_iter().take(3).map(&view));
-        }
-        worst.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-        let recent_errors = records
-            .iter()
-            .rev()
-            .filter(|r| r.category == Category::Http && r.status >= 500)
-            .take(RECENT_ERRORS)
-            .map(view)
-            .collect();
-        (route_patterns, (worst, recent_errors), makeup)
+        (route_patterns, makeup)
     }
 
-    /// A request with the statement counts and the timeline of its spans.
-    fn request_view(
-        &self,
-        r: &MetricRecord,
-        inner: &[&MetricRecord],
-        per_request: &HashMap<u64, Vec<OpId>>,
-    ) -> WorstRequest {
+    /// A kept request as the page and the JSON show it.
+    pub(super) fn kept_view(&self, k: &super::kept::KeptRequest) -> WorstRequest {
+        use super::trace::SpanKind;
         let mut counts: Vec<(String, u64)> = Vec::new();
-        for op in per_request.get(&r.request_id).into_iter().flatten() {
-            let name = self.name(*op);
-            match counts.iter_mut().find(|(n, _)| *n == name) {
-                Some(c) => c.1 += 1,
-                None => counts.push((name, 1)),
+        let (mut sql_ns, mut fn_ns) = (0u64, 0u64);
+        let mut largest = Largest::default();
+        let mut largest_ns = 0u64;
+        let mut timeline = Vec::with_capacity(k.spans.len());
+        for sp in k.spans.iter() {
+            let name = self.name(sp.op);
+            let location = sp.location.map(super::plans::location).unwrap_or_default();
+            let kind = match sp.kind {
+                SpanKind::Sql => "sql",
+                SpanKind::Function => "function",
+            };
+            if sp.kind == SpanKind::Sql {
+                match counts.iter_mut().find(|(n, _)| *n == name) {
+                    Some(c) => c.1 += 1,
+                    None => counts.push((name.clone(), 1)),
+                }
             }
+            if sp.depth == 0 {
+                match sp.kind {
+                    SpanKind::Sql => sql_ns += sp.duration_ns,
+                    SpanKind::Function => fn_ns += sp.duration_ns,
+                }
+            }
+            if sp.duration_ns > largest_ns {
+                largest_ns = sp.duration_ns;
+                largest = Largest {
+                    kind: kind.into(),
+                    name: name.clone(),
+                    duration_ms: ms(sp.duration_ns as f64),
+                    location: location.clone(),
+                };
+            }
+            timeline.push(Span {
+                kind: kind.into(),
+                name,
+                offset_ms: ms(sp.start_ns.saturating_sub(k.start_ns) as f64),
+                duration_ms: ms(sp.duration_ns as f64),
+                location,
+                depth: sp.depth,
+            });
         }
-        let timeline = inner
-            .iter()
-            .map(|s| Span {
-                kind: if s.category == Category::Db {
-                    "sql"
-                } else {
-                    "function"
-                },
-                name: self.name(s.operation),
-                offset_ms: ms(s.timestamp_ns.saturating_sub(r.timestamp_ns) as f64),
-                duration_ms: ms(s.duration_ns as f64),
-            })
-            .collect();
+        let duration_ms = ms(k.duration_ns as f64);
+        let (sql_ms, functions_ms, unlisted_ms) = (
+            ms(sql_ns as f64),
+            ms(fn_ns as f64),
+            ms(k.overflow.top_ns as f64),
+        );
+        // The rest is computed from the rounded parts, so the figures shown
+        // add up to the duration shown.
+        let own_code_ms =
+            ((duration_ms - sql_ms - functions_ms - unlisted_ms) * 1000.0).round() / 1000.0;
+        let own_code_ms = own_code_ms.max(0.0);
+        let own_code_ns = k
+            .duration_ns
+            .saturating_sub(sql_ns + fn_ns + k.overflow.top_ns);
+        if own_code_ns > largest_ns {
+            largest_ns = own_code_ns;
+            largest = Largest {
+                kind: "own_code".into(),
+                duration_ms: own_code_ms,
+                ..Largest::default()
+            };
+        }
+        let waited = k.before.queued_ns + k.before.body_ns;
+        if waited > largest_ns {
+            largest = Largest {
+                kind: "queued".into(),
+                duration_ms: ms(waited as f64),
+                ..Largest::default()
+            };
+        }
+        let mut because = Vec::new();
+        if k.reasons.slowest {
+            because.push("slowest");
+        }
+        if k.reasons.error {
+            because.push("error");
+        }
+        if k.reasons.slow_statement {
+            because.push("slow_statement");
+        }
+        let route = self.name(k.route);
         WorstRequest {
-            route: self.name(r.operation),
-            at: rfc3339(self.recorder.anchor().to_unix_ns(r.timestamp_ns)),
-            duration_ms: ms(r.duration_ns as f64),
-            status: r.status,
+            id: format!("r{}", k.request_id),
+            own: super::own::is_own(&route),
+            route,
+            at: rfc3339(self.recorder.anchor().to_unix_ns(k.start_ns)),
+            duration_ms,
+            status: k.status,
+            kept_because: because.into_iter().map(String::from).collect(),
             queries: counts,
-            forced: r.forced,
+            parts: Parts {
+                sql_ms,
+                functions_ms,
+                unlisted_ms,
+                unlisted: k.overflow.count,
+                own_code_ms,
+            },
+            before_handler: BeforeHandler {
+                body_ms: ms(k.before.body_ns as f64),
+                queued_ms: ms(k.before.queued_ns as f64),
+            },
+            largest,
             timeline,
         }
+    }
+
+    /// The plans of the patterns in the slow log and the kept requests.
+    fn plan_views(
+        &self,
+        slow_log: &[super::SlowQuery],
+        kept: &super::kept::KeptSet,
+    ) -> Vec<PlanView> {
+        let mut out: Vec<PlanView> = Vec::new();
+        for op in self.plan_candidates(slow_log, kept) {
+            if let Some(plan) = self.plans.get(op) {
+                out.push(PlanView {
+                    pattern_id: op.0,
+                    pattern: self.name(op),
+                    locations: self.plans.locations(op),
+                    full_scan: !plan.full_scans.is_empty(),
+                    plan,
+                });
+            }
+        }
+        out
+    }
+
+    /// Patterns that deserve a plan: in the slow log or in a kept request.
+    pub fn plan_candidates(
+        &self,
+        slow_log: &[super::SlowQuery],
+        kept: &super::kept::KeptSet,
+    ) -> Vec<OpId> {
+        let mut ops: Vec<OpId> = Vec::new();
+        let spans = kept
+            .slowest
+            .iter()
+            .chain(&kept.errors)
+            .chain(&kept.slow_statements)
+            .flat_map(|k| k.spans.iter())
+            .filter(|sp| sp.kind == super::trace::SpanKind::Sql)
+            .map(|sp| sp.op);
+        for op in slow_log.iter().rev().map(|q| q.pattern).chain(spans) {
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+        ops
     }
 }
 

@@ -283,10 +283,14 @@ pub fn timeline_chart(w: &WorstRequest) -> Markup {
     let x_of = |ms: f64| left + (ms / total).clamp(0.0, 1.0) * span_w;
     let height = row * (w.timeline.len() + 1) as f64 + 30.0;
     let font = FONT - 1.0;
-    let label = |name: &str, ms: f64, offset: f64| {
-        let tail = format!("  {ms:.3} ms at +{offset:.3} ms");
-        let room = span_w - text_width(&tail, font);
-        format!("{}{tail}", fit(name, room, font))
+    // The file name and line of the code that ran a span (its whole path
+    // is in the table below the chart).
+    let label = |name: &str, ms: f64, offset: f64, location: &str, depth: u8| {
+        let file = location.rsplit('/').next().unwrap_or(location);
+        let tail = format!("  {ms:.3} ms at +{offset:.3} ms  {file}");
+        let indent = "\u{2003}".repeat(usize::from(depth));
+        let room = span_w - text_width(&tail, font) - text_width(&indent, font);
+        format!("{indent}{}{tail}", fit(name, room, font))
     };
     let title = format!("Timeline of {} at {} ({} ms)", w.route, w.at, w.duration_ms);
     let head = format!("{}  {} ms, status {}", w.route, w.duration_ms, w.status);
@@ -299,7 +303,7 @@ pub fn timeline_chart(w: &WorstRequest) -> Markup {
                 @let y = row * (i + 1) as f64;
                 @let x = x_of(s.offset_ms);
                 @let bar = (s.duration_ms / total * span_w).max(1.5).min(W - right - x);
-                text x=(left) y=(y + 10.0) font-size=(font) { (label(&s.name, s.duration_ms, s.offset_ms)) }
+                text x=(left) y=(y + 10.0) font-size=(font) { (label(&s.name, s.duration_ms, s.offset_ms, &s.location, s.depth)) }
                 rect x=(N1(x)) y=(y + 13.0) width=(N1(bar)) height="10"
                     fill=(if s.kind == "sql" { "#0b5cad" } else { "#c05a00" }) {}
             }

@@ -11,8 +11,8 @@ use super::views;
 use super::{App, WebError, WebResult};
 use crate::monitoring::range::{Compare, Range};
 use crate::monitoring::snapshot::{
-    rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, RoutePattern, RssDelta,
-    SlowPattern, SlowQueryView, WorstRequest,
+    rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, PlanView, RoutePattern,
+    RssDelta, SlowPattern, SlowQueryView, WorstRequest,
 };
 use crate::monitoring::trend::{MinutePoint, PeriodFigures};
 
@@ -252,25 +252,56 @@ fn duration(secs: f64) -> String {
     }
 }
 
-/// A request's summary line and its timeline, folded (no JavaScript).
+/// The largest part of a request, in words.
+fn largest_part(w: &WorstRequest) -> String {
+    let l = &w.largest;
+    match l.kind.as_str() {
+        "sql" => format!("{} ms in SQL {} ({})", l.duration_ms, l.name, l.location),
+        "function" => format!("{} ms in {} ({})", l.duration_ms, l.name, l.location),
+        "queued" => format!(
+            "{} ms waiting in the front before its handler",
+            l.duration_ms
+        ),
+        _ => format!(
+            "{} ms in the handler's own code (outside SQL and named functions)",
+            l.duration_ms
+        ),
+    }
+}
+
+/// A request's summary line, where its time went, and its timeline,
+/// folded (no JavaScript).
 fn request_details(w: &WorstRequest, open: bool) -> Markup {
-    // Folds from +0.0 (a float `sum` starts at -0.0 and prints "-0.000").
-    let total_of = |kind: &str| {
-        w.timeline
-            .iter()
-            .filter(|s| s.kind == kind)
-            .fold(0.0, |t, s| t + s.duration_ms)
-    };
-    let (sql, functions) = (total_of("sql"), total_of("function"));
+    let p = &w.parts;
+    let b = &w.before_handler;
+    let statements = w.timeline.iter().filter(|s| s.kind == "sql").count() as u64;
     html! {
-        details open[open] {
+        details id=(w.id) open[open] {
             summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at)
-                @if w.timeline.is_empty() { " (no SQL statements or named functions)" }
-                @else { " (SQL " (format!("{sql:.3}")) " ms in "
-                    (count_of(w.timeline.iter().filter(|s| s.kind == "sql").count() as u64, "statement"))
-                    ", named functions " (format!("{functions:.3}")) " ms)" } }
+                @if w.kept_because.iter().any(|b| b == "slow_statement") { " " span.flag { "slow SQL" } }
+                @if w.kept_because.iter().any(|b| b == "error") { " " span.flag { "5xx" } } }
+            p.meta { (w.duration_ms) " ms = SQL " (p.sql_ms) " ms (" (count_of(statements, "statement")) ")"
+                " + named functions " (p.functions_ms) " ms"
+                @if p.unlisted > 0 { " + " (p.unlisted) " more spans " (p.unlisted_ms) " ms" }
+                " + the handler's own code " (p.own_code_ms) " ms. "
+                @if b.body_ms + b.queued_ms > 0.0 {
+                    "Before the handler (not in the " (w.duration_ms) " ms): receiving the body " (b.body_ms)
+                    " ms, waiting for a handler thread " (b.queued_ms) " ms. " }
+                "Most of it: " (largest_part(w)) "." }
             (timeline_chart(w))
-            p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); grey: the whole request." }
+            @if !w.timeline.is_empty() {
+                div.wide { table {
+                    tr { th { "+ms" } th { "ms" } th { "What" } th { "Code" } }
+                    @for sp in &w.timeline { tr {
+                        td { (sp.offset_ms) } td { (sp.duration_ms) }
+                        td { @if sp.depth > 0 { (format!("{} ", "\u{21b3}".repeat(sp.depth as usize))) }
+                            @if sp.kind == "sql" { (sql(&sp.name)) } @else { (sp.name) } }
+                        td { code { (sp.location) } }
+                    } }
+                } }
+            }
+            p.meta { "Blue: SQL statements; orange: named functions (authentication, search, feed generation, note writes); "
+                "a statement inside a named function (\u{21b3}) is part of its time; grey: the whole request." }
         }
     }
 }
@@ -769,10 +800,27 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     };
     let est = s.sampling.estimated;
     let changed = changes(s);
+    let own_apart = s.own_traffic.mode == crate::monitoring::own::OwnTraffic::Apart;
+    // Slow statements' requests not already shown above them.
+    let shown: Vec<&str> = s
+        .worst_requests
+        .iter()
+        .take(5)
+        .chain(&s.recent_errors)
+        .map(|w| w.id.as_str())
+        .collect();
+    let slow_only: Vec<&WorstRequest> = s
+        .slow_statement_requests
+        .iter()
+        .filter(|w| !shown.contains(&w.id.as_str()))
+        .collect();
+
     let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
     let pattern_row = |q: &PatternStats| {
         html! { tr {
-            td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+            td { (sql(&q.pattern))
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+            td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
         } }
     };
     let rp_head = html! { tr { th { "Route and pattern" } th { "Per request" } th { "Max per request" } th { "Calls / requests" } } };
@@ -792,21 +840,34 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
         } }
     };
-    let each_slow_head = html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } } };
+    let each_slow_head =
+        html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } th { "Code" } } };
     let each_slow_row = |q: &SlowQueryView| {
         html! { tr {
-            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) } td { (q.route) }
+            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) }
+            td { @if q.request.is_empty() { (q.route) } @else { a href={ "#" (q.request) } { (q.route) } } }
+            td { code { (q.location) } }
         } }
     };
     let worst_head =
         html! { tr { th { "Route and queries" } th { "At" } th { "ms" } th { "Status" } } };
     let worst_row = |w: &WorstRequest| {
         html! { tr {
-            td { (w.route) @if w.forced { " " small { "(kept: not sampled, but it failed or ran a slow statement)" } }
+            td { a href={ "#" (w.id) } { (w.route) }
                 @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
             td { (w.at) } td { (w.duration_ms) } td { (w.status) }
         } }
     };
+    let plan_row = |p: &PlanView| {
+        html! { tr {
+            td { (sql(&p.pattern)) br; small { "runs from " @for (i, l) in p.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } }
+            td { @if let Some(e) = &p.plan.error { "not explained: " (e) }
+                @else if p.plan.steps.is_empty() { "no plan (not a query)" }
+                @else { @for st in &p.plan.steps { (format!("{}{}", "\u{a0}\u{a0}".repeat(st.depth as usize), st.detail)) br; } }
+                @for f in &p.plan.full_scans { span.flag { "full scan" } " of " (f.table) " (" (int(f.rows)) " rows)" br; } }
+        } }
+    };
+    let plan_head = html! { tr { th { "Pattern" } th { "Plan (EXPLAIN QUERY PLAN)" } } };
     let body = html! {
         h2 { "Performance" }
         (range_nav(Range::Live))
@@ -825,6 +886,10 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 "and are shown in the detail tables but left out of every estimate." }
         }
         (firing(s))
+        @if let Some(w) = &s.worst_request {
+            p.worst { "Slowest request of the last " (duration(s.window_seconds.min(900.0))) ": "
+                a href={ "#" (w.id) } { (w.route) " " (w.duration_ms) " ms" } ", status " (w.status) "; " (largest_part(w)) "." }
+        }
         section #overview { (overview(s)) }
         section #changes {
             h3 { "What changed" }
@@ -859,6 +924,13 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     (long_table(&each_slow_head, &s.slow_queries, usize::MAX, "statements", each_slow_row))
                 }
             }
+            @if !s.query_plans.is_empty() {
+                h3 { "Query plans" }
+                p.meta { "SQLite's plan of each pattern seen slow or in a kept request, explained off the request path on a "
+                    "read-only connection, again after each migration. A full scan of a table of "
+                    (int(crate::monitoring::plans::FULL_SCAN_ROWS)) " rows or more is flagged." }
+                (long_table(&plan_head, &s.query_plans, TOP_ROWS, "plans", plan_row))
+            }
         }
         section #query-patterns {
             h3 { "SQL patterns (" (since) ")" }
@@ -869,14 +941,33 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         }
         section #worst-requests {
             h3 { "Where the slowest requests spent their time" }
-            @if s.worst_requests.is_empty() { p { "No requests in the ring buffer yet." } }
+            p.meta { "The " (crate::monitoring::kept::PER_WINDOW) " slowest requests of each route and 5-minute window, kept with their "
+                "whole timelines for 10 to 15 minutes whatever the traffic (only a slower request of the same window replaces one)"
+                @if own_apart { "; your own pages are listed apart below" } "." }
+            @if s.worst_requests.is_empty() { p { "No requests kept yet." } }
             @for (i, w) in s.worst_requests.iter().take(5).enumerate() { (request_details(w, i == 0)) }
             @if !s.recent_errors.is_empty() {
                 h3 { "Recent errors (5xx)" }
                 @for w in &s.recent_errors { (request_details(w, false)) }
             }
-            h3 { "Slowest recent requests (in the ring buffer)" }
+            @if !slow_only.is_empty() {
+                h3 { "Requests that ran a slow statement" }
+                @for w in &slow_only { (request_details(w, false)) }
+            }
+            h3 { "Slowest requests per route" }
             (long_table(&worst_head, &s.worst_requests[..s.worst_requests.len().min(30)], TOP_ROWS, "requests", worst_row))
+            @for w in s.worst_requests.iter().skip(5).take(25) { (request_details(w, false)) }
+        }
+        @if own_apart {
+            section #own-traffic {
+                h3 { "Your own requests (admin pages, /metrics)" }
+                p.meta { (int(s.own_traffic.requests)) " requests " (since) ", counted in every export but left out of the figures above ("
+                    (setting("STARPUNK_PERF_OWN_TRAFFIC=apart")) "; " code { "include" } " counts them like readers')." }
+                @if !s.own_traffic.endpoints.is_empty() {
+                    (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false, false))
+                }
+                @for w in s.own_traffic.slowest.iter().take(5) { (request_details(w, false)) }
+            }
         }
         section #memory {
             h3 { "Memory" }
@@ -913,6 +1004,8 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" } }
                 div.card { span { "Cost" } b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
                     small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
+                div.card { span { "Requests kept in detail" } b { (s.kept.requests) }
+                    small { (bytes(s.kept.bytes as u64)) " held (at most " (bytes(s.kept.ceiling_bytes as u64)) ")" } }
             }
             p.meta { "History: "
                 @if s.history.days == 0 { "off (" (setting("STARPUNK_PERF_HISTORY_DAYS=0")) ": nothing is written to disk)" }
@@ -1015,7 +1108,9 @@ fn render_range(
         section #query-patterns {
             h3 { "SQL patterns over the last " (range.label()) }
             (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", |q| html! { tr {
-                td { (sql(&q.pattern)) } td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
+                td { (sql(&q.pattern))
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+            td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
             } }))
         }
         section #deploys {

@@ -124,8 +124,10 @@ impl App {
     pub fn respond(
         &self,
         request: &Request,
+        arrival: server::Arrival,
         materialise: server::Materialise,
     ) -> server::Materialised {
+        self.monitor.note_arrival(arrival.body, arrival.queued);
         self.monitor
             .measure_body(|| self.handle(request), materialise)
     }

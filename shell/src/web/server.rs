@@ -61,7 +61,18 @@ pub const MAX_HEADERS: usize = 100;
 /// request wrapper sits between the two and learns the body's length from
 /// it, so it never has to take the body apart itself (see
 /// `Monitor::measure_body`).
-pub type Handler = Arc<dyn Fn(&rouille::Request, Materialise) -> Materialised + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(&rouille::Request, Arrival, Materialise) -> Materialised + Send + Sync>;
+
+/// How long a request waited in the front before its handler ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// From the request's head to the end of its body (receiving the body,
+    /// waiting for room in the body budget).
+    pub body: Duration,
+    /// From the body's end to a handler thread taking the request up.
+    pub queued: Duration,
+}
 
 /// Told of each request the front answers itself, no handler run: its
 /// method and path (`None` when its head could not be read: hyper's own
@@ -528,6 +539,7 @@ async fn respond(
     };
     let capacity = declared.unwrap_or(0).min(MAX_BODY) as usize;
     let read = tokio::time::timeout(shared.limits.body_timeout, read_body(body, capacity)).await;
+    let body_done = std::time::Instant::now();
     let body = match read {
         Ok(Ok(Some(bytes))) => bytes,
         Ok(Ok(None)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
@@ -551,12 +563,16 @@ async fn respond(
         .collect();
     let handler = shared.handler.clone();
     let ran = tokio::task::spawn_blocking(move || {
+        let arrival = Arrival {
+            body: body_done.saturating_duration_since(received),
+            queued: body_done.elapsed(),
+        };
         let req = rouille::Request::fake_http_from(peer, method.clone(), url, headers, body);
         // The app's wrapper already records a panic as a 500; this keeps
         // the pool's thread alive whatever happens. The response is
         // materialised here, written by the I/O side: a client that does
         // not read holds no handler thread.
-        let response = catch_unwind(AssertUnwindSafe(|| handler(&req, materialise)))
+        let response = catch_unwind(AssertUnwindSafe(|| handler(&req, arrival, materialise)))
             .unwrap_or_else(|_| {
                 materialise(
                     rouille::Response::text("Internal server error\n").with_status_code(500),
