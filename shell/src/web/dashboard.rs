@@ -290,7 +290,7 @@ fn request_details(w: &WorstRequest, open: bool) -> Markup {
                 "Most of it: " (largest_part(w)) "." }
             (timeline_chart(w))
             @if !w.timeline.is_empty() {
-                div.wide { table {
+                div.scroll { table {
                     tr { th { "+ms" } th { "ms" } th { "What" } th { "Code" } }
                     @for sp in &w.timeline { tr {
                         td { (sp.offset_ms) } td { (sp.duration_ms) }
@@ -1095,11 +1095,26 @@ fn render_range(
             a href={ "/admin/performance.csv?range=" (r.range) } { "CSV" } ". "
             "From the history (" (s.history.days) " days kept, " (bytes(s.history.bytes)) " on disk"
             @if let Some(e) = &s.history.error { "; " span.error { "last error: " (e) } } "). "
-            "Slow queries, the slowest requests with their timelines, routes x patterns and the database are live views: see "
+            "Slow queries, routes x patterns and the database are live views: see "
             a href="/admin/performance" { "15 min (live)" } "." }
         (firing(s))
+        @if let Some(w) = &s.worst_request {
+            p.worst { "Slowest request of the last " (range.label()) ": "
+                a href={ "#" (w.id) } { (w.route) " " (w.duration_ms) " ms" } " at " (w.at) ", status " (w.status) "; " (largest_part(w)) "." }
+        }
         section #overview { (overview(s)) }
         section #alerts { (alerts_section(s)) }
+        section #worst-requests {
+            h3 { "The slowest requests of each hour" }
+            p.meta { "Per route, the " (crate::monitoring::slow_history::PER_HOUR) " slowest requests of the range's hours, "
+                "kept in the history with their timelines (patterns, durations and code locations, never values)." }
+            @if s.worst_requests.is_empty() { p { "None stored for this range yet: requests are stored as each minute closes." } }
+            @for w in s.worst_requests.iter().take(30) { (request_details(w, false)) }
+            @if !s.own_traffic.slowest.is_empty() {
+                h3 { "Your own requests" }
+                @for w in s.own_traffic.slowest.iter().take(10) { (request_details(w, false)) }
+            }
+        }
         section #endpoints {
             h3 { "Routes over the last " (range.label()) }
             p.meta { "Latency in milliseconds; statuses by class (the history keeps classes, not codes)." }

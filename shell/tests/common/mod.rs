@@ -13,7 +13,7 @@ pub const TOKEN: &str = "micropub-token-0123456789";
 pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 /// The `id`s of the dashboard's sections.
-pub const DASHBOARD_SECTIONS: [&str; 10] = [
+pub const DASHBOARD_SECTIONS: [&str; 11] = [
     "overview",
     "changes",
     "alerts",
@@ -21,6 +21,7 @@ pub const DASHBOARD_SECTIONS: [&str; 10] = [
     "slow-queries",
     "query-patterns",
     "worst-requests",
+    "own-traffic",
     "memory",
     "database",
     "monitor",
