@@ -912,13 +912,11 @@ impl Inner {
         for r in &records {
             match r.category {
                 Category::Http if !r.forced => *route_requests.entry(r.operation).or_default() += 1,
-                Category::Db => {
-                    if !r.forced {
-                        let e = pairs.entry((r.parent, r.operation)).or_default();
-                        e.0 += 1;
-                        if r.request_id != 0 {
-                            *e.1.entry(r.request_id).or_default() += 1;
-                        }
+                Category::Db if !r.forced => {
+                    let e = pairs.entry((r.parent, r.operation)).or_default();
+                    e.0 += 1;
+                    if r.request_id != 0 {
+                        *e.1.entry(r.request_id).or_default() += 1;
                     }
                 }
                 _ => {}
