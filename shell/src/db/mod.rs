@@ -185,6 +185,8 @@ pub struct Db {
     integrity: Arc<String>,
     /// The database file.
     path: PathBuf,
+    /// The query plans' read-only connection, opened at the first plan.
+    explainer: Arc<Mutex<Option<plans::Explainer>>>,
 }
 
 /// A connection lent by a pool; every statement goes through its methods.
@@ -285,22 +287,31 @@ impl Db {
             writable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             integrity: Arc::new(integrity),
             path,
+            explainer: Arc::new(Mutex::new(None)),
         })
     }
 
     /// Explains the statements the monitor wants plans of (see
     /// `Monitor::plans_wanted`) on a read-only connection of their own.
-    /// The ticker calls it; a failure to open is logged nowhere and tried
-    /// again on the next call.
+    /// The ticker calls it; the connection is opened once (a failure to
+    /// open is tried again on the next call).
     pub fn explain_wanted(&self) {
         let monitor = &self.monitor;
         if monitor.inner().is_none() {
             return;
         }
-        let Ok(explainer) = plans::Explainer::open(&self.path) else {
+        let Ok(mut slot) = self.explainer.lock() else {
+            return;
+        };
+        if slot.is_none() {
+            *slot = plans::Explainer::open(&self.path).ok();
+        }
+        let Some(explainer) = slot.as_ref() else {
             return;
         };
         let Ok(schema) = explainer.schema_version() else {
+            // Opened again next time (the file may have been replaced).
+            *slot = None;
             return;
         };
         for (op, sql) in monitor.plans_wanted(schema) {

@@ -383,7 +383,8 @@ impl History {
                 params![now - i64::from(self.days.max(1)) * 86_400],
             )
             .map_err(err)?;
-        super::slow_history::prune(&self.conn, now - i64::from(self.days) * 86_400).map_err(err)?;
+        super::slow_history::prune(&self.conn, now - i64::from(self.days) * 86_400, now)
+            .map_err(err)?;
         Ok(())
     }
 

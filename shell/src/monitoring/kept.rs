@@ -42,6 +42,9 @@ pub struct Reasons {
     pub error: bool,
     /// Ran a statement over the slow threshold.
     pub slow_statement: bool,
+    /// Answered by the HTTP front itself: no handler ran, its time is the
+    /// front's.
+    pub front: bool,
 }
 
 /// One request kept in detail.
@@ -87,20 +90,27 @@ pub fn entry_ceiling() -> usize {
         + MAX_SPANS * std::mem::size_of::<SpanRec>()
 }
 
-/// The most the kept requests of `routes` routes can take, bytes.
+/// The most the kept requests of `routes` routes can take, bytes: the
+/// requests, the floors, and the lists that hold them at their largest.
 pub fn ceiling_bytes(routes: usize) -> usize {
-    slots(routes) * entry_ceiling() + MAX_ROUTES * std::mem::size_of::<AtomicU64>()
+    let arc = std::mem::size_of::<Arc<KeptRequest>>();
+    slots(routes) * entry_ceiling()
+        + MAX_ROUTES * std::mem::size_of::<AtomicU64>()
+        + routes.min(MAX_ROUTES) * (std::mem::size_of::<Vec<Arc<KeptRequest>>>() + LIST * arc)
+        + 2 * (ERRORS + SLOW_STATEMENTS) * arc
 }
 
-const FLOOR_BITS: u32 = 48;
+const FLOOR_BITS: u32 = 40;
+const WINDOW_TAG: u64 = (1 << (64 - FLOOR_BITS)) - 1;
 const FLOOR_MASK: u64 = (1 << FLOOR_BITS) - 1;
 
 /// The kept requests.
 pub struct Kept {
-    /// Per route index: the window (top 16 bits, modulo 2^16) and the
-    /// duration a request of that window must exceed to be kept (low 48
-    /// bits; 0 while the window keeps fewer than [`PER_WINDOW`]). Written
-    /// under `store`'s lock, read on the request path.
+    /// Per route index: the window (top 24 bits, modulo 2^24: a tag
+    /// repeats after 160 years) and the duration a request of that window
+    /// must exceed to be kept (low 40 bits, nanoseconds, at most 18 min;
+    /// 0 while the window keeps fewer than [`PER_WINDOW`]). Written under
+    /// `store`'s lock, read on the request path.
     floors: [AtomicU64; MAX_ROUTES],
     store: Mutex<Store>,
 }
@@ -111,6 +121,30 @@ struct Store {
     slowest: Vec<Vec<Arc<KeptRequest>>>,
     errors: VecDeque<Arc<KeptRequest>>,
     slow_statements: VecDeque<Arc<KeptRequest>>,
+}
+
+/// Kept slowest of one route at most: [`WINDOWS`] x [`PER_WINDOW`].
+const LIST: usize = WINDOWS as usize * PER_WINDOW;
+
+impl Store {
+    /// True when a request of `window` that took `duration_ns` is kept among
+    /// route `index`'s slowest: its window has not passed, and it holds
+    /// fewer than [`PER_WINDOW`] or a faster one.
+    fn takes_slowest(&self, index: usize, window: u64, duration_ns: u64) -> bool {
+        let Some(list) = self.slowest.get(index) else {
+            return true;
+        };
+        let newest = list.iter().map(|k| k.window()).max().unwrap_or(0);
+        if window + WINDOWS <= newest {
+            return false;
+        }
+        let same: Vec<u64> = list
+            .iter()
+            .filter(|k| k.window() == window)
+            .map(|k| k.duration_ns)
+            .collect();
+        same.len() < PER_WINDOW || same.iter().any(|d| *d < duration_ns)
+    }
 }
 
 impl Default for Kept {
@@ -150,7 +184,7 @@ impl Kept {
             return false;
         };
         let f = floor.load(Ordering::Relaxed);
-        let window = (start_ns / WINDOW_NS) & 0xFFFF;
+        let window = (start_ns / WINDOW_NS) & WINDOW_TAG;
         (f >> FLOOR_BITS) != window || duration_ns > (f & FLOOR_MASK)
     }
 
@@ -159,11 +193,42 @@ impl Kept {
     /// it qualifies: among its route's slowest, a 5xx, a slow statement's
     /// request.
     pub fn keep(&self, c: &Candidate, trace: (Vec<SpanRec>, Overflow), before: Before) {
-        let slowest = self.admits(c.route_index, c.start_ns, c.duration_ns);
+        self.keep_as(c, trace, before, true);
+    }
+
+    /// Keeps `c` as a failed request only, never among its route's
+    /// slowest: a 5xx the HTTP front answered itself (no handler ran; its
+    /// time is the front's, see `Monitor::record_unhandled`).
+    pub fn keep_error(&self, c: &Candidate) {
+        if c.status >= 500 {
+            self.keep_as(
+                c,
+                (Vec::new(), Overflow::default()),
+                Before::default(),
+                false,
+            );
+        }
+    }
+
+    fn keep_as(
+        &self,
+        c: &Candidate,
+        trace: (Vec<SpanRec>, Overflow),
+        before: Before,
+        may_be_slowest: bool,
+    ) {
+        let Ok(mut store) = self.store.lock() else {
+            return;
+        };
+        // Decided under the lock, so `reasons` says where it is kept.
+        let slowest = may_be_slowest
+            && c.route_index < MAX_ROUTES
+            && store.takes_slowest(c.route_index, c.start_ns / WINDOW_NS, c.duration_ns);
         let reasons = Reasons {
             slowest,
             error: c.status >= 500,
             slow_statement: c.ran_slow,
+            front: !may_be_slowest,
         };
         if !(reasons.slowest || reasons.error || reasons.slow_statement) {
             return;
@@ -180,23 +245,22 @@ impl Kept {
             overflow,
             reasons,
         });
-        let Ok(mut store) = self.store.lock() else {
-            return;
-        };
         if reasons.error {
             push_bounded(&mut store.errors, kept.clone(), ERRORS);
         }
         if reasons.slow_statement {
             push_bounded(&mut store.slow_statements, kept.clone(), SLOW_STATEMENTS);
         }
-        if reasons.slowest && c.route_index < MAX_ROUTES {
+        if reasons.slowest {
             self.keep_slowest(&mut store, c.route_index, kept);
         }
     }
 
     fn keep_slowest(&self, store: &mut Store, index: usize, kept: Arc<KeptRequest>) {
         if store.slowest.len() <= index {
-            store.slowest.resize_with(index + 1, Vec::new);
+            store
+                .slowest
+                .resize_with(index + 1, || Vec::with_capacity(LIST));
         }
         let list = &mut store.slowest[index];
         let window = kept.window();
@@ -207,9 +271,6 @@ impl Kept {
             .unwrap_or(0)
             .max(window);
         list.retain(|k| k.window() + WINDOWS > newest);
-        if window + WINDOWS <= newest {
-            return; // its window has passed already
-        }
         let same = list.iter().filter(|k| k.window() == window).count();
         if same < PER_WINDOW {
             list.push(kept);
@@ -220,9 +281,6 @@ impl Kept {
             .min_by_key(|(_, k)| k.duration_ns)
             .map(|(i, _)| i)
         {
-            if list[i].duration_ns >= kept.duration_ns {
-                return;
-            }
             list[i] = kept;
         }
         if window == newest {
@@ -235,7 +293,10 @@ impl Kept {
             } else {
                 min.min(FLOOR_MASK)
             };
-            self.floors[index].store(((window & 0xFFFF) << FLOOR_BITS) | floor, Ordering::Relaxed);
+            self.floors[index].store(
+                ((window & WINDOW_TAG) << FLOOR_BITS) | floor,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -266,11 +327,21 @@ impl Kept {
         }
     }
 
-    /// Bytes the kept requests take now.
-    pub fn memory_bytes(&self) -> usize {
+    /// Bytes the kept requests take now (the requests, the floors and the
+    /// lists' capacity), and how many distinct requests are held.
+    pub fn memory(&self) -> (usize, usize) {
         let Ok(store) = self.store.lock() else {
-            return 0;
+            return (0, 0);
         };
+        let arc = std::mem::size_of::<Arc<KeptRequest>>();
+        let mut bytes = MAX_ROUTES * std::mem::size_of::<AtomicU64>()
+            + store.slowest.capacity() * std::mem::size_of::<Vec<Arc<KeptRequest>>>()
+            + store
+                .slowest
+                .iter()
+                .map(|l| l.capacity() * arc)
+                .sum::<usize>()
+            + (store.errors.capacity() + store.slow_statements.capacity()) * arc;
         let mut seen: Vec<*const KeptRequest> = Vec::new();
         let all = store
             .slowest
@@ -278,7 +349,6 @@ impl Kept {
             .flatten()
             .chain(&store.errors)
             .chain(&store.slow_statements);
-        let mut bytes = MAX_ROUTES * std::mem::size_of::<AtomicU64>();
         for k in all {
             let p = Arc::as_ptr(k);
             if seen.contains(&p) {
@@ -289,7 +359,16 @@ impl Kept {
                 + std::mem::size_of::<KeptRequest>()
                 + k.spans.len() * std::mem::size_of::<SpanRec>();
         }
-        bytes
+        (bytes, seen.len())
+    }
+
+    /// Every kept slowest request, of every live window (the history
+    /// keeps the slowest of each hour from them).
+    pub fn all_slowest(&self) -> Vec<Arc<KeptRequest>> {
+        self.store
+            .lock()
+            .map(|s| s.slowest.iter().flatten().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Forgets everything (the monitor's clear).
@@ -417,6 +496,15 @@ mod tests {
         assert_eq!(e[0].start_ns, WINDOW_NS + ERRORS as u64 + 4);
     }
 
+    /// The figures docs/OPERATING.md states.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_stated_ceilings() {
+        assert_eq!(entry_ceiling(), 1_128);
+        assert_eq!(ceiling_bytes(64), 690_704);
+        assert_eq!(ceiling_bytes(23), 270_536);
+    }
+
     #[test]
     fn memory_stays_under_its_ceiling_under_100000_distinct_slow_requests() {
         let k = Kept::default();
@@ -441,7 +529,8 @@ mod tests {
             k.keep(&c, (spans.clone(), Overflow::default()), Before::default());
         }
         let ceiling = ceiling_bytes(70);
-        let used = k.memory_bytes();
+        let (used, held) = k.memory();
+        assert!(held <= slots(70), "{held}");
         assert!(used <= ceiling, "{used} > {ceiling}");
         // It is full, not empty: the bound is what holds it.
         assert!(used > ceiling / 2, "{used} of {ceiling}");

@@ -461,6 +461,21 @@ impl Monitor {
             ..MetricRecord::default()
         };
         inner.record_request(record, sampled || record.forced);
+        if status >= 500 {
+            // Listed with the failed requests (no handler ran: no
+            // timeline, its time the front's), never among its route's
+            // slowest.
+            let candidate = kept::Candidate {
+                route_index: route.index,
+                route: route_op,
+                request_id: record.request_id,
+                start_ns: start,
+                duration_ns,
+                status,
+                ran_slow: false,
+            };
+            inner.kept.keep_error(&candidate);
+        }
     }
 
     /// Runs `respond` (the app, whose request wrapper is
@@ -618,11 +633,33 @@ impl Monitor {
             |c| c.sampled,
         );
         let start = inner.recorder.now_ns();
-        let slot = ctx.and_then(|_| trace::open(op, start, Location::caller()));
+        // Closes the span if `f` panics, so the failed request's timeline
+        // shows how long the function ran before it did.
+        struct Unwinding<'a> {
+            inner: &'a Inner,
+            slot: Option<u32>,
+            start: u64,
+            open: bool,
+        }
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                if self.open {
+                    let now = self.inner.recorder.now_ns();
+                    trace::close(self.slot, now.saturating_sub(self.start));
+                }
+            }
+        }
+        let mut guard = Unwinding {
+            inner,
+            slot: ctx.and_then(|_| trace::open(op, start, Location::caller())),
+            start,
+            open: ctx.is_some(),
+        };
         let value = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
-        if ctx.is_some() {
-            trace::close(slot, duration);
+        if guard.open {
+            guard.open = false;
+            trace::close(guard.slot, duration);
         }
         let record = MetricRecord {
             timestamp_ns: start,
@@ -906,7 +943,13 @@ impl Inner {
             status: record.status,
             ran_slow,
         };
-        self.kept.keep(&candidate, trace::take(), before);
+        let trace = trace::take();
+        for span in trace.0.iter().filter(|s| s.kind == trace::SpanKind::Sql) {
+            if let Some(at) = span.location {
+                self.plans.note_location(span.op, at);
+            }
+        }
+        self.kept.keep(&candidate, trace, before);
     }
 
     /// Records a request's record: in the ring and its series when
@@ -1023,9 +1066,9 @@ impl Inner {
         let slow = self.slow_total.load(Ordering::Relaxed);
         let rss = memory::read().rss_bytes;
         // The kept slowest requests, for the hour they ran in.
-        let kept = self.kept.view(self.recorder.now_ns());
-        let slowest: Vec<(i64, snapshot::WorstRequest)> = kept
-            .slowest
+        let slowest: Vec<(i64, snapshot::WorstRequest)> = self
+            .kept
+            .all_slowest()
             .iter()
             .map(|k| {
                 let at = self.recorder.anchor().to_unix_ns(k.start_ns) / 1_000_000_000;
@@ -1253,6 +1296,28 @@ fn with_body_len(mut response: rouille::Response) -> (rouille::Response, u64) {
 #[cfg(test)]
 mod recover_tests {
     use super::*;
+
+    #[test]
+    fn a_5xx_the_front_answered_is_listed_with_the_errors_not_the_slowest() {
+        let m = Monitor::new(&PerfConfig {
+            monitoring_enabled: true,
+            ..PerfConfig::default()
+        });
+        let route = RouteKey {
+            index: 3,
+            template: "POST /micropub",
+        };
+        m.record_unhandled(route, 503, 40, 5_000_000);
+        let s = m.snapshot(snapshot::DatabaseView::default());
+        assert_eq!(s.recent_errors.len(), 1);
+        let e = &s.recent_errors[0];
+        assert_eq!((e.route.as_str(), e.status), ("POST /micropub", 503));
+        assert_eq!(e.duration_ms, 5.0);
+        assert_eq!(e.parts.front_ms, 5.0);
+        assert_eq!(e.parts.own_code_ms, 0.0);
+        assert_eq!(e.kept_because, ["error", "answered_by_the_front"]);
+        assert!(s.worst_requests.is_empty(), "{:?}", s.worst_requests);
+    }
 
     #[test]
     fn a_panic_holding_a_lock_does_not_end_the_feature() {

@@ -91,6 +91,18 @@ impl Plans {
         }
     }
 
+    /// Adds a call site of a pattern already known (a kept request's
+    /// statement: a text used from two places shows both).
+    pub fn note_location(&self, op: OpId, at: &'static Location<'static>) {
+        if let Ok(mut sources) = self.sources.lock() {
+            if let Some(s) = sources.get_mut(&op) {
+                if s.locations.len() < LOCATIONS_PER_PATTERN && !s.locations.contains(&at) {
+                    s.locations.push(at);
+                }
+            }
+        }
+    }
+
     /// The call sites of `op`'s statements, `file.rs:line`.
     pub fn locations(&self, op: OpId) -> Vec<String> {
         self.sources

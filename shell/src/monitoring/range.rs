@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::history::{add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE};
+use super::own::is_own;
 use super::snapshot::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
 use super::trend::{MinutePoint, Overview, PeriodFigures};
 use super::Monitor;
@@ -493,23 +494,37 @@ impl Monitor {
         // The slowest requests of the range's hours, readers' apart from
         // the owner's as live.
         let own_traffic = self.config().own_traffic;
+        // Requests that started in the range (an hour's rows reach back
+        // before a range that starts within it).
+        let since = rfc3339((from.max(0) as u64).saturating_mul(1_000_000_000));
         let (own_slowest, worst_requests): (Vec<_>, Vec<_>) = store
             .slow_requests(from, now + 60)?
             .into_iter()
+            .filter(|w| w.at >= since)
             .partition(|w| own_traffic.sets_apart(&w.route));
+        // Counts over every route, as live: the all-requests rows (the
+        // headline's) leave the owner's out when they are apart.
+        let count = |f: &dyn Fn(&EndpointStats) -> u64| endpoints.iter().map(f).sum::<u64>();
+        let (requests_total, errors_5xx, client_errors_4xx) = (
+            count(&|e| e.count),
+            count(&|e| e.errors_5xx),
+            count(&|e| e.client_errors_4xx),
+        );
+        let own_requests = count(&|e| if is_own(&e.name) { e.count } else { 0 });
         let mut s = PerfSnapshot {
             worst_request: worst_requests.first().cloned(),
             worst_requests,
             own_traffic: super::snapshot::OwnView {
                 mode: own_traffic,
                 slowest: own_slowest,
+                requests: own_requests,
                 ..Default::default()
             },
             enabled: true,
             uptime_seconds: inner.uptime().as_secs_f64(),
             counting_seconds: covered as f64,
             config: self.config().clone(),
-            requests_total: window.requests,
+            requests_total,
             requests_per_second: window.requests_per_second,
             window_seconds: covered as f64,
             mean_response_ms: all
@@ -517,8 +532,8 @@ impl Monitor {
                 .filter(|a| a.counts.count > 0)
                 .map_or(0.0, |a| ms(a.counts.sum_ns as f64 / a.counts.count as f64)),
             p99_response_ms: window.p99_ms,
-            errors_5xx: window.errors_5xx,
-            client_errors_4xx: window.client_errors_4xx,
+            errors_5xx,
+            client_errors_4xx,
             error_rate: window.error_rate,
             client_error_rate: if window.requests > 0 {
                 window.client_errors_4xx as f64 / window.requests as f64

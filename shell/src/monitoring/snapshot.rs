@@ -191,6 +191,9 @@ pub struct Parts {
     pub unlisted: u32,
     /// The rest: `duration_ms` minus the above.
     pub own_code_ms: f64,
+    /// A request the HTTP front answered itself (a body refused or not
+    /// received in time, a full server): all of its time, no handler ran.
+    pub front_ms: f64,
 }
 
 /// The request's wait in the front before its handler.
@@ -269,7 +272,8 @@ pub struct KeptMemory {
     pub requests: usize,
     /// Bytes they take.
     pub bytes: usize,
-    /// The most they can take with this blog's routes.
+    /// The most they can take (with 64 routes, the most that keep their
+    /// slowest).
     pub ceiling_bytes: usize,
 }
 
@@ -483,6 +487,29 @@ pub struct PerfSnapshot {
     pub sampling: SamplingView,
     /// The monitor's own cost.
     pub monitor: MonitorCost,
+}
+
+/// `parts` (nanoseconds, summing to at most `total_ns`) in milliseconds
+/// rounded to the microsecond so that they add up to `total_ns` rounded
+/// the same way: each part is cut to whole microseconds and the
+/// microseconds left go to the parts with the largest remainders.
+fn split_ms<const N: usize>(total_ns: u64, parts: [u64; N]) -> [f64; N] {
+    // Rounded as `ms` rounds the duration shown beside them.
+    let total_us = (total_ns as f64 / 1e6 * 1000.0).round() as u64;
+    let mut us = parts.map(|p| p / 1_000);
+    let mut left = total_us.saturating_sub(us.iter().sum());
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(parts[i] % 1_000));
+    for &i in order.iter().cycle().take(N * 2) {
+        if left == 0 {
+            break;
+        }
+        if parts[i] > 0 || i == N - 1 {
+            us[i] += 1;
+            left -= 1;
+        }
+    }
+    us.map(|u| u as f64 / 1_000.0)
 }
 
 fn ms(ns: f64) -> f64 {
@@ -741,12 +768,18 @@ impl Inner {
         let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
         let (route_patterns, ring) = self.ring_views(config.sample_rate < 1.0);
         let kept = self.kept.view(now);
-        let kept_ids: Vec<u64> = kept
+        // A slow statement's request: the kept one with its request id
+        // whose time holds the statement's (ids restart with each run).
+        let anchor = rec.anchor();
+        let kept_spans: Vec<(u64, u64, u64, String)> = kept
             .slowest
             .iter()
             .chain(&kept.errors)
             .chain(&kept.slow_statements)
-            .map(|k| k.request_id)
+            .map(|k| {
+                let from = anchor.to_unix_ns(k.start_ns);
+                (k.request_id, from, from + k.duration_ns, self.kept_id(k))
+            })
             .collect();
         let slow_log = self.slow_queries();
         let slow_queries: Vec<SlowQueryView> = slow_log
@@ -758,11 +791,15 @@ impl Inner {
                 duration_ms: ms(q.duration_ns as f64),
                 route: self.name(q.route),
                 location: super::plans::location(q.location),
-                request: if q.request_id != 0 && kept_ids.contains(&q.request_id) {
-                    format!("r{}", q.request_id)
-                } else {
-                    String::new()
-                },
+                request: kept_spans
+                    .iter()
+                    .find(|(id, from, to, _)| {
+                        q.request_id != 0
+                            && *id == q.request_id
+                            && (*from..=*to).contains(&q.at_unix_ns)
+                    })
+                    .map(|k| k.3.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         let view = |k: &std::sync::Arc<super::kept::KeptRequest>| self.kept_view(k);
@@ -776,13 +813,10 @@ impl Inner {
         let slow_statement_requests: Vec<WorstRequest> =
             kept.slow_statements.iter().map(view).collect();
         let query_plans = self.plan_views(&slow_log, &kept);
+        let (bytes, held) = self.kept.memory();
         let kept_memory = KeptMemory {
-            requests: kept_ids
-                .iter()
-                .enumerate()
-                .filter(|(i, id)| !kept_ids[..*i].contains(id))
-                .count(),
-            bytes: self.kept.memory_bytes(),
+            requests: held,
+            bytes,
             ceiling_bytes: super::kept::ceiling_bytes(super::MAX_ROUTES),
         };
         let slow_patterns = group_slow(&slow_queries);
@@ -952,6 +986,13 @@ impl Inner {
         (route_patterns, makeup)
     }
 
+    /// A kept request's anchor: its start (Unix ms) and request id, unique
+    /// across runs (request ids restart with each).
+    fn kept_id(&self, k: &super::kept::KeptRequest) -> String {
+        let ms = self.recorder.anchor().to_unix_ns(k.start_ns) / 1_000_000;
+        format!("r{ms}-{}", k.request_id)
+    }
+
     /// A kept request as the page and the JSON show it.
     pub(super) fn kept_view(&self, k: &super::kept::KeptRequest) -> WorstRequest {
         use super::trace::SpanKind;
@@ -998,19 +1039,29 @@ impl Inner {
             });
         }
         let duration_ms = ms(k.duration_ns as f64);
-        let (sql_ms, functions_ms, unlisted_ms) = (
-            ms(sql_ns as f64),
-            ms(fn_ns as f64),
-            ms(k.overflow.top_ns as f64),
+        // The handler's own code is the rest; the parts are rounded to the
+        // microsecond together (largest remainders), so the figures shown
+        // add up to the duration shown exactly.
+        let (front_ns, own_code_ns) = if k.reasons.front {
+            (k.duration_ns, 0)
+        } else {
+            let rest = k
+                .duration_ns
+                .saturating_sub(sql_ns + fn_ns + k.overflow.top_ns);
+            (0, rest)
+        };
+        let [sql_ms, functions_ms, unlisted_ms, own_code_ms, front_ms] = split_ms(
+            k.duration_ns,
+            [sql_ns, fn_ns, k.overflow.top_ns, own_code_ns, front_ns],
         );
-        // The rest is computed from the rounded parts, so the figures shown
-        // add up to the duration shown.
-        let own_code_ms =
-            ((duration_ms - sql_ms - functions_ms - unlisted_ms) * 1000.0).round() / 1000.0;
-        let own_code_ms = own_code_ms.max(0.0);
-        let own_code_ns = k
-            .duration_ns
-            .saturating_sub(sql_ns + fn_ns + k.overflow.top_ns);
+        if front_ns > largest_ns {
+            largest_ns = front_ns;
+            largest = Largest {
+                kind: "front".into(),
+                duration_ms: front_ms,
+                ..Largest::default()
+            };
+        }
         if own_code_ns > largest_ns {
             largest_ns = own_code_ns;
             largest = Largest {
@@ -1037,9 +1088,12 @@ impl Inner {
         if k.reasons.slow_statement {
             because.push("slow_statement");
         }
+        if k.reasons.front {
+            because.push("answered_by_the_front");
+        }
         let route = self.name(k.route);
         WorstRequest {
-            id: format!("r{}", k.request_id),
+            id: self.kept_id(k),
             own: super::own::is_own(&route),
             route,
             at: rfc3339(self.recorder.anchor().to_unix_ns(k.start_ns)),
@@ -1053,6 +1107,7 @@ impl Inner {
                 unlisted_ms,
                 unlisted: k.overflow.count,
                 own_code_ms,
+                front_ms,
             },
             before_handler: BeforeHandler {
                 body_ms: ms(k.before.body_ns as f64),
@@ -1113,4 +1168,37 @@ impl Inner {
 struct RingMakeup {
     sampled: usize,
     forced: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_rounded_together_add_up_to_the_duration_shown() {
+        // Three parts of 0.4 us and the rest: cut one by one they would
+        // show 0 + 0 + 0 + 1.799 of a 2.999 ms request.
+        let parts = [400, 400, 400, 2_998_999 - 1_200 + 600];
+        let total: u64 = parts.iter().sum();
+        let shown = split_ms(total, parts);
+        let sum: f64 = shown.iter().sum();
+        assert!(
+            (sum - ms(total as f64)).abs() < 1e-9,
+            "{shown:?} of {}",
+            ms(total as f64)
+        );
+        for (p, s) in parts.iter().zip(shown) {
+            assert!(
+                (s - *p as f64 / 1e6).abs() <= 0.001,
+                "{p} ns shown as {s} ms"
+            );
+        }
+        // Many small statements: still exact.
+        let mut many = [1_499u64; 33];
+        many[32] = 17;
+        let total: u64 = many.iter().sum();
+        let sum: f64 = split_ms(total, many).iter().sum();
+        assert!((sum - ms(total as f64)).abs() < 1e-9);
+        assert_eq!(split_ms(0, [0, 0]), [0.0, 0.0]);
+    }
 }

@@ -262,6 +262,10 @@ fn largest_part(w: &WorstRequest) -> String {
             "{} ms waiting in the front before its handler",
             l.duration_ms
         ),
+        "front" => format!(
+            "{} ms in the HTTP front, which answered it itself (no handler ran)",
+            l.duration_ms
+        ),
         _ => format!(
             "{} ms in the handler's own code (outside SQL and named functions)",
             l.duration_ms
@@ -272,18 +276,26 @@ fn largest_part(w: &WorstRequest) -> String {
 /// A request's summary line, where its time went, and its timeline,
 /// folded (no JavaScript).
 fn request_details(w: &WorstRequest, open: bool) -> Markup {
+    request_details_at(w, open, true)
+}
+
+/// [`request_details`], with the request's anchor (`id`) only when
+/// `anchor`: a request shown in two lists (a 5xx that is also its route's
+/// slowest) is linked to where it first appears.
+fn request_details_at(w: &WorstRequest, open: bool, anchor: bool) -> Markup {
     let p = &w.parts;
     let b = &w.before_handler;
     let statements = w.timeline.iter().filter(|s| s.kind == "sql").count() as u64;
     html! {
-        details id=(w.id) open[open] {
+        details id=[anchor.then_some(&w.id)] open[open] {
             summary { (w.route) ": " (w.duration_ms) " ms, status " (w.status) ", " (w.at)
                 @if w.kept_because.iter().any(|b| b == "slow_statement") { " " span.flag { "slow SQL" } }
                 @if w.kept_because.iter().any(|b| b == "error") { " " span.flag { "5xx" } } }
             p.meta { (w.duration_ms) " ms = SQL " (p.sql_ms) " ms (" (count_of(statements, "statement")) ")"
                 " + named functions " (p.functions_ms) " ms"
                 @if p.unlisted > 0 { " + " (p.unlisted) " more spans " (p.unlisted_ms) " ms" }
-                " + the handler's own code " (p.own_code_ms) " ms. "
+                " + the handler's own code " (p.own_code_ms) " ms"
+                @if p.front_ms > 0.0 { " + answered by the HTTP front itself (no handler ran) " (p.front_ms) " ms" } ". "
                 @if b.body_ms + b.queued_ms > 0.0 {
                     "Before the handler (not in the " (w.duration_ms) " ms): receiving the body " (b.body_ms)
                     " ms, waiting for a handler thread " (b.queued_ms) " ms. " }
@@ -801,14 +813,25 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let est = s.sampling.estimated;
     let changed = changes(s);
     let own_apart = s.own_traffic.mode == crate::monitoring::own::OwnTraffic::Apart;
-    // Slow statements' requests not already shown above them.
+    // Slow statements' requests not already shown elsewhere on the page.
     let shown: Vec<&str> = s
         .worst_requests
         .iter()
-        .take(5)
+        .take(30)
         .chain(&s.recent_errors)
+        .chain(s.own_traffic.slowest.iter().take(5))
         .map(|w| w.id.as_str())
         .collect();
+    // Each request's anchor where it first appears.
+    let anchored = std::cell::RefCell::new(Vec::<String>::new());
+    let details = |w: &WorstRequest, open: bool| {
+        let mut seen = anchored.borrow_mut();
+        let first = !seen.contains(&w.id);
+        if first {
+            seen.push(w.id.clone());
+        }
+        request_details_at(w, open, first)
+    };
     let slow_only: Vec<&WorstRequest> = s
         .slow_statement_requests
         .iter()
@@ -945,18 +968,18 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 "whole timelines for 10 to 15 minutes whatever the traffic (only a slower request of the same window replaces one)"
                 @if own_apart { "; your own pages are listed apart below" } "." }
             @if s.worst_requests.is_empty() { p { "No requests kept yet." } }
-            @for (i, w) in s.worst_requests.iter().take(5).enumerate() { (request_details(w, i == 0)) }
+            @for (i, w) in s.worst_requests.iter().take(5).enumerate() { (details(w, i == 0)) }
             @if !s.recent_errors.is_empty() {
                 h3 { "Recent errors (5xx)" }
-                @for w in &s.recent_errors { (request_details(w, false)) }
+                @for w in &s.recent_errors { (details(w, false)) }
             }
             @if !slow_only.is_empty() {
                 h3 { "Requests that ran a slow statement" }
-                @for w in &slow_only { (request_details(w, false)) }
+                @for w in &slow_only { (details(w, false)) }
             }
             h3 { "Slowest requests per route" }
             (long_table(&worst_head, &s.worst_requests[..s.worst_requests.len().min(30)], TOP_ROWS, "requests", worst_row))
-            @for w in s.worst_requests.iter().skip(5).take(25) { (request_details(w, false)) }
+            @for w in s.worst_requests.iter().skip(5).take(25) { (details(w, false)) }
         }
         @if own_apart {
             section #own-traffic {
@@ -966,7 +989,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @if !s.own_traffic.endpoints.is_empty() {
                     (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false, false))
                 }
-                @for w in s.own_traffic.slowest.iter().take(5) { (request_details(w, false)) }
+                @for w in s.own_traffic.slowest.iter().take(5) { (details(w, false)) }
             }
         }
         section #memory {
