@@ -382,7 +382,10 @@ impl Monitor {
                 let status = response.status_code;
                 (Ok(response), status, bytes)
             }
-            Err(panic) => (Err(panic), 500, 0),
+            Err(panic) => {
+                trace::close_open(end);
+                (Err(panic), 500, 0)
+            }
         };
         let memory_delta = if track_memory {
             memory::rss_fast() as i64 - rss_before as i64
@@ -633,33 +636,13 @@ impl Monitor {
             |c| c.sampled,
         );
         let start = inner.recorder.now_ns();
-        // Closes the span if `f` panics, so the failed request's timeline
-        // shows how long the function ran before it did.
-        struct Unwinding<'a> {
-            inner: &'a Inner,
-            slot: Option<u32>,
-            start: u64,
-            open: bool,
-        }
-        impl Drop for Unwinding<'_> {
-            fn drop(&mut self) {
-                if self.open {
-                    let now = self.inner.recorder.now_ns();
-                    trace::close(self.slot, now.saturating_sub(self.start));
-                }
-            }
-        }
-        let mut guard = Unwinding {
-            inner,
-            slot: ctx.and_then(|_| trace::open(op, start, Location::caller())),
-            start,
-            open: ctx.is_some(),
-        };
+        // A panic in `f` leaves the span open: the request wrapper closes
+        // it (`trace::close_open`).
+        let slot = ctx.and_then(|_| trace::open(op, start, Location::caller()));
         let value = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
-        if guard.open {
-            guard.open = false;
-            trace::close(guard.slot, duration);
+        if ctx.is_some() {
+            trace::close(slot, duration);
         }
         let record = MetricRecord {
             timestamp_ns: start,

@@ -74,9 +74,15 @@ pub struct Before {
     pub queued_ns: u64,
 }
 
+/// `state`'s fields: the spans listed (low 8 bits), the depth of named
+/// functions open (next 8), and whether `overflow` belongs to this request
+/// (bit 16; a fresh request clears all three with one store).
+const LEN: u32 = 0xFF;
+const DEPTH_ONE: u32 = 1 << 8;
+const OVERFLOWED: u32 = 1 << 16;
+
 struct Trace {
-    len: Cell<u32>,
-    depth: Cell<u8>,
+    state: Cell<u32>,
     overflow: Cell<Overflow>,
     before: Cell<Before>,
     spans: [Cell<SpanRec>; MAX_SPANS],
@@ -85,13 +91,16 @@ struct Trace {
 thread_local! {
     static TRACE: Trace = const {
         Trace {
-            len: Cell::new(0),
-            depth: Cell::new(0),
+            state: Cell::new(0),
             overflow: Cell::new(Overflow { count: 0, top_ns: 0 }),
             before: Cell::new(Before { body_ns: 0, queued_ns: 0 }),
             spans: [const { Cell::new(SpanRec::EMPTY) }; MAX_SPANS],
         }
     };
+}
+
+fn depth_of(state: u32) -> u8 {
+    (state >> 8) as u8
 }
 
 /// Notes the front's waits of the request about to run on this thread
@@ -105,19 +114,22 @@ pub fn set_before(before: Before) {
 #[inline]
 pub fn begin() -> Before {
     TRACE.with(|t| {
-        t.len.set(0);
-        t.depth.set(0);
-        t.overflow.set(Overflow::default());
+        t.state.set(0);
         t.before.take()
     })
 }
 
 /// Adds a finished statement.
 #[inline]
-pub fn statement(op: OpId, start_ns: u64, duration_ns: u64, location: &'static Location<'static>) {
+pub fn statement(
+    op: OpId,
+    start_ns: u64,
+    duration_ns: u64,
+    location: &'static Location<'static>,
+) {
     TRACE.with(|t| {
-        let depth = t.depth.get();
-        let len = t.len.get() as usize;
+        let state = t.state.get();
+        let len = (state & LEN) as usize;
         match t.spans.get(len) {
             Some(slot) => {
                 slot.set(SpanRec {
@@ -125,23 +137,31 @@ pub fn statement(op: OpId, start_ns: u64, duration_ns: u64, location: &'static L
                     duration_ns,
                     op,
                     kind: SpanKind::Sql,
-                    depth,
+                    depth: depth_of(state),
                     location: Some(location),
                 });
-                t.len.set(len as u32 + 1);
+                t.state.set(state + 1);
             }
-            None => overflow(t, depth, duration_ns),
+            None => overflow(t, state, duration_ns),
         }
     });
 }
 
-fn overflow(t: &Trace, depth: u8, duration_ns: u64) {
-    let mut o = t.overflow.get();
+/// Counts a span past [`MAX_SPANS`] (the request's first one starts the
+/// count afresh).
+#[cold]
+fn overflow(t: &Trace, state: u32, duration_ns: u64) {
+    let mut o = if state & OVERFLOWED == 0 {
+        Overflow::default()
+    } else {
+        t.overflow.get()
+    };
     o.count = o.count.saturating_add(1);
-    if depth == 0 {
+    if depth_of(state) == 0 {
         o.top_ns = o.top_ns.saturating_add(duration_ns);
     }
     t.overflow.set(o);
+    t.state.set(state | OVERFLOWED);
 }
 
 /// Opens a named function's span: its slot is taken now, so it comes
@@ -149,10 +169,15 @@ fn overflow(t: &Trace, depth: u8, duration_ns: u64) {
 #[inline]
 pub fn open(op: OpId, start_ns: u64, location: &'static Location<'static>) -> Option<u32> {
     TRACE.with(|t| {
-        let depth = t.depth.get();
-        t.depth.set(depth.saturating_add(1));
-        let len = t.len.get() as usize;
-        let slot = t.spans.get(len)?;
+        let state = t.state.get();
+        let depth = depth_of(state);
+        let len = (state & LEN) as usize;
+        // The depth saturates at 255 functions open (never in practice).
+        let deeper = if depth == u8::MAX { 0 } else { DEPTH_ONE };
+        let Some(slot) = t.spans.get(len) else {
+            t.state.set(state + deeper);
+            return None;
+        };
         slot.set(SpanRec {
             start_ns,
             duration_ns: 0,
@@ -161,7 +186,7 @@ pub fn open(op: OpId, start_ns: u64, location: &'static Location<'static>) -> Op
             depth,
             location: Some(location),
         });
-        t.len.set(len as u32 + 1);
+        t.state.set(state + deeper + 1);
         Some(len as u32)
     })
 }
@@ -170,16 +195,41 @@ pub fn open(op: OpId, start_ns: u64, location: &'static Location<'static>) -> Op
 #[inline]
 pub fn close(slot: Option<u32>, duration_ns: u64) {
     TRACE.with(|t| {
-        let depth = t.depth.get().saturating_sub(1);
-        t.depth.set(depth);
+        let mut state = t.state.get();
+        if depth_of(state) > 0 {
+            state -= DEPTH_ONE;
+            t.state.set(state);
+        }
         match slot.and_then(|i| t.spans.get(i as usize)) {
             Some(cell) => {
                 let mut span = cell.get();
                 span.duration_ns = duration_ns;
                 cell.set(span);
             }
-            None => overflow(t, depth, duration_ns),
+            None => overflow(t, state, duration_ns),
         }
+    });
+}
+
+/// After the handler panicked: the functions still open (their `close`
+/// never ran) end at `end_ns`, so the failed request's timeline shows how
+/// long they ran before it did.
+#[cold]
+pub fn close_open(end_ns: u64) {
+    TRACE.with(|t| {
+        let state = t.state.get();
+        if depth_of(state) == 0 {
+            return;
+        }
+        let len = (state & LEN) as usize;
+        for cell in &t.spans[..len.min(MAX_SPANS)] {
+            let mut span = cell.get();
+            if span.kind == SpanKind::Function && span.duration_ns == 0 {
+                span.duration_ns = end_ns.saturating_sub(span.start_ns);
+                cell.set(span);
+            }
+        }
+        t.state.set(state & !(0xFF << 8));
     });
 }
 
@@ -187,9 +237,15 @@ pub fn close(slot: Option<u32>, duration_ns: u64) {
 /// request).
 pub fn take() -> (Vec<SpanRec>, Overflow) {
     TRACE.with(|t| {
-        let len = (t.len.get() as usize).min(MAX_SPANS);
+        let state = t.state.get();
+        let len = ((state & LEN) as usize).min(MAX_SPANS);
         let spans = t.spans[..len].iter().map(Cell::get).collect();
-        (spans, t.overflow.get())
+        let overflow = if state & OVERFLOWED == 0 {
+            Overflow::default()
+        } else {
+            t.overflow.get()
+        };
+        (spans, overflow)
     })
 }
 
@@ -244,6 +300,20 @@ mod tests {
         // A new request starts empty.
         let _ = begin();
         assert!(take().0.is_empty());
+    }
+
+    #[test]
+    fn a_function_still_open_after_a_panic_ends_with_the_request() {
+        let _ = begin();
+        let _f = open(OpId(7), 10, here());
+        statement(OpId(1), 11, 2, here());
+        // The closure panicked: no close.
+        close_open(50);
+        let (spans, _) = take();
+        assert_eq!((spans[0].duration_ns, spans[1].depth), (40, 1));
+        // The depth is back to 0 for what runs after.
+        statement(OpId(1), 60, 1, here());
+        assert_eq!(take().0[2].depth, 0);
     }
 
     #[test]
