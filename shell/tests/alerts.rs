@@ -165,3 +165,71 @@ fn a_slow_spell_fires_once_and_resolves_once_through_the_webhook() {
     assert!(html.contains("id=\"alerts\"") && html.contains("p99 &gt; 30ms for 2s"));
     assert!(!html.contains("hooks/alerts"));
 }
+
+#[test]
+fn range_views_show_the_rules_and_the_events_survive_a_restart() {
+    let rule = "p99 > 30ms for 1s";
+    let perf = starpunk::config::PerfConfig {
+        monitoring_enabled: true,
+        history_days: 1,
+        alerts: starpunk::monitoring::alerts::parse_rules(rule, &["GET /"]).unwrap(),
+        alert_window_seconds: 3.0,
+        alert_every_seconds: 1,
+        ..starpunk::config::PerfConfig::default()
+    };
+    let blog = start_with("alerts-range", perf.clone(), |_| {});
+    let firing = || {
+        blog.app()
+            .monitor
+            .inner()
+            .unwrap()
+            .alerts_view()
+            .events
+            .iter()
+            .any(|e| e.state == "firing")
+    };
+    wait_for("the firing", Duration::from_secs(30), || {
+        blog.get("/__test/sleep/60");
+        firing()
+    });
+    let json = |blog: &Blog, query: &str| -> Value {
+        let cookie = blog.login();
+        let (code, body) = blog.get_with(
+            &blog.agent(),
+            &format!("/admin/performance.json{query}"),
+            &[("Cookie", &cookie)],
+        );
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    for range in ["1h", "24h", "7d", "30d"] {
+        let v = json(&blog, &format!("?range={range}"));
+        let a = &v["alerts"];
+        assert_eq!(a["rules"][0]["rule"], rule, "range {range}: {a}");
+        assert!(
+            a["events"].as_array().unwrap().iter().any(|e| e["state"] == "firing"),
+            "range {range}: {a}"
+        );
+    }
+    let cookie = blog.login();
+    let (_, html) = blog.get_with(
+        &blog.agent(),
+        "/admin/performance?range=24h",
+        &[("Cookie", &cookie)],
+    );
+    assert!(html.contains("p99 &gt; 30ms for 1s"), "the range page names the rule");
+    assert!(!html.contains("No alert rules"));
+
+    // A restart: the firing is still shown, live and in the range views.
+    let dir = blog.dir.clone();
+    blog.stop_keeping_data();
+    let again = start_in(&dir, perf);
+    for query in ["", "?range=1h"] {
+        let v = json(&again, query);
+        let events = v["alerts"]["events"].as_array().unwrap();
+        assert!(
+            events.iter().any(|e| e["state"] == "firing" && e["rule"] == rule),
+            "after a restart ({query:?}): {events:?}"
+        );
+    }
+}

@@ -222,19 +222,19 @@ pub struct Sample {
 }
 
 /// A firing or a resolution.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct AlertEvent {
     /// The rule as written.
     pub rule: String,
     /// `firing` or `resolved`.
-    pub state: &'static str,
+    pub state: String,
     /// The rule's value over the last minute, in its own units (per
     /// second, %, ms, MiB, count).
     pub value: f64,
     /// The threshold in the same units.
     pub threshold: f64,
     /// The unit of `value` and `threshold`.
-    pub unit: &'static str,
+    pub unit: String,
     /// RFC 3339.
     pub at: String,
 }
@@ -417,6 +417,17 @@ impl Alerts {
             .collect()
     }
 
+    /// Puts back the events a previous run kept in the history (oldest
+    /// first), so they are shown after a restart.
+    pub fn restore_events(&mut self, events: Vec<AlertEvent>) {
+        for e in events {
+            if self.events.len() == EVENTS_KEPT {
+                self.events.pop_front();
+            }
+            self.events.push_back(e);
+        }
+    }
+
     /// The recent firings and resolutions, newest first.
     pub fn events(&self) -> Vec<AlertEvent> {
         self.events.iter().rev().cloned().collect()
@@ -451,10 +462,10 @@ fn event(rule: &Rule, state: &'static str, value: f64, at: f64) -> AlertEvent {
     let (scale, unit) = units(rule.metric);
     AlertEvent {
         rule: rule.text.clone(),
-        state,
+        state: state.into(),
         value: round3(value / scale),
         threshold: round3(rule.threshold / scale),
-        unit,
+        unit: unit.into(),
         at: super::snapshot::rfc3339((at * 1e9) as u64),
     }
 }
@@ -639,7 +650,10 @@ mod tests {
         assert!(a.evaluate(sample(0.0, 100, 0, &before)).is_empty());
         let e = a.evaluate(sample(5.0, 110, 0, &after));
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].state, e[0].value, e[0].unit), ("firing", 200.0, "ms"));
+        assert_eq!(
+            (e[0].state.as_str(), e[0].value, e[0].unit.as_str()),
+            ("firing", 200.0, "ms")
+        );
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl History {
         )
         .map_err(err)?;
         super::slow_history::create(&conn).map_err(err)?;
+        super::alert_history::create(&conn).map_err(err)?;
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(err)?;
@@ -385,6 +386,8 @@ impl History {
             .map_err(err)?;
         super::slow_history::prune(&self.conn, now - i64::from(self.days) * 86_400, now)
             .map_err(err)?;
+        super::alert_history::prune(&self.conn, now - i64::from(self.days) * 86_400)
+            .map_err(err)?;
         Ok(())
     }
 
@@ -435,11 +438,17 @@ impl History {
         super::slow_history::write(&self.conn, requests).map_err(err)
     }
 
+    /// Appends alert firings and resolutions.
+    pub fn write_alert_events(&self, events: &[super::alerts::AlertEvent]) -> Result<(), String> {
+        super::alert_history::write(&self.conn, events).map_err(err)
+    }
+
     /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
     /// the starts stay (a version and a time are not traffic).
     pub fn clear(&mut self) -> Result<(), String> {
         self.conn.execute("DELETE FROM rows", []).map_err(err)?;
         super::slow_history::clear(&self.conn).map_err(err)?;
+        super::alert_history::clear(&self.conn).map_err(err)?;
         // And out of the write-ahead log.
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -494,6 +503,17 @@ fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 }
 
 impl Reader<'_> {
+    /// The newest `limit` alert events with `from <= at < to`, oldest
+    /// first.
+    pub fn alert_events(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::AlertEvent>, String> {
+        super::alert_history::read(self.conn, from, to, limit).map_err(err)
+    }
+
     /// The slowest requests stored for the hours of `from..to`.
     pub fn slow_requests(
         &self,

@@ -10,6 +10,7 @@
 //! (`forced`), go to the ring that feeds the detail views. With memory
 //! tracking, the RSS change is measured for sampled requests only.
 
+pub mod alert_history;
 pub mod alerts;
 pub mod history;
 pub mod kept;
@@ -719,6 +720,17 @@ impl Monitor {
             Ok(mut a) => a.evaluate(sample),
             Err(_) => return,
         };
+        if !events.is_empty() {
+            // Kept in the history too, when it is on (shown after a restart
+            // and in the range views).
+            if let Ok(h) = inner.history.lock() {
+                if let Some(store) = h.store.as_ref() {
+                    if let Err(e) = store.write_alert_events(&events) {
+                        crate::elog!("starpunk: performance history: cannot keep alert events ({e})");
+                    }
+                }
+            }
+        }
         for e in events {
             crate::elog!(
                 "starpunk: alert {}: {} (value {}{u}, threshold {}{u})",
@@ -778,7 +790,18 @@ impl Monitor {
             h.dir = Some(dir.to_path_buf());
             h.last_close = inner.unix_now() as i64;
             match opened {
-                Ok(store) => h.store = Some(store),
+                Ok(store) => {
+                    // The events an earlier run kept, shown again.
+                    if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
+                        let now = inner.unix_now() as i64;
+                        let kept = store
+                            .reader()
+                            .alert_events(0, now + 1, alerts::EVENTS_KEPT)
+                            .unwrap_or_default();
+                        a.restore_events(kept);
+                    }
+                    h.store = Some(store);
+                }
                 Err(e) => {
                     crate::elog!(
                         "starpunk: performance history unavailable ({e}); the blog runs without it"

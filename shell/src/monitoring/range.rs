@@ -571,6 +571,16 @@ impl Monitor {
             ..Overview::default()
         };
         s.history = history;
+        // The rules and their states are the live ones (they judge the
+        // last minute); the events are the range's, from the history.
+        let live = inner.alerts_view();
+        let mut events = store.alert_events(from, now + 1, super::alerts::EVENTS_KEPT)?;
+        events.reverse();
+        s.alerts = super::snapshot::AlertsView {
+            rules: live.rules,
+            events,
+            webhook: live.webhook,
+        };
         Ok(s)
     }
 }
