@@ -207,7 +207,11 @@ fn range_views_show_the_rules_and_the_events_survive_a_restart() {
         let a = &v["alerts"];
         assert_eq!(a["rules"][0]["rule"], rule, "range {range}: {a}");
         assert!(
-            a["events"].as_array().unwrap().iter().any(|e| e["state"] == "firing"),
+            a["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["state"] == "firing"),
             "range {range}: {a}"
         );
     }
@@ -217,7 +221,10 @@ fn range_views_show_the_rules_and_the_events_survive_a_restart() {
         "/admin/performance?range=24h",
         &[("Cookie", &cookie)],
     );
-    assert!(html.contains("p99 &gt; 30ms for 1s"), "the range page names the rule");
+    assert!(
+        html.contains("p99 &gt; 30ms for 1s"),
+        "the range page names the rule"
+    );
     assert!(!html.contains("No alert rules"));
 
     // A restart: the firing is still shown, live and in the range views.
@@ -228,7 +235,9 @@ fn range_views_show_the_rules_and_the_events_survive_a_restart() {
         let v = json(&again, query);
         let events = v["alerts"]["events"].as_array().unwrap();
         assert!(
-            events.iter().any(|e| e["state"] == "firing" && e["rule"] == rule),
+            events
+                .iter()
+                .any(|e| e["state"] == "firing" && e["rule"] == rule),
             "after a restart ({query:?}): {events:?}"
         );
     }

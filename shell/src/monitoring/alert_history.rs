@@ -41,7 +41,12 @@ pub fn write(conn: &Connection, events: &[AlertEvent]) -> rusqlite::Result<()> {
 }
 
 /// The newest `limit` events with `from <= at < to`, oldest first.
-pub fn read(conn: &Connection, from: i64, to: i64, limit: usize) -> rusqlite::Result<Vec<AlertEvent>> {
+pub fn read(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<AlertEvent>> {
     let mut stmt = conn.prepare(
         "SELECT at, rule, state, value, threshold, unit FROM alert_events
          WHERE at >= ?1 AND at < ?2 ORDER BY at DESC, rowid DESC LIMIT ?3",
@@ -96,8 +101,14 @@ mod tests {
         let resolved = event("2027-01-15T08:05:00Z", "resolved");
         write(&conn, &[fired.clone(), resolved.clone()]).unwrap();
         let t0 = unix_of(&fired);
-        assert_eq!(read(&conn, 0, i64::MAX, 50).unwrap(), [fired.clone(), resolved.clone()]);
-        assert_eq!(read(&conn, t0 + 1, i64::MAX, 50).unwrap(), [resolved.clone()]);
+        assert_eq!(
+            read(&conn, 0, i64::MAX, 50).unwrap(),
+            [fired.clone(), resolved.clone()]
+        );
+        assert_eq!(
+            read(&conn, t0 + 1, i64::MAX, 50).unwrap(),
+            [resolved.clone()]
+        );
         assert_eq!(read(&conn, 0, i64::MAX, 1).unwrap(), [resolved]);
         prune(&conn, t0 + 1).unwrap();
         assert_eq!(read(&conn, 0, i64::MAX, 50).unwrap().len(), 1);

@@ -726,7 +726,9 @@ impl Monitor {
             if let Ok(h) = inner.history.lock() {
                 if let Some(store) = h.store.as_ref() {
                     if let Err(e) = store.write_alert_events(&events) {
-                        crate::elog!("starpunk: performance history: cannot keep alert events ({e})");
+                        crate::elog!(
+                            "starpunk: performance history: cannot keep alert events ({e})"
+                        );
                     }
                 }
             }

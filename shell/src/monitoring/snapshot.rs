@@ -122,7 +122,8 @@ pub struct RoutePattern {
     pub pattern: String,
     /// Executions by the sampled requests in the ring.
     pub calls: u64,
-    /// Sampled requests of the route in the ring.
+    /// Sampled requests of the route with all their statements in the
+    /// ring (those that started after its oldest record ended).
     pub requests: u64,
     /// `calls / requests`: executions per request.
     pub per_request: f64,
@@ -621,9 +622,35 @@ fn group_slow(log: &[SlowQueryView]) -> Vec<SlowPattern> {
 }
 
 /// The recent window of an HTTP series, and when it starts (clock ns).
-fn recent(name: &str, s: &Series, now: u64) -> Option<(EndpointStats, Option<u64>)> {
+///
+/// The window keeps buckets, not values: its largest bucket's highest
+/// value is not a request's duration. The exact one is used where it is
+/// known: the since-start max when the window reaches back to the start,
+/// or a kept request's duration (`kept`: the route's kept slowest, start
+/// and duration) in the window and in that same bucket. Quantiles never
+/// exceed the max shown.
+fn recent(
+    name: &str,
+    s: &Series,
+    now: u64,
+    kept: &[(u64, u64)],
+) -> Option<(EndpointStats, Option<u64>)> {
     let (h, totals) = s.recent.as_ref()?.snapshot_with_totals(now, &s.since_start);
     let count = h.len();
+    let all_time = s.since_start.max();
+    let max = if count == 0 {
+        0
+    } else if totals.since_ns.is_none() {
+        all_time
+    } else {
+        let from = totals.since_ns.unwrap_or(0);
+        kept.iter()
+            .filter(|(start, d)| *start >= from && h.equivalent(*d, h.max()))
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_else(|| h.max().min(all_time))
+    };
+    let q = |q: f64| ms(h.value_at_quantile(q).min(max) as f64);
     let stats = EndpointStats {
         name: name.to_string(),
         count,
@@ -632,10 +659,10 @@ fn recent(name: &str, s: &Series, now: u64) -> Option<(EndpointStats, Option<u64
         } else {
             0.0
         },
-        p50_ms: ms(h.value_at_quantile(0.5) as f64),
-        p95_ms: ms(h.value_at_quantile(0.95) as f64),
-        p99_ms: ms(h.value_at_quantile(0.99) as f64),
-        max_ms: ms(if count > 0 { h.max() as f64 } else { 0.0 }),
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        max_ms: ms(max as f64),
         ..EndpointStats::default()
     };
     Some((stats, totals.since_ns))
@@ -693,6 +720,7 @@ impl Inner {
         // The recent window starts at its oldest checkpoint, or at start
         // or the last clear when it reaches back that far.
         let mut window_start = self.counting_since_ns();
+        let kept = self.kept.view(now);
         for (id, entry) in rec.registry().iter() {
             let s = &entry.value;
             if entry.category == Category::Memory {
@@ -723,11 +751,35 @@ impl Inner {
                         let _ = all_http.add(&h);
                         http_sum = http_sum.wrapping_add(sum);
                     }
+                    // A window that reaches back to the start holds what the
+                    // since-start figures hold: shown with the same values
+                    // (its own histogram keeps coarser checkpoints).
+                    let whole = EndpointStats {
+                        name: e.name.clone(),
+                        count: e.count,
+                        mean_ms: e.mean_ms,
+                        p50_ms: e.p50_ms,
+                        p95_ms: e.p95_ms,
+                        p99_ms: e.p99_ms,
+                        max_ms: e.max_ms,
+                        ..EndpointStats::default()
+                    };
                     endpoints.push(e);
-                    if let Some((r, since)) = recent(&entry.name, s, now) {
-                        if let Some(since) = since {
-                            window_start = window_start.max(since);
-                        }
+                    let kept_here: Vec<(u64, u64)> = kept
+                        .slowest
+                        .iter()
+                        .filter(|k| k.route == id)
+                        .map(|k| (k.start_ns, k.duration_ns))
+                        .collect();
+                    if let Some((r, since)) = recent(&entry.name, s, now, &kept_here) {
+                        let r = match since {
+                            Some(since) => {
+                                window_start = window_start.max(since);
+                                r
+                            }
+                            None if r.count == whole.count => whole,
+                            None => r,
+                        };
                         if apart {
                             if r.count > 0 {
                                 own.endpoints.push(r);
@@ -767,7 +819,6 @@ impl Inner {
         let requests_total: u64 = endpoints.iter().map(|e| e.count).sum();
         let window_seconds = (now.saturating_sub(window_start) as f64 / 1e9).max(1e-9);
         let (route_patterns, ring) = self.ring_views(config.sample_rate < 1.0);
-        let kept = self.kept.view(now);
         // A slow statement's request: the kept one with its request id
         // whose time holds the statement's (ids restart with each run).
         let anchor = rec.anchor();
@@ -940,18 +991,40 @@ impl Inner {
             forced,
         };
         // (route, pattern) -> (calls, per request counts); forced records
-        // stand for no sample and are left out.
+        // stand for no sample and are left out. Only requests whose every
+        // statement is still in the ring count: those that started after
+        // the ring's horizon (the earliest end of a record it holds: every
+        // record pushed before that is gone, every one pushed after is
+        // here; a statement is pushed when it ends, after its request
+        // started). So a route's calls per request is never cut by the
+        // ring's edge.
+        let horizon = records
+            .iter()
+            .map(|r| r.timestamp_ns.saturating_add(r.duration_ns))
+            .min()
+            .unwrap_or(0);
+        let whole: std::collections::HashSet<u64> = records
+            .iter()
+            .filter(|r| {
+                r.category == Category::Http
+                    && !r.forced
+                    && r.request_id != 0
+                    && r.timestamp_ns >= horizon
+            })
+            .map(|r| r.request_id)
+            .collect();
         let mut pairs: HashMap<(OpId, OpId), (u64, HashMap<u64, u64>)> = HashMap::new();
         let mut route_requests: HashMap<OpId, u64> = HashMap::new();
         for r in &records {
+            if !whole.contains(&r.request_id) {
+                continue;
+            }
             match r.category {
-                Category::Http if !r.forced => *route_requests.entry(r.operation).or_default() += 1,
+                Category::Http => *route_requests.entry(r.operation).or_default() += 1,
                 Category::Db if !r.forced => {
                     let e = pairs.entry((r.parent, r.operation)).or_default();
                     e.0 += 1;
-                    if r.request_id != 0 {
-                        *e.1.entry(r.request_id).or_default() += 1;
-                    }
+                    *e.1.entry(r.request_id).or_default() += 1;
                 }
                 _ => {}
             }
