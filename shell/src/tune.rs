@@ -78,9 +78,12 @@ pub struct Advice {
     pub memory_bytes: f64,
     /// Share of one core the monitor uses at that traffic, percent.
     pub core_percent: f64,
-    /// What the owner must know about this advice (a missed target, a
-    /// budget exceeded), one sentence each.
+    /// What the owner must know about this advice (a missed target), one
+    /// sentence each.
     pub warnings: Vec<String>,
+    /// What the recommendation gave up to meet its targets (a shorter
+    /// ring than asked for, a sampled ring), one sentence each.
+    pub traded: Vec<String>,
 }
 
 /// The ADR's memory budget for metrics.
@@ -206,7 +209,31 @@ pub fn advise(w: &Workload, c: &Costs) -> Advice {
     let events = 1.0 + w.queries_per_request + 1.0;
     let records_per_s = (w.requests_per_second * events * rate).max(1e-9);
     let wanted = (records_per_s * w.window_minutes * 60.0).ceil();
-    let buffer_size = wanted.clamp(1_000.0, 1_000_000.0) as usize;
+    // One recommendation: the ring asked for, but never past the ADR's
+    // 1 MiB budget (what that gives up is said in `traded`).
+    let fits = (BUDGET_BYTES / SLOT_BYTES).floor();
+    let buffer_size = wanted.clamp(1_000.0, fits) as usize;
+    let mut traded = Vec::new();
+    if rate < 1.0 {
+        traded.push(format!(
+            "the ring records {:.0} % of requests (chosen at random) to keep the overhead within \
+             {} %; every count, sum and percentile stays exact, and slow and failed requests are \
+             kept in detail whatever the rate",
+            rate * 100.0,
+            w.target_percent
+        ));
+    }
+    if wanted > fits {
+        traded.push(format!(
+            "a ring of {:.0} minutes at this traffic needs {wanted:.0} records ({:.1} MiB), over \
+             the ADR's 1 MiB budget: STARPUNK_PERF_BUFFER_SIZE={buffer_size} keeps it at 1 MiB \
+             and holds {:.1} minutes; the counts, the 15-minute overview and the slowest and \
+             failed requests (kept apart from the ring) do not depend on it",
+            w.window_minutes,
+            wanted * SLOT_BYTES / BUDGET_BYTES,
+            buffer_size as f64 / records_per_s / 60.0
+        ));
+    }
     let memory_bytes = buffer_size as f64 * SLOT_BYTES + w.series * SERIES_BYTES;
     let mut warnings = Vec::new();
     if overhead(rate) > w.target_percent {
@@ -219,20 +246,6 @@ pub fn advise(w: &Workload, c: &Costs) -> Advice {
             w.request_ms
         ));
     }
-    let ring_bytes = buffer_size as f64 * SLOT_BYTES;
-    if ring_bytes > BUDGET_BYTES {
-        let fits = (BUDGET_BYTES / SLOT_BYTES).floor();
-        warnings.push(format!(
-            "this buffer takes {:.1} MiB, over the ADR's 1 MiB budget for the metrics buffer \
-             (the {} series add {:.1} MiB), and every dashboard view reads all of it (see \
-             the dashboard line); STARPUNK_PERF_BUFFER_SIZE={fits:.0} keeps the ring at 1 MiB \
-             and holds {:.1} minutes of detail records at this traffic, or lower the rate",
-            ring_bytes / BUDGET_BYTES,
-            w.series,
-            w.series * SERIES_BYTES / BUDGET_BYTES,
-            fits / records_per_s / 60.0
-        ));
-    }
     Advice {
         sample_rate: rate,
         buffer_size,
@@ -242,6 +255,7 @@ pub fn advise(w: &Workload, c: &Costs) -> Advice {
         memory_bytes,
         core_percent: w.requests_per_second * (c0 + rate * (c1 - c0)) / 1e9 * 100.0,
         warnings,
+        traded,
     }
 }
 
@@ -252,9 +266,10 @@ pub const HELP: &str =
 Measures, on this machine, the cost of one record, of one clock pair and of
 the whole monitoring hook path of a request; then, for the traffic you
 expect, prints the sample rate that keeps monitoring within the overhead
-target, the buffer size that holds the history you want, the predicted
-overhead, the window the buffer covers and the memory it takes, with a
-warning when a target cannot be met or the buffer exceeds the ADR's 1 MiB;
+target, the buffer size that holds the history you want within the ADR's
+1 MiB (and what it traded when it cannot), the predicted overhead, the
+window the buffer covers and the memory it takes, with a warning when a
+target cannot be met;
 and a slow-query threshold from the blog's own statements, timed on a
 scratch database.
 
@@ -442,8 +457,9 @@ pub fn run(w: &Workload) {
         a.core_percent
     );
     println!(
-        "  detail ring:           the last {:.1} minutes of records (slowest requests, \
-         timelines, CSV); counts, percentiles and the 15-minute overview are exact \
+        "  detail ring:           the last {:.1} minutes of records (routes x patterns, \
+         the CSV); counts, percentiles, the 15-minute overview and the slowest and failed \
+         requests (kept apart) are exact \
          whatever its size",
         a.window_minutes
     );
@@ -459,6 +475,9 @@ pub fn run(w: &Workload) {
         a.buffer_size,
         w.series
     );
+    for t in &a.traded {
+        println!("  traded: {t}");
+    }
     for warning in &a.warnings {
         println!("  WARNING: {warning}");
     }
@@ -508,13 +527,17 @@ mod tests {
 
     #[test]
     fn full_rate_when_cheap_and_buffer_covers_the_window() {
-        let w = Workload::default();
+        // 3 req/s x 5 records x 900 s = 13,500 records: within the budget.
+        let w = Workload {
+            requests_per_second: 3.0,
+            ..Workload::default()
+        };
         let a = advise(&w, &costs());
         assert_eq!(a.sample_rate, 1.0);
-        // 10 req/s x 5 records x 900 s = 45,000 records.
-        assert_eq!(a.buffer_size, 45_000);
+        assert_eq!(a.buffer_size, 13_500);
         assert!((a.window_minutes - 15.0).abs() < 1e-9);
         assert!((a.overhead_percent - 0.2).abs() < 1e-9);
+        assert!(a.traded.is_empty(), "{:?}", a.traded);
     }
 
     #[test]
@@ -543,14 +566,15 @@ mod tests {
             "{:?}",
             a.warnings
         );
-        // The default workload meets the overhead target; its 45,000-record
-        // ring (2.7 MiB) is over the buffer budget, and that is said.
+        // The default workload meets the overhead target; the 45,000-record
+        // ring it asks for (2.7 MiB) is over the buffer budget: one
+        // recommendation, within the budget, and what it gave up.
         let default = advise(&Workload::default(), &costs());
-        assert!(!default.warnings.iter().any(|w| w.contains("target")));
-        assert!(default
-            .warnings
-            .iter()
-            .any(|w| w.contains("STARPUNK_PERF_BUFFER_SIZE=16384")));
+        assert!(default.warnings.is_empty(), "{:?}", default.warnings);
+        assert_eq!(default.buffer_size, 16_384);
+        assert_eq!(default.traded.len(), 1, "{:?}", default.traded);
+        assert!(default.traded[0].contains("needs 45000 records"));
+        assert!(default.traded[0].contains("STARPUNK_PERF_BUFFER_SIZE=16384"));
     }
 
     #[test]
@@ -572,15 +596,15 @@ mod tests {
             ..Workload::default()
         };
         let big = advise(&w, &costs());
-        assert_eq!(big.buffer_size, 1_000_000);
-        // 61 MiB: over the budget, said with the size that fits.
+        // 61 MiB asked for: the budget's ring recommended, the trade said.
+        assert_eq!(big.buffer_size, 16_384);
         assert!(
-            big.warnings
+            big.traded
                 .iter()
                 .any(|m| m.contains("over the ADR's 1 MiB budget")
-                    && m.contains("STARPUNK_PERF_BUFFER_SIZE=")),
+                    && m.contains("STARPUNK_PERF_BUFFER_SIZE=16384")),
             "{:?}",
-            big.warnings
+            big.traded
         );
         let quiet = Workload {
             requests_per_second: 0.01,

@@ -366,9 +366,10 @@ fn kill_9_mid_write_loses_no_acknowledged_note_and_corrupts_nothing() {
     eprintln!("kill -9 mid-write: {acked} acknowledged, {stored} stored, integrity ok");
 }
 
-/// `starpunk tune` as an owner runs it: advice for heavy traffic says
-/// what the buffer is, what reading it costs the dashboard and that it is
-/// over budget; a target of 0 is refused with a clear message.
+/// `starpunk tune` as an owner runs it: advice for heavy traffic gives one
+/// buffer size (within the 1 MiB budget), says what it traded for it and
+/// what reading it costs the dashboard; a target of 0 is refused with a
+/// clear message.
 #[test]
 fn tune_explains_the_detail_ring_and_refuses_a_zero_target() {
     let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
@@ -396,15 +397,23 @@ fn tune_explains_the_detail_ring_and_refuses_a_zero_target() {
     );
     for wanted in [
         "STARPUNK_PERF_SAMPLE_RATE=",
-        "STARPUNK_PERF_BUFFER_SIZE=1000000",
+        "STARPUNK_PERF_BUFFER_SIZE=16384",
         "detail ring:",
-        "reading a full ring of 1000000 records takes",
-        "WARNING: this buffer takes 61.0 MiB, over the ADR's 1 MiB budget",
+        "reading a full ring of 16384 records takes",
+        "traded: a ring of 15 minutes at this traffic needs",
+        "over the ADR's 1 MiB budget: STARPUNK_PERF_BUFFER_SIZE=16384 keeps it at 1 MiB",
         "STARPUNK_PERF_SLOW_QUERY_THRESHOLD=",
     ] {
         assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
     }
     assert!(!text.contains("history in the buffer"), "{text}");
+    // One recommendation per setting: every mention of the buffer size
+    // names the same value.
+    assert_eq!(
+        text.matches("STARPUNK_PERF_BUFFER_SIZE=").count(),
+        text.matches("STARPUNK_PERF_BUFFER_SIZE=16384").count(),
+        "{text}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_starpunk"))
         .args(["tune", "--target-percent", "0"])
