@@ -105,11 +105,9 @@ mod tests {
             read(&conn, 0, i64::MAX, 50).unwrap(),
             [fired.clone(), resolved.clone()]
         );
-        assert_eq!(
-            read(&conn, t0 + 1, i64::MAX, 50).unwrap(),
-            [resolved.clone()]
-        );
-        assert_eq!(read(&conn, 0, i64::MAX, 1).unwrap(), [resolved]);
+        let newest = read(&conn, t0 + 1, i64::MAX, 50).unwrap();
+        assert_eq!(newest, std::slice::from_ref(&resolved));
+        assert_eq!(read(&conn, 0, i64::MAX, 1).unwrap(), newest);
         prune(&conn, t0 + 1).unwrap();
         assert_eq!(read(&conn, 0, i64::MAX, 50).unwrap().len(), 1);
         clear(&conn).unwrap();
