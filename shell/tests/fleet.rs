@@ -159,7 +159,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
 fn the_extractor_finds_metric_names_only() {
     let got = metric_names(
         r#"sum by (instance, le) (rate(a_total{status=~"5..", job="x"}[1m])) / on (job) group_left (pattern) b_info * 3 > bool 0.5 or up offset 5m + topk(3, c_seconds_bucket{job="$job"}) * 1e3"#,
@@ -375,7 +374,6 @@ fn without_threshold(expr: &str) -> &str {
     }
 }
 
-#[test]
 fn the_helpers_read_durations_windows_and_thresholds() {
     assert_eq!(duration("15s"), Duration::from_secs(15));
     assert_eq!(duration("1h30m"), Duration::from_secs(5_400));
@@ -404,7 +402,6 @@ fn alert_names(rules: &str) -> Vec<String> {
     yaml_values(rules, "alert")
 }
 
-#[test]
 fn every_range_window_is_at_least_four_documented_scrape_intervals() {
     let config = documented_config();
     let interval = documented_scrape_interval(&config);
@@ -427,7 +424,6 @@ fn every_range_window_is_at_least_four_documented_scrape_intervals() {
     assert!(windows >= 15, "{windows} windows in {exprs:?}");
 }
 
-#[test]
 fn the_rules_tests_sample_at_the_documented_intervals_and_cover_every_alert() {
     let config = documented_config();
     let scrape = documented_scrape_interval(&config);
@@ -482,7 +478,6 @@ fn promtool(tool: &Path, args: &[&str]) -> String {
     said
 }
 
-#[test]
 fn promtool_checks_the_rules_and_passes_their_unit_tests() {
     let Some(tool) = find_tool("promtool")
         .or_else(|| skip_or_fail("promtool is not installed (apt-get install prometheus)"))
@@ -537,7 +532,6 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Value {
     agent.get(url).call().unwrap().into_json().unwrap()
 }
 
-#[test]
 fn alert_rules_and_grafana_dashboard_name_only_exposed_metrics_and_run_in_prometheus() {
     let (Some(promtool), Some(prometheus)) = (find_tool("promtool"), find_tool("prometheus"))
     else {
@@ -789,4 +783,41 @@ fn alert_rules_and_grafana_dashboard_name_only_exposed_metrics_and_run_in_promet
         "{targets}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The tests of this file (`harness = false`: see `common::run_tool_tests`).
+fn main() {
+    run_tool_tests(vec![
+        ToolTest {
+            name: "the_extractor_finds_metric_names_only",
+            needs: &[],
+            run: the_extractor_finds_metric_names_only,
+        },
+        ToolTest {
+            name: "the_helpers_read_durations_windows_and_thresholds",
+            needs: &[],
+            run: the_helpers_read_durations_windows_and_thresholds,
+        },
+        ToolTest {
+            name: "every_range_window_is_at_least_four_documented_scrape_intervals",
+            needs: &[],
+            run: every_range_window_is_at_least_four_documented_scrape_intervals,
+        },
+        ToolTest {
+            name: "the_rules_tests_sample_at_the_documented_intervals_and_cover_every_alert",
+            needs: &[],
+            run: the_rules_tests_sample_at_the_documented_intervals_and_cover_every_alert,
+        },
+        ToolTest {
+            name: "promtool_checks_the_rules_and_passes_their_unit_tests",
+            needs: &["promtool"],
+            run: promtool_checks_the_rules_and_passes_their_unit_tests,
+        },
+        ToolTest {
+            name:
+                "alert_rules_and_grafana_dashboard_name_only_exposed_metrics_and_run_in_prometheus",
+            needs: &["promtool", "prometheus"],
+            run: alert_rules_and_grafana_dashboard_name_only_exposed_metrics_and_run_in_prometheus,
+        },
+    ]);
 }

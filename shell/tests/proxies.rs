@@ -117,7 +117,6 @@ fn proxy_through(blog: &Blog, port: u16, dir: &Path, mut cmd: Command) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
 fn the_nginx_snippet_proxies_the_blog() {
     let Some(nginx) = tool("nginx") else {
         skip_or_fail::<()>("nginx is not installed (apt-get install nginx)");
@@ -148,7 +147,6 @@ fn the_nginx_snippet_proxies_the_blog() {
     proxy_through(&blog, port, &dir, cmd);
 }
 
-#[test]
 fn the_caddy_snippet_proxies_the_blog() {
     let Some(caddy) = tool("caddy") else {
         skip_or_fail::<()>("caddy is not installed (apt-get install caddy)");
@@ -172,4 +170,20 @@ fn the_caddy_snippet_proxies_the_blog() {
         .env("XDG_DATA_HOME", &dir)
         .env("XDG_CONFIG_HOME", &dir);
     proxy_through(&blog, port, &dir, cmd);
+}
+
+/// The tests of this file (`harness = false`: see `common::run_tool_tests`).
+fn main() {
+    run_tool_tests(vec![
+        ToolTest {
+            name: "the_nginx_snippet_proxies_the_blog",
+            needs: &["nginx"],
+            run: the_nginx_snippet_proxies_the_blog,
+        },
+        ToolTest {
+            name: "the_caddy_snippet_proxies_the_blog",
+            needs: &["caddy"],
+            run: the_caddy_snippet_proxies_the_blog,
+        },
+    ]);
 }

@@ -359,3 +359,65 @@ pub fn health(blog: &Blog) -> (u16, Duration) {
 pub fn rss_mib() -> f64 {
     starpunk::monitoring::memory::read().rss_bytes as f64 / (1024.0 * 1024.0)
 }
+
+// Tests that need programs from outside the Rust toolchain (Chromium,
+// nginx, Caddy, Prometheus): their files run under `libtest-mimic`
+// (`harness = false` in Cargo.toml), so a test whose program this machine
+// lacks is reported as *ignored*, with why, in `cargo test`'s own summary
+// ("N passed; 0 failed; N ignored") rather than as passed.
+
+/// One test of such a file.
+pub struct ToolTest {
+    /// Its name, as `cargo test` filters and lists it.
+    pub name: &'static str,
+    /// The programs it runs (looked up on `PATH`).
+    pub needs: &'static [&'static str],
+    /// The test: panics on failure.
+    pub run: fn(),
+}
+
+/// True when `program` is an executable file on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Runs `tests` as `cargo test` runs a test file (name filters, `--list`,
+/// `--ignored`, `--nocapture` and the rest through `libtest-mimic`). Outside
+/// CI a test whose programs are missing is ignored and says why on stderr;
+/// with `CI` set it runs anyway, so a missing program fails the run.
+pub fn run_tool_tests(tests: Vec<ToolTest>) -> ! {
+    let ci = std::env::var_os("CI").is_some();
+    let trials = tests
+        .into_iter()
+        .map(|t| {
+            let missing: Vec<&str> = t.needs.iter().copied().filter(|p| !on_path(p)).collect();
+            let ignored = !missing.is_empty() && !ci;
+            if ignored {
+                eprintln!(
+                    "SKIPPED {}: {} not installed (.ci/run installs it)",
+                    t.name,
+                    missing.join(", ")
+                );
+            }
+            let run = t.run;
+            libtest_mimic::Trial::test(t.name, move || {
+                std::panic::catch_unwind(run).map_err(|e| {
+                    let why = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into());
+                    libtest_mimic::Failed::from(why)
+                })
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit()
+}
