@@ -150,8 +150,8 @@ struct ParkedRequest {
 thread_local! {
     static CURRENT: Cell<Option<RequestCtx>> = const { Cell::new(None) };
     static BODY_LENGTH: Cell<BodyLength> = const { Cell::new(BodyLength::Unreported) };
-    static THREAD_REQUESTS: Cell<u64> = const { Cell::new(0) };
-    static THREAD_INDEX: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// The last request id this thread gave (`u64::MAX` before the first).
+    static LAST_REQUEST_ID: Cell<u64> = const { Cell::new(u64::MAX) };
     /// (monitor id, SQL text address, length) to pattern id: statement texts
     /// are `&'static str`, so the address identifies one. Only ids are kept,
     /// never the text with values.
@@ -195,20 +195,20 @@ static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
 
 /// A request id unique per thread and request: thread index in the top
-/// bits, the thread's request count below (40 bits survive the ring).
+/// bits, the thread's request count in the low 24 (40 bits survive the
+/// ring); never 0 (the id of "no request").
 fn next_request_id() -> u64 {
-    let thread = THREAD_INDEX.with(|t| {
-        if t.get() == u64::MAX {
-            t.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & 0xFFFF);
-        }
-        t.get()
-    });
-    let n = THREAD_REQUESTS.with(|c| {
-        let n = c.get().wrapping_add(1);
-        c.set(n);
-        n
-    });
-    (thread << 24) | (n & 0xFF_FFFF)
+    LAST_REQUEST_ID.with(|c| {
+        let last = c.get();
+        let id = if last == u64::MAX {
+            ((NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & 0xFFFF) << 24) | 1
+        } else {
+            let low = last.wrapping_add(1) & 0xFF_FFFF;
+            (last & !0xFF_FFFF) | low.max(1)
+        };
+        c.set(id);
+        id
+    })
 }
 
 /// The monitor: `None` inside when monitoring is disabled, so every hook is
