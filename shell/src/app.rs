@@ -107,6 +107,8 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
         login_limit: RateLimiter::new(10, 10),
         dashboard_limit: RateLimiter::new(120, 600),
         password_checks: RateLimiter::new(20, 60),
+        token_failures: RateLimiter::new(10, 10),
+        token_failures_global: RateLimiter::new(60, 120),
     };
     Ok((app, generated))
 }

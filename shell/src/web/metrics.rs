@@ -21,18 +21,20 @@ pub fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn authorized(app: &App, req: &Request) -> bool {
+/// `Ok(true)` for the metrics token or an admin session; `Err(seconds)`
+/// when the client has used up its wrong tokens (see `App::check_token`).
+fn authorized(app: &App, req: &Request) -> Result<bool, u64> {
     let bearer = req
         .header("Authorization")
         .and_then(|h| h.split_once(' '))
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if let (Some(given), Some(want)) = (bearer, &app.config.metrics_token) {
-        if ct_eq(given, want) {
-            return true;
+        if app.check_token(req, || ct_eq(given, want))? {
+            return Ok(true);
         }
     }
-    matches!(app.session(req), Ok(Some(_)))
+    Ok(matches!(app.session(req), Ok(Some(_))))
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
@@ -199,7 +201,11 @@ pub fn render(app: &App) -> String {
 
 /// `GET /metrics`: bearer token or admin session.
 pub fn handle(app: &App, req: &Request) -> Response {
-    if !authorized(app, req) {
+    let ok = match authorized(app, req) {
+        Ok(ok) => ok,
+        Err(wait) => return super::ratelimit::RateLimiter::too_many(wait),
+    };
+    if !ok {
         return Response::text(
             "Unauthorized: send Authorization: Bearer <STARPUNK_METRICS_TOKEN>\n",
         )

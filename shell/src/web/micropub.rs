@@ -39,9 +39,22 @@ fn authorize(app: &App, req: &Request, form_token: Option<&str>) -> Result<(), R
         .conn()
         .and_then(|c| c.setting(MICROPUB_KEY))
         .map_err(|_| error(503, "temporarily_unavailable", "The database is busy"))?;
-    let ok = app.monitor.time(Function::Authentication, || {
-        stored.is_some_and(|hash| ct_eq(&hash, &sha256_hex(&token)))
+    let checked = app.check_token(req, || {
+        app.monitor.time(Function::Authentication, || {
+            stored.is_some_and(|hash| ct_eq(&hash, &sha256_hex(&token)))
+        })
     });
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(wait) => {
+            return Err(error(
+                429,
+                "too_many_requests",
+                "Too many wrong tokens from this address; try again later",
+            )
+            .with_unique_header("Retry-After", wait.to_string()))
+        }
+    };
     if ok {
         Ok(())
     } else {

@@ -40,6 +40,29 @@ pub struct App {
     pub dashboard_limit: RateLimiter,
     /// Password checks, site-wide (whatever the addresses).
     pub password_checks: RateLimiter,
+    /// Wrong Micropub and `/metrics` bearer tokens per client address: a
+    /// client that has used them up gets 429 before its token is looked
+    /// at; a correct token never uses one.
+    pub token_failures: RateLimiter,
+    /// Wrong bearer tokens site-wide (guesses spread over addresses).
+    pub token_failures_global: RateLimiter,
+}
+
+impl App {
+    /// Runs `check` (is this bearer token the right one?) unless the
+    /// client, or the site, has used up its wrong tokens: `Err(seconds)`
+    /// to wait then (the token is not looked at). A wrong token uses one.
+    pub fn check_token(&self, req: &Request, check: impl FnOnce() -> bool) -> Result<bool, u64> {
+        let ip = req.remote_addr().ip();
+        self.token_failures.peek(ip)?;
+        self.token_failures_global.peek_global()?;
+        let ok = check();
+        if !ok {
+            let _ = self.token_failures.check(ip);
+            let _ = self.token_failures_global.check_global();
+        }
+        Ok(ok)
+    }
 }
 
 /// An error a handler returns; mapped to a status in one place.

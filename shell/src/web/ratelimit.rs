@@ -77,7 +77,23 @@ impl RateLimiter {
         self.take(Client::Overflow)
     }
 
-    fn take(&self, mut key: Client) -> Result<(), u64> {
+    /// `Ok` when `addr` has a request left, without using it (a token
+    /// check asks first, and [`check`](Self::check)s only a failure).
+    pub fn peek(&self, addr: IpAddr) -> Result<(), u64> {
+        self.take_n(client(addr), 0.0)
+    }
+
+    /// [`peek`](Self::peek) of the site-wide bucket.
+    pub fn peek_global(&self) -> Result<(), u64> {
+        self.take_n(Client::Overflow, 0.0)
+    }
+
+    fn take(&self, key: Client) -> Result<(), u64> {
+        self.take_n(key, 1.0)
+    }
+
+    /// Needs one token in `key`'s bucket, and takes `n` (0 or 1) of it.
+    fn take_n(&self, mut key: Client, n: f64) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(&key) && buckets.len() >= self.max_clients {
@@ -94,7 +110,7 @@ impl RateLimiter {
         *tokens = self.refilled(*tokens, *at, now);
         *at = now;
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            *tokens -= n;
             Ok(())
         } else {
             Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
@@ -155,6 +171,18 @@ mod tests {
         assert!(l.check(y).is_ok());
         assert!(l.check(x).is_err() && l.check(y).is_err());
         assert!(l.check(other).is_ok());
+    }
+
+    #[test]
+    fn a_peek_uses_nothing() {
+        let l = RateLimiter::new(1, 60);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..10 {
+            assert!(l.peek(a).is_ok());
+        }
+        assert!(l.check(a).is_ok());
+        assert!(l.peek(a).is_err());
+        assert!(l.peek_global().is_ok());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub fn start_with(
     app.login_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
     app.dashboard_limit = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
     app.password_checks = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
+    app.token_failures = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
+    app.token_failures_global = starpunk::web::ratelimit::RateLimiter::new(1000, 6000);
     tweak(&mut app);
     let running = app::serve(app, generated).unwrap();
     Blog {
