@@ -116,6 +116,11 @@ fn a_corrupted_database_is_reported_by_health() {
     let (code, body) = into_parts(r);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"database\":\"corrupt\""), "{body}");
+    // SQLite's own words (pages, b-tree errors) are not for anyone who asks.
+    assert!(body.contains("\"integrity\":\"failed\""), "{body}");
+    for internal in ["page", "Tree", "error code", "btree"] {
+        assert!(!body.contains(internal), "{internal} in {body}");
+    }
     running.server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -161,7 +161,7 @@ impl App {
             Route::Index => public::index(self, req),
             Route::Note => public::note(self, param),
             Route::Search => public::search(self, req),
-            Route::Health => Ok(public::health(self)),
+            Route::Health => Ok(public::health(self, req)),
             Route::Style => Ok(Response::from_data("text/css; charset=utf-8", views::STYLE)
                 .with_public_cache(3600)),
             Route::FeedRss => feeds::rss(self, req),

@@ -114,8 +114,13 @@ pub fn search(app: &App, req: &Request) -> WebResult {
 }
 
 /// `GET /health`.
-pub fn health(app: &App) -> Response {
-    let db = app.db.health();
+/// What SQLite's integrity check reported (page numbers, b-tree errors)
+/// is shown to the logged-in owner only; anyone else reads `"failed"`.
+pub fn health(app: &App, req: &rouille::Request) -> Response {
+    let mut db = app.db.health();
+    if db.integrity != "ok" && !matches!(app.session(req), Ok(Some(_))) {
+        db.integrity = "failed".into();
+    }
     let database = match (db.can_read, db.can_write, db.integrity == "ok") {
         (true, true, true) => "ok",
         (false, _, _) => "unreadable",
