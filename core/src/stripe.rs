@@ -7,8 +7,11 @@ pub const STRIPES: usize = 4;
 /// The calling thread's stripe, in `0..STRIPES`.
 ///
 /// With `std`, threads get stripes round-robin in the order they first
-/// record (a thread-local read). Without `std`, the stripe comes from the
-/// address of the caller's stack, which differs between threads.
+/// record (a thread-local read). Without `std` there is no thread identity
+/// to read, and anything derived from the caller (a stack address) changes
+/// with call depth, which would scatter one thread's records over stripes
+/// and lose their program order: every caller uses stripe 0 (no_std
+/// targets are mostly single-core, where stripes buy nothing).
 #[inline]
 pub fn stripe() -> usize {
     #[cfg(all(feature = "std", not(loom)))]
@@ -36,10 +39,7 @@ pub fn stripe() -> usize {
     }
     #[cfg(all(not(feature = "std"), not(loom)))]
     {
-        let marker = 0u8;
-        // Thread stacks are at least 64 KiB apart on every mainstream OS.
-        let addr = core::ptr::addr_of!(marker) as usize;
-        (crate::sampler::splitmix64((addr >> 16) as u64) as usize) % STRIPES
+        0
     }
 }
 

@@ -3,8 +3,18 @@
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
-    fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering,
 };
+
+/// 64-bit counters: native where the target has 64-bit atomics (every
+/// server target), `portable-atomic`'s otherwise (a 32-bit microcontroller
+/// such as `thumbv7em-none-eabihf`: there its fallback takes a short global
+/// lock per 64-bit operation, so on such a target the recording path is not
+/// lock-free; see docs/ARCHITECTURE.md).
+#[cfg(all(not(loom), target_has_atomic = "64"))]
+pub(crate) use core::sync::atomic::{AtomicI64, AtomicU64};
+#[cfg(all(not(loom), not(target_has_atomic = "64")))]
+pub(crate) use portable_atomic::{AtomicI64, AtomicU64};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
