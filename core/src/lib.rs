@@ -52,6 +52,7 @@ pub use recent_window::{RecentWindow, WindowTotals};
 pub use record::{Category, MetricRecord, OpId};
 pub use recorder::{
     ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
+    MAX_WINDOW_INTERVALS, MAX_WINDOW_INTERVAL_NS,
 };
 pub use registry::{Entry, OperationRegistry};
 pub use ring_buffer::{RingBuffer, RingStats};

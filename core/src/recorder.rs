@@ -74,7 +74,17 @@ pub enum ConfigError {
     Layout(CreationError),
     /// The sample rate is outside 0.0 to 1.0.
     SampleRate(RateError),
+    /// `window_intervals` outside 1 to [`MAX_WINDOW_INTERVALS`].
+    WindowIntervals(usize),
+    /// `window_interval_ns` outside 2 ns to a day.
+    WindowInterval(u64),
 }
+
+/// Most intervals in the recent window: each holds a checkpoint of every
+/// series' window histogram, so the bound is a memory bound.
+pub const MAX_WINDOW_INTERVALS: usize = 64;
+/// Longest window interval, nanoseconds (a day).
+pub const MAX_WINDOW_INTERVAL_NS: u64 = 86_400_000_000_000;
 
 impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -83,6 +93,13 @@ impl core::fmt::Display for ConfigError {
             ConfigError::MaxSeries(n) => write!(f, "max series {n} is not between 1 and 65536"),
             ConfigError::Layout(e) => write!(f, "histogram layout: {e}"),
             ConfigError::SampleRate(e) => e.fmt(f),
+            ConfigError::WindowIntervals(n) => write!(
+                f,
+                "window intervals {n} is not between 1 and {MAX_WINDOW_INTERVALS}"
+            ),
+            ConfigError::WindowInterval(n) => {
+                write!(f, "window interval {n} ns is not between 2 ns and a day")
+            }
         }
     }
 }
@@ -122,6 +139,12 @@ impl<C: Clock> Recorder<C> {
         }
         if !(1..=65_536).contains(&config.max_series) {
             return Err(ConfigError::MaxSeries(config.max_series));
+        }
+        if !(1..=MAX_WINDOW_INTERVALS).contains(&config.window_intervals) {
+            return Err(ConfigError::WindowIntervals(config.window_intervals));
+        }
+        if !(2..=MAX_WINDOW_INTERVAL_NS).contains(&config.window_interval_ns) {
+            return Err(ConfigError::WindowInterval(config.window_interval_ns));
         }
         let sampler = Sampler::new(config.sample_rate).map_err(ConfigError::SampleRate)?;
         #[cfg(feature = "std")]
@@ -377,6 +400,30 @@ mod tests {
             bad(|c| c.sample_rate = 2.0),
             ConfigError::SampleRate(_)
         ));
+        // Accepted before: usize::MAX intervals cost 99 MB per HTTP route.
+        assert_eq!(
+            bad(|c| c.window_intervals = usize::MAX),
+            ConfigError::WindowIntervals(usize::MAX)
+        );
+        assert_eq!(
+            bad(|c| c.window_intervals = 0),
+            ConfigError::WindowIntervals(0)
+        );
+        assert_eq!(
+            bad(|c| c.window_interval_ns = 1),
+            ConfigError::WindowInterval(1)
+        );
+        assert_eq!(
+            bad(|c| c.window_interval_ns = u64::MAX),
+            ConfigError::WindowInterval(u64::MAX)
+        );
+        // The bounds themselves are accepted.
+        let edge = RecorderConfig {
+            window_intervals: MAX_WINDOW_INTERVALS,
+            window_interval_ns: 2,
+            ..RecorderConfig::default()
+        };
+        assert!(Recorder::new(edge, &c).is_ok());
     }
 
     #[test]
