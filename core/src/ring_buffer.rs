@@ -413,17 +413,33 @@ impl RingBuffer {
                 break;
             }
         }
+        // When every try overlapped an installation: the same figure read
+        // once more, in the order that can only run ahead (the abandoned
+        // count, then the cursors, then `head`: a block installed or given
+        // up meanwhile is in the later reads and not the earlier ones, at
+        // most two blocks per stripe), less that much. It is then never
+        // ahead of the records written and at most `2 * STRIPES * block`
+        // behind them: the lag is bounded (before, the last figure stood,
+        // which lagged without bound under load).
+        let counted = counted.unwrap_or_else(|| {
+            let abandoned = self.abandoned.load(Ordering::SeqCst);
+            let waiting: u64 = self
+                .cursors
+                .iter()
+                .map(|c| self.left_in(c.load(Ordering::SeqCst)))
+                .sum();
+            let head = self.head.load(Ordering::SeqCst);
+            head.saturating_sub(abandoned)
+                .saturating_sub(waiting)
+                .saturating_sub(2 * STRIPES as u64 * self.block)
+        });
         // A counter (`/metrics` exports `overwritten`): never smaller than
-        // a figure reported before; when every try overlapped an
-        // installation, the last figure stands.
-        let written = match counted {
-            Some(c) => self
-                .installs
-                .reported
-                .fetch_max(c, Ordering::Relaxed)
-                .max(c),
-            None => self.installs.reported.load(Ordering::Relaxed),
-        };
+        // a figure reported before.
+        let written = self
+            .installs
+            .reported
+            .fetch_max(counted, Ordering::Relaxed)
+            .max(counted);
         RingStats {
             capacity: self.capacity(),
             written,
