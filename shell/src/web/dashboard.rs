@@ -5,7 +5,7 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 use super::auth::to_login;
-use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line};
+use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line, Unit};
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
@@ -566,6 +566,7 @@ fn axis_of(s: &PerfSnapshot, end: f64) -> (Axis, &'static str) {
             .iter()
             .map(|st| (st.at_unix as f64, format!("start {}", st.version)))
             .collect(),
+        marks_noun: "starts",
     };
     (axis, per)
 }
@@ -674,19 +675,19 @@ fn overview(s: &PerfSnapshot) -> Markup {
         div.charts {
             (time_chart(&format!("Requests per second (each {per})"), &[Line {
                 name: "requests/s", colour: "#0b5cad", points: series(&|p| p.requests_per_second), bars: false,
-            }], &axis, true, |v| format!("{}/s", round3(v))))
+            }], &axis, true, Unit { scale: 1.0, suffix: "/s", whole: false }))
             (time_chart(&format!("Response time, ms (p50 and p99 of each {per})"), &[
                 Line { name: "p99", colour: "#c05a00", points: latency(&|p| p.p99_ms), bars: false },
                 Line { name: "p50", colour: "#0b5cad", points: latency(&|p| p.p50_ms), bars: false },
-            ], &axis, true, |v| format!("{} ms", round3(v))))
+            ], &axis, true, Unit { scale: 1.0, suffix: " ms", whole: false }))
             (time_chart(&format!("Errors per {per} (5xx server, 4xx client)"), &[
                 Line { name: "5xx", colour: "#b00020", points: series(&|p| p.errors_5xx as f64), bars: true },
                 Line { name: "4xx", colour: "#999999", points: series(&|p| p.client_errors_4xx as f64), bars: true },
-            ], &axis, true, |v| format!("{}", round3(v))))
+            ], &axis, true, Unit { scale: 1.0, suffix: "", whole: true }))
             @if s.memory.tracking || s.range.is_some() {
                 (time_chart(if s.range.is_some() { "Memory (RSS), MiB" } else { "Memory (RSS), MiB (a sample every 10 s)" }, &[Line {
                     name: "RSS", colour: "#0b5cad", points: rss, bars: false,
-                }], &axis, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
+                }], &axis, false, Unit { scale: 1024.0 * 1024.0, suffix: " MiB", whole: false }))
             }
         }
     }
@@ -1014,8 +1015,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     small { "reads served from SQLite's cache" } }
                 div.card { span { "Database file" } b { (bytes(s.database.db_bytes)) } small { "write-ahead log " (bytes(s.database.wal_bytes)) } }
             }
-            h3 { "Responses by status (" (since) ")" }
-            (bar_chart("Responses by status code", &status_bars, |v| int(v as u64)))
+            div.charts { (bar_chart("Responses by status code", &since, &status_bars, |v| int(v as u64))) }
         }
         section #monitor {
             h3 { "The monitor" }
