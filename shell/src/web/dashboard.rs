@@ -219,6 +219,18 @@ fn mib(n: f64) -> String {
     format!("{:.1} MiB", n / (1024.0 * 1024.0))
 }
 
+/// A signed change of memory in MiB with one decimal: "+3.1 MiB",
+/// "-0.4 MiB", and "0.0 MiB" for a change that rounds to nothing (never
+/// "-0.0").
+fn mib_change(bytes: f64) -> String {
+    let tenths = (bytes / (1024.0 * 1024.0) * 10.0).round();
+    if tenths == 0.0 {
+        "0.0 MiB".into()
+    } else {
+        format!("{:+.1} MiB", tenths / 10.0)
+    }
+}
+
 /// A signed change of memory, in KiB (a request's change is small).
 fn kib_signed(n: f64) -> String {
     format!("{:+.1} KiB", n / 1024.0)
@@ -617,10 +629,9 @@ fn overview(s: &PerfSnapshot) -> Markup {
         .iter()
         .map(|p| (p[0] as f64, p[1] as f64))
         .collect();
-    let rss_change = match (rss.first(), rss.last()) {
-        (Some(a), Some(b)) => b.1 - a.1,
-        _ => 0.0,
-    };
+    // The change over the samples the chart draws, live and over a range
+    // alike: the last minus the first (the snapshot's `growth_bytes`).
+    let rss_change = mib_change(s.memory.growth_bytes as f64);
     let span = duration(w.seconds);
     let (axis, per) = axis_of(s, end);
     html! {
@@ -661,11 +672,11 @@ fn overview(s: &PerfSnapshot) -> Markup {
                 @if s.range.is_some() {
                     b { (mib(s.memory.rss_bytes as f64)) }
                     (sparkline("resident memory over the range", &values(&rss)))
-                    small { "now; " (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the range" }
+                    small { "now; " (rss_change) " over the range (its first sample to its last)" }
                 } @else if s.memory.tracking {
                     b { (mib(s.memory.rss_bytes as f64)) }
                     (sparkline("resident memory, every 10 s", &values(&rss)))
-                    small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
+                    small { (rss_change) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
                 } @else {
                     b { "off" }
                     small { (setting("STARPUNK_PERF_MEMORY_TRACKING=false")) }
