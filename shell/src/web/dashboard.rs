@@ -315,12 +315,12 @@ fn request_details_at(w: &WorstRequest, open: bool, anchor: bool) -> Markup {
             (timeline_chart(w))
             @if !w.timeline.is_empty() {
                 div.scroll { table {
-                    tr { th { "+ms" } th { "ms" } th { "What" } th { "Code" } }
+                    tr { th { "What" } th { "+ms" } th { "ms" } th { "Code" } }
                     @for sp in &w.timeline { tr {
-                        td { (sp.offset_ms) } td { (sp.duration_ms) }
                         td { @if sp.depth > 0 { (format!("{} ", "\u{21b3}".repeat(sp.depth as usize))) }
                             @if sp.kind == "sql" { (sql(&sp.name)) } @else { (sp.name) } }
-                        td { code { (sp.location) } }
+                        td { (sp.offset_ms) } td { (sp.duration_ms) }
+                        td.wrap { (path(&sp.location)) }
                     } }
                 } }
             }
@@ -377,6 +377,34 @@ fn long_table<T>(
     }
 }
 
+/// Where SQL may wrap inside a token ("coalesce(max(updated_at),").
+const SQL_BREAKS: &[char] = &[',', '('];
+/// Where a query plan's step may wrap inside a token
+/// ("sqlite_autoindex_sessions_1").
+const PLAN_BREAKS: &[char] = &['_', ',', '('];
+
+/// `text` with a line-break opportunity (`<wbr>`) after each of `after`:
+/// long SQL tokens, paths and times wrap there on a narrow screen rather
+/// than widen their column (a table cell that may wrap is `td.wrap`).
+fn breakable(text: &str, after: &[char]) -> Markup {
+    html! {
+        @for (i, piece) in text.split_inclusive(after).enumerate() {
+            @if i > 0 { wbr; }
+            (piece)
+        }
+    }
+}
+
+/// A code location ("shell/src/db/notes.rs:42"), breakable after each `/`.
+fn path(location: &str) -> Markup {
+    html! { code { (breakable(location, &['/'])) } }
+}
+
+/// An RFC 3339 time, breakable between its date and its time.
+fn time_at(at: &str) -> Markup {
+    breakable(at, &['T'])
+}
+
 /// A SQL pattern: whole when short, otherwise its beginning (cut between
 /// words) with the full text on demand.
 fn sql(pattern: &str) -> Markup {
@@ -387,7 +415,7 @@ fn sql(pattern: &str) -> Markup {
 fn counted_sql(prefix: &str, pattern: &str) -> Markup {
     const SHORT: usize = 48;
     if pattern.chars().count() <= SHORT {
-        return html! { div.sql { (prefix) code { (pattern) } } };
+        return html! { div.sql { (prefix) code { (breakable(pattern, SQL_BREAKS)) } } };
     }
     let head: String = pattern.chars().take(SHORT).collect();
     let head = match head.rfind(' ') {
@@ -395,7 +423,7 @@ fn counted_sql(prefix: &str, pattern: &str) -> Markup {
         _ => &head[..],
     };
     html! {
-        details.sql { summary { (prefix) code { (head) " ..." } } code { (pattern) } }
+        details.sql { summary { (prefix) code { (breakable(head, SQL_BREAKS)) " ..." } } code { (breakable(pattern, SQL_BREAKS)) } }
     }
 }
 
@@ -705,17 +733,10 @@ fn overview(s: &PerfSnapshot) -> Markup {
 }
 
 /// The head and rows of a per-route (or per-function) latency table.
-fn endpoint_table(
-    what: &str,
-    noun: &str,
-    rows: &[EndpointStats],
-    with_responses: bool,
-    memory: bool,
-) -> Markup {
+fn endpoint_table(what: &str, noun: &str, rows: &[EndpointStats], with_responses: bool) -> Markup {
     let head = html! { tr {
         th { (what) } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
         @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
-        @if memory { th { "RSS change per request" br; "(mean / worst)" } }
     } };
     long_table(&head, rows, TOP_ROWS, noun, |e| {
         html! { tr {
@@ -727,8 +748,21 @@ fn endpoint_table(
                 td { (int(e.client_errors_4xx)) }
                 td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
             }
-            @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
         } }
+    })
+}
+
+/// The RSS change per request of each route that has one (memory
+/// tracking on): a table of its own in the memory section, as the routes
+/// table with it would not fit a 1,280 px screen.
+fn rss_table(endpoints: &[EndpointStats]) -> Markup {
+    let rows: Vec<(&str, &RssDelta)> = endpoints
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.rss_delta.as_ref()?)))
+        .collect();
+    let head = html! { tr { th { "Route" } th { "RSS change per request" br; "(mean / worst)" } } };
+    long_table(&head, &rows, TOP_ROWS, "routes", |(name, d)| {
+        html! { tr { td { (name) } td { (rss_delta(d)) } } }
     })
 }
 
@@ -854,7 +888,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let pattern_row = |q: &PatternStats| {
         html! { tr {
             td { (sql(&q.pattern))
-                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } } }
             td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
         } }
     };
@@ -870,7 +904,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let slow_head = html! { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } };
     let slow_row = |g: &SlowPattern| {
         html! { tr {
-            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
+            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td.wrap { (time_at(&g.last_at)) }
             td { @for (i, r) in g.routes.iter().enumerate() {
                 @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
         } }
@@ -879,9 +913,9 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } th { "Code" } } };
     let each_slow_row = |q: &SlowQueryView| {
         html! { tr {
-            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) }
+            td { (sql(&q.pattern)) } td.wrap { (time_at(&q.at)) } td { (q.duration_ms) }
             td { @if q.request.is_empty() { (q.route) } @else { a href={ "#" (q.request) } { (q.route) } } }
-            td { code { (q.location) } }
+            td.wrap { (path(&q.location)) }
         } }
     };
     let worst_head =
@@ -890,19 +924,19 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         html! { tr {
             td { a href={ "#" (w.id) } { (w.route) }
                 @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
-            td { (w.at) } td { (w.duration_ms) } td { (w.status) }
+            td.wrap { (time_at(&w.at)) } td { (w.duration_ms) } td { (w.status) }
         } }
     };
     let plan_row = |p: &PlanView| {
         html! { tr {
-            td { (sql(&p.pattern)) br; small { "runs from " @for (i, l) in p.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } }
-            td { @if let Some(e) = &p.plan.error { "not explained: " (e) }
+            td { (sql(&p.pattern)) br; small { "runs from " @for (i, l) in p.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } }
+            td.wrap { @if let Some(e) = &p.plan.error { "not explained: " (e) }
                 @else if p.plan.steps.is_empty() { "no plan (not a query)" }
-                @else { @for st in &p.plan.steps { (format!("{}{}", "\u{a0}\u{a0}".repeat(st.depth as usize), st.detail)) br; } }
+                @else { @for st in &p.plan.steps { ("\u{a0}\u{a0}".repeat(st.depth as usize)) (breakable(&st.detail, PLAN_BREAKS)) br; } }
                 @for f in &p.plan.full_scans { span.flag { "full scan" } " of " (f.table) " (" (int(f.rows)) " rows)" br; } }
         } }
     };
-    let plan_head = html! { tr { th { "Pattern" } th { "Plan (EXPLAIN QUERY PLAN)" } } };
+    let plan_head = html! { tr { th { "Pattern" } th { "Plan" br; "(EXPLAIN QUERY PLAN)" } } };
     let body = html! {
         h2 { "Performance" }
         (range_nav(Range::Live))
@@ -941,10 +975,10 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #endpoints {
             h3 { "Routes (" (since) ")" }
             p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }
-            (endpoint_table("Route", "routes", &s.endpoints, true, s.memory.tracking))
+            (endpoint_table("Route", "routes", &s.endpoints, true))
             h3 { "Named functions (" (since) ")" }
             p.meta { "Work timed inside requests: password checks, search, feed generation, note writes." }
-            (endpoint_table("Function", "functions", &s.functions, false, false))
+            (endpoint_table("Function", "functions", &s.functions, false))
         }
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
@@ -999,7 +1033,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 p.meta { (int(s.own_traffic.requests)) " requests " (since) ", counted in every export but left out of the figures above ("
                     (setting("STARPUNK_PERF_OWN_TRAFFIC=apart")) "; " code { "include" } " counts them like readers')." }
                 @if !s.own_traffic.endpoints.is_empty() {
-                    (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false, false))
+                    (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false))
                 }
                 @for w in s.own_traffic.slowest.iter().take(5) { (details(w, false)) }
             }
@@ -1010,9 +1044,11 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 p { "Resident memory (RSS) " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
                     (mib(s.memory.hwm_bytes as f64)) ", change over the last "
                     (duration(s.memory.window_seconds as f64)) " "
-                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) ". The chart is in the overview above." }
-                p.meta { "The RSS change per request of each route is in the routes table"
+                    (mib_change(s.memory.growth_bytes as f64)) ". The chart is in the overview above." }
+                h3 { "RSS change per request, by route (" (since) ")" }
+                p.meta { "The resident memory after a request less before it, in KiB"
                     @if est { " (~: measured on sampled requests only)" } "." }
+                (rss_table(&s.endpoints))
             } @else {
                 p { "Memory tracking is off (" (setting("STARPUNK_PERF_MEMORY_TRACKING")) ")." }
             }
@@ -1152,13 +1188,13 @@ fn render_range(
         section #endpoints {
             h3 { "Routes over the last " (range.label()) }
             p.meta { "Latency in milliseconds; statuses by class (the history keeps classes, not codes)." }
-            (endpoint_table("Route", "routes", &s.endpoints, true, false))
+            (endpoint_table("Route", "routes", &s.endpoints, true))
         }
         section #query-patterns {
             h3 { "SQL patterns over the last " (range.label()) }
             (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", |q| html! { tr {
                 td { (sql(&q.pattern))
-                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } } }
             td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
             } }))
         }
@@ -1287,8 +1323,9 @@ mod tests {
     fn long_sql_is_cut_between_words_with_the_whole_on_demand() {
         let long = "SELECT id, slug, content, published_at FROM notes WHERE deleted_at IS NULL ORDER BY published_at DESC";
         let m = sql(long).into_string();
-        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id, slug, content, published_at FROM ..."), "{m}");
-        assert!(m.contains(&format!("<code>{long}</code>")));
+        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id,<wbr> slug,<wbr> content,<wbr> published_at FROM ..."), "{m}");
+        // Whole, with a break opportunity after each comma.
+        assert!(m.contains(&format!("<code>{}</code>", long.replace(',', ",<wbr>"))));
         assert_eq!(
             sql("SELECT 1").into_string(),
             "<div class=\"sql\"><code>SELECT 1</code></div>"

@@ -20,6 +20,9 @@ button { font: inherit; padding: .3rem .8rem; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { border-bottom: 1px solid var(--line); padding: .25rem .4rem; text-align: right; white-space: nowrap; vertical-align: top; }
 th { vertical-align: bottom; }
+/* Cells that may wrap at their <wbr> (paths, times, plans) on a narrow
+   screen, so each column fits beside the first. */
+td.wrap { white-space: normal; }
 /* The first column names the row: it wraps between words only, and stays in
    view while a wide table scrolls sideways on a narrow screen. */
 th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 9rem; position: sticky; left: 0; background: var(--bg); }
