@@ -9,6 +9,7 @@ use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
+use crate::monitoring::alerts::RuleView;
 use crate::monitoring::range::{Compare, Range};
 use crate::monitoring::snapshot::{
     rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, PlanView, RoutePattern,
@@ -789,13 +790,45 @@ fn slowest_routes(s: &PerfSnapshot) -> Markup {
     }
 }
 
-/// Firing rules, shown above everything else.
+/// A rule's value or threshold with its unit ("12 ms", "0/s", "1.5 %").
+fn with_unit(v: f64, unit: &str) -> String {
+    if unit.starts_with('/') {
+        format!("{v}{unit}")
+    } else {
+        format!("{v} {unit}")
+    }
+}
+
+/// What a rule's state means, in words: for how long its condition has
+/// held (or been false) of the time it needs.
+fn rule_state_words(r: &RuleView) -> String {
+    let of = format!(
+        "{} of {}",
+        duration(r.state_seconds),
+        duration(r.for_seconds)
+    );
+    match r.state {
+        "pending" => format!("above the threshold for {of}"),
+        "firing" => match &r.since {
+            Some(since) => format!(
+                "above the threshold, firing since {since} ({})",
+                duration(r.state_seconds)
+            ),
+            None => "above the threshold".into(),
+        },
+        "resolving" => format!("below the threshold for {of}"),
+        _ => "below the threshold".into(),
+    }
+}
+
+/// Firing and resolving rules, shown above everything else, each with
+/// its state in words.
 fn firing(s: &PerfSnapshot) -> Markup {
     html! {
         @for r in s.alerts.rules.iter().filter(|r| r.state == "firing" || r.state == "resolving") {
-            p.alert { b { "Alert firing: " } code { (r.rule) } " — now " (r.value) " " (r.unit)
-                " (threshold " (r.threshold) " " (r.unit) ")"
-                @if let Some(since) = &r.since { ", since " (since) } }
+            p.alert { b { "Alert " (r.state) ": " } code { (r.rule) } " — " (rule_state_words(r))
+                "; last minute " (with_unit(r.value, r.unit)) ", threshold " (with_unit(r.threshold, r.unit))
+                @if r.state == "resolving" { @if let Some(since) = &r.since { "; firing since " (since) } } "." }
         }
     }
 }
@@ -818,9 +851,10 @@ fn alerts_section(s: &PerfSnapshot) -> Markup {
                     ", failed " (int(w.failed)) ", dropped on a full queue " (int(w.dropped)) ")" } "." }
             (long_table(&rule_head, &a.rules, TOP_ROWS, "rules", |r| html! { tr {
                 td { code { (r.rule) } }
-                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) } }
-                td { (r.value) " " (r.unit) }
-                td { (r.threshold) " " (r.unit) }
+                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) }
+                    @if r.state == "pending" || r.state == "resolving" { br; small { (duration(r.state_seconds)) " of " (duration(r.for_seconds)) } } }
+                td { (with_unit(r.value, r.unit)) }
+                td { (with_unit(r.threshold, r.unit)) }
             } }))
             @if !a.events.is_empty() {
                 h3 { "Recent alert events" }
@@ -1291,6 +1325,53 @@ mod tests {
         );
         assert!(card_trend(&few, &before, (0.033, 1.0), "/s", false)
             .starts_with("Last 5 min: 0.033/s, down 97 %"));
+    }
+
+    #[test]
+    fn the_banner_says_what_state_each_rule_is_in() {
+        let rule = |state, state_seconds| RuleView {
+            rule: "request_rate > 5/s for 1m".into(),
+            state,
+            value: 0.0,
+            threshold: 5.0,
+            unit: "/s",
+            since: Some("2026-05-01T10:00:00Z".into()),
+            for_seconds: 60.0,
+            state_seconds,
+        };
+        let mut s = PerfSnapshot {
+            enabled: true,
+            ..PerfSnapshot::default()
+        };
+        s.alerts.rules = vec![
+            rule("resolving", 40.0),
+            rule("firing", 125.0),
+            rule("pending", 20.0),
+        ];
+        let banner = firing(&s).into_string();
+        let code = "<code>request_rate &gt; 5/s for 1m</code>";
+        for wanted in [
+            format!(
+                "<b>Alert resolving: </b>{code} — below the threshold for 40 s of 1 min; \
+                     last minute 0/s, threshold 5/s; firing since 2026-05-01T10:00:00Z."
+            ),
+            format!(
+                "<b>Alert firing: </b>{code} — above the threshold, firing since \
+                     2026-05-01T10:00:00Z (2 min 5 s); last minute 0/s, threshold 5/s."
+            ),
+        ] {
+            assert!(banner.contains(&wanted), "{banner}");
+        }
+        // A pending rule is in the table only; no banner says "now".
+        assert!(
+            !banner.contains("pending") && !banner.contains("now"),
+            "{banner}"
+        );
+        let table = alerts_section(&s).into_string();
+        assert!(
+            table.contains("pending<br><small>20 s of 1 min</small>"),
+            "{table}"
+        );
     }
 
     #[test]
