@@ -121,12 +121,7 @@ pub fn begin() -> Before {
 
 /// Adds a finished statement.
 #[inline]
-pub fn statement(
-    op: OpId,
-    start_ns: u64,
-    duration_ns: u64,
-    location: &'static Location<'static>,
-) {
+pub fn statement(op: OpId, start_ns: u64, duration_ns: u64, location: &'static Location<'static>) {
     TRACE.with(|t| {
         let state = t.state.get();
         let len = (state & LEN) as usize;
