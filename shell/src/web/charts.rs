@@ -207,13 +207,18 @@ impl Axis {
 const MARK_FONT: f64 = FONT - 2.0;
 const MARK_W: f64 = 76.0;
 
+/// Rows of mark labels at the top of a chart.
+const MARK_ROWS: usize = 2;
+
 /// The labels of `marks` (x in chart units, label), ascending in x: each
 /// label starts just right of its mark (near the right edge it ends just
-/// left of it) and takes at most [`MARK_W`]; a mark whose label would
-/// overlap the previous label shares that label instead ("start 0.1.0
-/// ×2", or "3 starts" when they differ). So no two labels overlap,
-/// whatever the marks. Each label is `(x, text, anchored at its end)`.
-fn mark_labels(marks: &[(f64, &str)], noun: &str) -> Vec<(f64, String, bool)> {
+/// left of it), takes at most [`MARK_W`], and goes in the first of
+/// [`MARK_ROWS`] rows where it overlaps no label. A mark whose label would
+/// overlap the previous one with the same text, or that finds no row,
+/// shares the previous label instead ("start 0.1.0 ×2", or "3 starts"
+/// when they differ). So no two labels overlap, whatever the marks. Each
+/// label is `(x, text, anchored at its end, row)`.
+fn mark_labels(marks: &[(f64, &str)], noun: &str) -> Vec<(f64, String, bool, usize)> {
     let at_end = |x: f64| x > W - MARK_W - 4.0;
     // A label's extent at its widest.
     let extent = |x: f64| {
@@ -223,16 +228,33 @@ fn mark_labels(marks: &[(f64, &str)], noun: &str) -> Vec<(f64, String, bool)> {
             (x + 2.0, x + 2.0 + MARK_W)
         }
     };
-    let mut groups: Vec<(f64, Vec<&str>)> = Vec::new();
+    let clear_of = |x: f64, other: f64| extent(x).0 >= extent(other).1 + 2.0;
+    // (x, labels, row)
+    let mut groups: Vec<(f64, Vec<&str>, usize)> = Vec::new();
     for &(x, label) in marks {
-        match groups.last_mut() {
-            Some((first, labels)) if extent(x).0 < extent(*first).1 + 2.0 => labels.push(label),
-            _ => groups.push((x, vec![label])),
+        if let Some(last) = groups.last_mut() {
+            if !clear_of(x, last.0) && last.1.iter().all(|l| *l == label) {
+                last.1.push(label);
+                continue;
+            }
+        }
+        let free = (0..MARK_ROWS).find(|&row| {
+            groups
+                .iter()
+                .rev()
+                .find(|g| g.2 == row)
+                .is_none_or(|g| clear_of(x, g.0))
+        });
+        match (free, groups.last_mut()) {
+            (Some(row), _) => groups.push((x, vec![label], row)),
+            // No row is free (so there is a label before): share it.
+            (None, Some(last)) => last.1.push(label),
+            (None, None) => groups.push((x, vec![label], 0)),
         }
     }
     groups
         .into_iter()
-        .map(|(x, labels)| {
+        .map(|(x, labels, row)| {
             let n = labels.len();
             let text = if n == 1 {
                 labels[0].to_string()
@@ -241,7 +263,7 @@ fn mark_labels(marks: &[(f64, &str)], noun: &str) -> Vec<(f64, String, bool)> {
             } else {
                 format!("{n} {noun}")
             };
-            (x, fit(&text, MARK_W, MARK_FONT), at_end(x))
+            (x, fit(&text, MARK_W, MARK_FONT), at_end(x), row)
         })
         .collect()
 }
@@ -320,8 +342,8 @@ pub fn time_chart(title: &str, lines: &[Line], axis: &Axis, zero: bool, unit: Un
             @for (x, _) in &marks {
                 line x1=(N1(*x)) y1=(top) x2=(N1(*x)) y2=(h - bottom) stroke="#6a3d9a" stroke-dasharray="3,3" {}
             }
-            @for (x, label, end) in mark_labels(&marks, axis.marks_noun) {
-                text.mark x=(N1(if end { x - 2.0 } else { x + 2.0 })) y=(top + 9.0) font-size=(MARK_FONT) fill="#6a3d9a"
+            @for (x, label, end, row) in mark_labels(&marks, axis.marks_noun) {
+                text.mark x=(N1(if end { x - 2.0 } else { x + 2.0 })) y=(top + 9.0 + 11.0 * row as f64) font-size=(MARK_FONT) fill="#6a3d9a"
                     text-anchor=(if end { "end" } else { "start" }) { (label) }
             }
             @if empty {
@@ -557,53 +579,78 @@ mod tests {
 
     #[test]
     fn mark_labels_never_overlap() {
-        // Two starts a second apart share one label; one alone has its own.
+        // Two starts of one version a second apart share one label; two
+        // versions two hours apart on a day's axis take a row each.
         let labels = mark_labels(
             &[
                 (100.0, "start 0.1.0"),
                 (100.4, "start 0.1.0"),
-                (300.0, "start 0.2.0"),
+                (327.5, "start 0.0.9"),
+                (352.0, "start 0.1.0"),
             ],
             "starts",
         );
         assert_eq!(
             labels,
             [
-                (100.0, "start 0.1.0 \u{d7}2".to_string(), false),
-                (300.0, "start 0.2.0".to_string(), true),
+                (100.0, "start 0.1.0 \u{d7}2".to_string(), false, 0),
+                (327.5, "start 0.0.9".to_string(), true, 0),
+                (352.0, "start 0.1.0".to_string(), true, 1),
             ]
         );
-        assert_eq!(
-            mark_labels(&[(60.0, "start 0.1.0"), (70.0, "start 0.2.0")], "starts")[0].1,
-            "2 starts"
+        // No row left: the last label counts them.
+        let crowded = mark_labels(
+            &[
+                (60.0, "start 0.1.0"),
+                (70.0, "start 0.2.0"),
+                (80.0, "start 0.3.0"),
+            ],
+            "starts",
         );
-        // Marks every few units over the whole axis: the labels' extents,
-        // at their widest, are apart.
-        for gap in [1.0, 9.8, 40.0, 77.0, 81.0, 150.0] {
-            let marks: Vec<(f64, &str)> = (0..)
-                .map(|i| 58.0 + gap * i as f64)
-                .take_while(|x| *x <= 352.0)
-                .map(|x| (x, "start 0.1.0"))
-                .collect();
-            let extents: Vec<(f64, f64)> = mark_labels(&marks, "starts")
-                .iter()
-                .map(|(x, text, end)| {
-                    let w = text_width(text, MARK_FONT);
-                    assert!(w <= MARK_W, "{text}");
-                    if *end {
-                        (x - 2.0 - w, x - 2.0)
-                    } else {
-                        (x + 2.0, x + 2.0 + w)
+        assert_eq!(crowded[1].1, "2 starts");
+        // Marks every few units over the whole axis: in each row, the
+        // labels' extents, at their widest, are apart.
+        for gap in [1.0, 9.8, 24.5, 40.0, 77.0, 81.0, 150.0] {
+            for alternate in [false, true] {
+                let marks: Vec<(f64, &str)> = (0..)
+                    .map(|i| 58.0 + gap * i as f64)
+                    .take_while(|x| *x <= 352.0)
+                    .enumerate()
+                    .map(|(i, x)| {
+                        (
+                            x,
+                            if alternate && i % 2 == 1 {
+                                "start 0.2.0"
+                            } else {
+                                "start 0.1.0"
+                            },
+                        )
+                    })
+                    .collect();
+                let labels = mark_labels(&marks, "starts");
+                for row in 0..MARK_ROWS {
+                    let extents: Vec<(f64, f64)> = labels
+                        .iter()
+                        .filter(|l| l.3 == row)
+                        .map(|(x, text, end, _)| {
+                            let w = text_width(text, MARK_FONT);
+                            assert!(w <= MARK_W, "{text}");
+                            if *end {
+                                (x - 2.0 - w, x - 2.0)
+                            } else {
+                                (x + 2.0, x + 2.0 + w)
+                            }
+                        })
+                        .collect();
+                    for pair in extents.windows(2) {
+                        assert!(pair[0].1 < pair[1].0, "{gap}: {extents:?}");
                     }
-                })
-                .collect();
-            for pair in extents.windows(2) {
-                assert!(pair[0].1 < pair[1].0, "{gap}: {extents:?}");
+                    assert!(
+                        extents.iter().all(|e| e.0 >= 0.0 && e.1 <= W),
+                        "{extents:?}"
+                    );
+                }
             }
-            assert!(
-                extents.iter().all(|e| e.0 >= 0.0 && e.1 <= W),
-                "{extents:?}"
-            );
         }
     }
 }
