@@ -182,6 +182,10 @@ impl Drop for Driver {
     }
 }
 
+/// The views the layout check walks at each width: live, then every range
+/// of the history.
+const VIEWS: [&str; 5] = ["", "?range=1h", "?range=24h", "?range=7d", "?range=30d"];
+
 #[test]
 fn dashboard_renders_in_headless_chromium() {
     let chromium = find_tool(&[
@@ -197,58 +201,70 @@ fn dashboard_renders_in_headless_chromium() {
         eprintln!("SKIPPED: chromium or chromedriver not installed (apt-get install chromium chromium-driver)");
         return;
     };
+    // Everything on: memory tracking, a week of history, alert rules (the
+    // test evaluates them itself, over a 1-second "last minute"), and two
+    // starts of the blog a moment apart (two deploy marks at one place on
+    // every time axis of the range views).
+    let rules = "rss > 1MiB for 0s; p99 > 40ms for 2s; error_rate > 1% for 1m; p99 > 10s for 5m";
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
         memory_tracking: true,
-        history_days: 1,
+        history_days: 7,
+        alerts: starpunk::monitoring::alerts::parse_rules(rules, &[]).unwrap(),
+        alert_window_seconds: 1.0,
+        alert_every_seconds: 3600,
         ..starpunk::config::PerfConfig::default()
     };
-    let blog = start_with("browser", perf, |_| {});
+    // Minutes of the last hour from an earlier run, RSS rising 1 MiB every
+    // 10 minutes: every range holds them all, so each says the same
+    // change of memory.
+    let now = unix_now();
+    let minute = now - now % 60;
+    let dir = temp_dir("browser");
+    seed_history(
+        &dir,
+        "0.1.0",
+        &(0..4)
+            .map(|i| (minute - (50 - 10 * i) * 60, (10 + i as u64) << 20))
+            .collect::<Vec<_>>(),
+    );
+    start_in(&dir, perf.clone()).stop_keeping_data();
+    let blog = start_in(&dir, perf);
     for i in 0..8 {
         blog.micropub_form(&format!("Browser note {i} with some *markdown*"));
     }
-    // A few minutes of traffic for the overview's charts: the test closes
-    // each minute itself (the ticker does it at each wall-clock minute).
     // With DASHBOARD_DEMO_MINUTES=N the traffic runs for N real minutes
-    // instead (the README's screenshots).
+    // (the README's screenshots).
     let demo_minutes: u64 = std::env::var("DASHBOARD_DEMO_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    let batches = if demo_minutes > 0 {
-        demo_minutes * 12
-    } else {
-        5
-    };
-    for batch in 0..batches {
-        // A load that rises and falls, a 5xx now and then.
-        let load = 3 + (batch % 7) * 2;
-        for i in 0..load {
-            blog.get("/");
-            blog.get(&format!("/search?q=note+{i}"));
-            blog.get("/feed.atom");
-        }
-        // In the demo's last third, every batch also waits on a slow
-        // request: the overview shows the change.
-        if demo_minutes > 0 && batch > batches * 2 / 3 {
-            blog.get("/__test/sleep/15");
-        }
-        if batch % 4 == 1 {
-            blog.get("/__test/status/500");
-            blog.get(&format!("/__test/sleep/{}", 20 + batch % 30));
-        }
-        blog.get("/missing");
-        if demo_minutes > 0 {
-            std::thread::sleep(Duration::from_secs(5));
-        } else {
-            blog.app().monitor.sample_memory();
-            blog.app().monitor.close_minute();
-        }
-    }
-    for _ in 0..3 {
-        blog.app().monitor.sample_memory();
-        std::thread::sleep(Duration::from_millis(1100));
-    }
+    traffic(&blog, demo_minutes);
+    alerts_in_every_state(&blog);
+    // The same with memory tracking off (and no alerts), after a week of
+    // an earlier version (a sample every 2 hours) whose memory barely
+    // moved: 17.30 to 17.34 MiB.
+    let lean_dir = temp_dir("browser-lean");
+    seed_history(
+        &lean_dir,
+        "0.0.9",
+        &(0..78)
+            .map(|i| {
+                let rss = (17.30 + (i % 5) as f64 * 0.01) * 1024.0 * 1024.0;
+                (minute - (156 - 2 * i) * 3600, rss as u64)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let lean = start_in(
+        &lean_dir,
+        starpunk::config::PerfConfig {
+            monitoring_enabled: true,
+            history_days: 7,
+            ..starpunk::config::PerfConfig::default()
+        },
+    );
+    lean.micropub_form("A lean note");
+    traffic(&lean, 0);
 
     let profile = temp_dir("chromium-profile");
     let d = Driver::start(&chromium, &chromedriver, &profile);
@@ -292,6 +308,14 @@ fn dashboard_renders_in_headless_chromium() {
     ] {
         assert!(text.contains(wanted), "missing {wanted:?} in {text}");
     }
+    // The banner says which state each rule is in, and for how long.
+    for wanted in [
+        "Alert firing: rss > 1MiB for 0s",
+        "Alert resolving: p99 > 40ms for 2s",
+        "below the threshold for ",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in {text}");
+    }
     clean_layout(&d, "at 1,280 px");
     let desktop_height = d.full_page_screenshot(1280, &shots.join("dashboard-desktop.png"));
 
@@ -332,35 +356,110 @@ fn dashboard_renders_in_headless_chromium() {
         phone_height as f64 / 844.0
     );
 
-    // The history's 1-hour view, on the phone too.
+    // Every view at both widths, with memory tracking on and off: the
+    // live page and each range of the history.
+    // (Cookies do not tell ports apart: one blog's session at a time.)
+    let started = Instant::now();
+    let mut seen = Layout::default();
+    for (b, memory) in [
+        (&lean, "memory tracking off"),
+        (&blog, "memory tracking on"),
+    ] {
+        log_in(&d, b);
+        for (width, height, mobile) in [(1280, 900, false), (390, 844, true)] {
+            d.emulate(width, height, mobile);
+            for view in VIEWS {
+                d.goto(&b.url(&format!("/admin/performance{view}")));
+                let what = format!("{memory}, /admin/performance{view} at {width} px");
+                let l = clean_layout(&d, &what);
+                assert!(l.charts >= 4 && l.tables >= 3, "{what}: {l:?}");
+                if !view.is_empty() {
+                    let text = body_text(&d);
+                    assert!(text.contains("(from the history)"), "{what}: {text}");
+                    assert!(!text.contains("-0.0"), "{what}: {text}");
+                }
+                seen.add(&l);
+            }
+        }
+    }
+    // The history's memory change is one figure at every range: the
+    // same minutes are in each.
     d.goto(&blog.url("/admin/performance?range=1h"));
-    let range = clean_layout(&d, "1-hour view at 390 px");
-    assert!(range.charts >= 4, "{range:?}");
-    let text = body_text(&d);
-    assert!(
-        text.contains("The last 1 hour (from the history)"),
-        "{text}"
+    let change = |d: &Driver| {
+        d.script(
+            "return Array.from(document.querySelectorAll('#overview .card small')) \
+               .map(s => s.textContent).find(t => t.includes('over the range'))",
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let hour = change(&d);
+    for view in &VIEWS[2..] {
+        d.goto(&blog.url(&format!("/admin/performance{view}")));
+        assert_eq!(change(&d), hour, "{view}");
+    }
+    eprintln!(
+        "{} views: {} tables ({} columns), {} charts ({} labels) checked in {:.1} s",
+        4 * VIEWS.len(),
+        seen.tables,
+        seen.columns,
+        seen.charts,
+        seen.labels,
+        started.elapsed().as_secs_f64()
     );
 
-    // The checks can fail: a paragraph squeezed until its words break, and a
-    // chart label pushed off its chart, are both reported.
+    // The checks can fail: each kind of defect, made on the page, is
+    // reported.
+    d.emulate(390, 844, true);
+    d.goto(&blog.url("/admin/performance?range=1h"));
     d.script(
         "const p = document.querySelector('#endpoints p'); \
          p.style.wordBreak = 'break-all'; p.style.width = '3rem'; \
-         document.querySelector('svg.chart text').setAttribute('x', '300');",
+         const svg = document.querySelector('svg.chart'); \
+         svg.querySelector('text').setAttribute('x', '300'); \
+         const ticks = svg.querySelectorAll('text.tick'); \
+         ticks[1].setAttribute('x', ticks[0].getAttribute('x')); \
+         ticks[1].setAttribute('text-anchor', ticks[0].getAttribute('text-anchor')); \
+         svg.querySelectorAll('text.value').forEach(t => t.textContent = '17.3 MiB'); \
+         const charts = document.querySelectorAll('svg.chart'); \
+         charts[1].querySelector('text.value').setAttribute('font-size', '24'); \
+         charts[2].style.width = '50%'; \
+         const h = document.createElement('h3'); \
+         h.textContent = charts[0].querySelector('text').textContent; \
+         charts[0].parentElement.parentElement.insertBefore(h, charts[0].parentElement); \
+         document.querySelectorAll('#endpoints th:first-child, #endpoints td:first-child') \
+           .forEach(c => c.style.position = 'static');",
     );
     let broken = layout_problems(&d);
+    for kind in [
+        "broken mid-word",
+        "runs off its chart",
+        "labels overlap",
+        "axis ticks repeat",
+        "px high",
+        "charts of different widths",
+        "repeats the heading",
+        "cannot be read beside the first column",
+    ] {
+        assert!(
+            broken.problems.iter().any(|p| p.contains(kind)),
+            "{kind:?} not reported: {:#?}",
+            broken.problems
+        );
+    }
+    // On a wide screen a table that does not fit is reported, scrollable
+    // or not.
+    d.emulate(1280, 900, false);
+    d.goto(&blog.url("/admin/performance"));
+    d.script("document.querySelector('#endpoints table').style.minWidth = '1200px';");
+    let wide = layout_problems(&d);
     assert!(
-        broken
-            .problems
+        wide.problems
             .iter()
-            .any(|p| p.contains("broken mid-word"))
-            && broken
-                .problems
-                .iter()
-                .any(|p| p.contains("runs off its chart")),
+            .any(|p| p.contains("outside its box on a wide screen")),
         "{:#?}",
-        broken.problems
+        wide.problems
     );
 
     // The defaults (no memory tracking, no history, no alerts) name their
@@ -387,6 +486,107 @@ fn dashboard_renders_in_headless_chromium() {
     let _ = std::fs::remove_dir_all(profile);
 }
 
+/// A few minutes of traffic for the overview's charts and the history:
+/// the test closes each minute itself (the ticker does it at each
+/// wall-clock minute). With `demo_minutes` > 0, the traffic runs for that
+/// many real minutes instead.
+fn traffic(blog: &Blog, demo_minutes: u64) {
+    let batches = if demo_minutes > 0 {
+        demo_minutes * 12
+    } else {
+        5
+    };
+    for batch in 0..batches {
+        // A load that rises and falls, a 5xx now and then.
+        let load = 3 + (batch % 7) * 2;
+        for i in 0..load {
+            blog.get("/");
+            blog.get(&format!("/search?q=note+{i}"));
+            blog.get("/feed.atom");
+        }
+        // In the demo's last third, every batch also waits on a slow
+        // request: the overview shows the change.
+        if demo_minutes > 0 && batch > batches * 2 / 3 {
+            blog.get("/__test/sleep/15");
+        }
+        if batch % 4 == 1 {
+            blog.get("/__test/status/500");
+            blog.get(&format!("/__test/sleep/{}", 20 + batch % 30));
+        }
+        blog.get("/missing");
+        if demo_minutes > 0 {
+            std::thread::sleep(Duration::from_secs(5));
+        } else {
+            blog.app().monitor.sample_memory();
+            blog.app().monitor.close_minute();
+        }
+    }
+}
+
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Writes minutes into the history in `dir` before a blog opens it, as
+/// an earlier run of `version` started at the first of them would have:
+/// per minute (Unix seconds at its start, RSS bytes), twenty requests of
+/// `GET /`.
+fn seed_history(dir: &Path, version: &str, minutes: &[(i64, u64)]) {
+    use starpunk::monitoring::history::{Cumulative, History, KIND_ROUTE};
+    std::fs::create_dir_all(dir).unwrap();
+    let empty = starpunk_perf::new_hdr(&starpunk_perf::RecorderConfig::default().layout);
+    let mut history = History::open(dir, 7, version, minutes[0].0, empty.clone()).unwrap();
+    let (mut latency, mut c) = (empty, Cumulative::default());
+    for (i, &(start, rss)) in minutes.iter().enumerate() {
+        for k in 0..20u64 {
+            let ns = 2_000_000 + k * 300_000 * (1 + i as u64 % 4);
+            latency.saturating_record(ns);
+            c.counts.count += 1;
+            c.counts.sum_ns += ns;
+            c.counts.bytes += 4_000;
+        }
+        c.buckets = latency
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        history
+            .write_minute(start, vec![(KIND_ROUTE, "GET /".into(), c.clone())], 0, rss)
+            .unwrap();
+    }
+}
+
+/// Drives the rules of [`dashboard_renders_in_headless_chromium`] (over a
+/// 1-second window, evaluated here) into each state: `rss > 1MiB` fires at
+/// once, `p99 > 40ms for 2s` fires after 2 s of slow requests and is left
+/// resolving, `error_rate > 1% for 1m` pending, `p99 > 10s` ok.
+fn alerts_in_every_state(blog: &Blog) {
+    let monitor = &blog.app().monitor;
+    monitor.evaluate_alerts();
+    for _ in 0..4 {
+        blog.get("/__test/sleep/60");
+        blog.get("/__test/status/500");
+        std::thread::sleep(Duration::from_millis(1050));
+        monitor.sample_memory();
+        monitor.evaluate_alerts();
+    }
+    blog.get("/");
+    blog.get("/__test/status/500");
+    std::thread::sleep(Duration::from_millis(1050));
+    monitor.evaluate_alerts();
+    let states: Vec<&str> = monitor
+        .inner()
+        .unwrap()
+        .alerts_view()
+        .rules
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, ["firing", "resolving", "pending", "ok"]);
+}
 /// Logs `d` in to `blog`'s admin pages.
 fn log_in(d: &Driver, blog: &Blog) {
     d.goto(&blog.url("/admin/login"));
@@ -426,35 +626,69 @@ fn clean_layout(d: &Driver, what: &str) -> Layout {
 }
 
 /// What [`layout_problems`] found and how much it looked at.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Layout {
     problems: Vec<String>,
     words: u64,
     tables: u64,
+    columns: u64,
     charts: u64,
+    labels: u64,
 }
 
-/// Checks every table and chart on the page as laid out now: nothing
-/// wider than the screen (tables may scroll inside their own box), no
-/// word broken across lines, no cell or header narrower than its text, no
-/// chart text running off its chart, no chart text too small to read.
-fn layout_problems(d: &Driver) -> Layout {
-    let v = d.script(LAYOUT_CHECK);
-    let strings = |k: &str| -> Vec<String> {
-        v[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect()
-    };
-    Layout {
-        problems: strings("problems"),
-        words: v["words"].as_u64().unwrap(),
-        tables: v["tables"].as_u64().unwrap(),
-        charts: v["charts"].as_u64().unwrap(),
+impl Layout {
+    /// Counts what `other` looked at too.
+    fn add(&mut self, other: &Layout) {
+        self.words += other.words;
+        self.tables += other.tables;
+        self.columns += other.columns;
+        self.charts += other.charts;
+        self.labels += other.labels;
     }
 }
 
+/// Checks every table and chart on the page as laid out now (see
+/// [`LAYOUT_CHECK`] for what readable means).
+fn layout_problems(d: &Driver) -> Layout {
+    let v = d.script(LAYOUT_CHECK);
+    let count = |k: &str| v[k].as_u64().unwrap();
+    Layout {
+        problems: v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect(),
+        words: count("words"),
+        tables: count("tables"),
+        columns: count("columns"),
+        charts: count("charts"),
+        labels: count("labels"),
+    }
+}
+
+/// What "readable" means, checked on the page as laid out (every
+/// expander open):
+///
+/// - Nothing is wider than the screen: the page, paragraphs, lists,
+///   cards, headings, charts and the `.scroll` boxes tables sit in.
+/// - No word is broken across lines, and no table cell is narrower than
+///   its text.
+/// - Every column of every table can be read. On a wide screen (1,000 px
+///   or more) every table fits its box: no column lies outside the screen
+///   or is cut by its box. On a narrower screen a table may be wider than
+///   the screen only inside a box that scrolls sideways (`.scroll`), and
+///   then each column that lies outside must come fully into view when the
+///   box is scrolled to it, with the first column (the row's name, sticky)
+///   still in view beside it. A column that cannot be reached that way is
+///   a problem.
+/// - Charts: no text runs off its chart; every text renders at 8 to 16 CSS
+///   px (its font size in chart units times the chart's scale: the stated
+///   sizes, 9 to 11 units on a chart at most 32rem wide); no two texts of
+///   a chart overlap (time-axis ticks and deploy marks included); the
+///   ticks of an axis all differ; every `svg.chart` on a page has one
+///   width (the status chart sized like the others); and no chart
+///   repeats, as its title, the heading just above it.
 const LAYOUT_CHECK: &str = r#"
 const problems = [];
 const vw = document.documentElement.clientWidth;
@@ -491,19 +725,94 @@ for (const el of texts) {
     }
   }
 }
-let charts = 0;
+// Columns: each must be on the screen and inside its box, or (on a narrow
+// screen) come into view beside the first column when its box scrolls.
+let tables = 0, columns = 0;
+for (const table of document.querySelectorAll('table')) {
+  const rows = Array.from(table.rows);
+  if (!rows.length || !table.getClientRects().length) continue;
+  tables++;
+  const row = rows.reduce((a, r) => (r.cells.length > a.cells.length ? r : a));
+  const cells = Array.from(row.cells);
+  columns += cells.length;
+  const heads = rows[0].cells.length === cells.length ? Array.from(rows[0].cells) : cells;
+  const name = i => '"' + heads[i].textContent.trim().slice(0, 30) + '"';
+  const table_name = (table.closest('section') || {}).id + ' table "' +
+    Array.from(rows[0].cells).map(c => c.textContent.trim()).join(' | ').slice(0, 60) + '"';
+  let box = table.parentElement;
+  while (box && box !== document.body && !/(auto|scroll)/.test(getComputedStyle(box).overflowX)) box = box.parentElement;
+  const scroller = box && box !== document.body ? box : null;
+  const b = scroller ? scroller.getBoundingClientRect() : { left: 0, right: vw };
+  const lo = Math.max(0, b.left), hi = Math.min(vw, b.right);
+  const out = cells.map((c, i) => i).filter(i => {
+    const r = cells[i].getBoundingClientRect();
+    return r.left < lo - 1 || r.right > hi + 1;
+  });
+  if (!out.length) continue;
+  const list = out.map(name).join(', ');
+  if (vw >= 1000) {
+    problems.push('columns ' + list + ' outside its box on a wide screen (' + vw + ' px; the table is ' +
+      Math.round(table.getBoundingClientRect().width) + ' px in ' + Math.round(hi - lo) + '): ' + table_name);
+    continue;
+  }
+  if (!scroller) {
+    problems.push('columns ' + list + ' off-screen, in no box that scrolls: ' + table_name);
+    continue;
+  }
+  const first = cells[0];
+  const start = scroller.scrollLeft;
+  for (const i of out) {
+    const c = cells[i];
+    scroller.scrollLeft = start;
+    scroller.scrollLeft = start + c.getBoundingClientRect().right - hi;
+    const r = c.getBoundingClientRect(), f = first.getBoundingClientRect();
+    if (i === 0 || f.left < lo - 1 || r.left < f.right - 1 || r.right > hi + 1)
+      problems.push('column ' + name(i) + ' (' + Math.round(r.width) + ' px) cannot be read beside the first column (' +
+        Math.round(f.width) + ' px) in its ' + Math.round(hi - lo) + ' px box, scrolled to: ' + table_name);
+  }
+  scroller.scrollLeft = start;
+}
+// Charts.
+let charts = 0, labels = 0;
+const widths = [];
 for (const svg of document.querySelectorAll('svg.chart, svg.timeline, svg.spark')) {
+  if (!svg.getClientRects().length) continue;
   charts++;
+  const chart = svg.getAttribute('aria-label');
   const vb = svg.viewBox.baseVal;
-  for (const t of svg.querySelectorAll('text')) {
-    const b = t.getBBox();
+  const scale = svg.getScreenCTM().a;
+  const ts = Array.from(svg.querySelectorAll('text'));
+  labels += ts.length;
+  const bb = ts.map(t => t.getBBox());
+  ts.forEach((t, i) => {
+    const b = bb[i];
     if (b.x < -1 || b.x + b.width > vb.width + 1)
-      problems.push('text runs off its chart: "' + t.textContent + '" in ' + svg.getAttribute('aria-label'));
-    const h = t.getBoundingClientRect().height;
-    if (h > 0 && h < 8) problems.push('chart text ' + h.toFixed(1) + ' px high: "' + t.textContent + '"');
+      problems.push('text runs off its chart: "' + t.textContent + '" in ' + chart);
+    const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+    if (px < 8 || px > 16) problems.push('chart text ' + px.toFixed(1) + ' px high (8 to 16): "' + t.textContent + '" in ' + chart);
+    for (let j = 0; j < i; j++) {
+      const o = bb[j];
+      const w = Math.min(b.x + b.width, o.x + o.width) - Math.max(b.x, o.x);
+      const h = Math.min(b.y + b.height, o.y + o.height) - Math.max(b.y, o.y);
+      if (w > 0.5 && h > 1) problems.push('labels overlap: "' + ts[j].textContent + '" and "' + t.textContent + '" in ' + chart);
+    }
+  });
+  for (const axis of ['value', 'tick']) {
+    const v = ts.filter(t => t.classList.contains(axis)).map(t => t.textContent);
+    if (new Set(v).size < v.length) problems.push('axis ticks repeat: ' + v.join(' / ') + ' in ' + chart);
+  }
+  if (svg.matches('svg.chart')) {
+    widths.push(svg.getBoundingClientRect().width.toFixed(0) + ' px: ' + chart);
+    let el = svg;
+    while (el.parentElement && !el.previousElementSibling) el = el.parentElement;
+    const above = el.previousElementSibling;
+    const start = s => s.toLowerCase().split(/\s+/).slice(0, 3).join(' ');
+    if (above && /^H[1-6]$/.test(above.tagName) && ts.length && start(above.textContent) === start(ts[0].textContent))
+      problems.push('chart repeats the heading above it: "' + above.textContent.trim() + '" over "' + ts[0].textContent + '"');
   }
 }
-const tables = document.querySelectorAll('table').length;
+if (new Set(widths.map(w => w.split(' ')[0])).size > 1)
+  problems.push('charts of different widths: ' + widths.join('; '));
 details.forEach((d, i) => d.open = was[i]);
-return { problems, words, tables, charts };
+return { problems, words, tables, columns, charts, labels };
 "#;

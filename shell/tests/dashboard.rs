@@ -124,7 +124,10 @@ fn dashboard_after_real_traffic_agrees_with_the_json() {
         "the page's GET / row matches the JSON: {row}"
     );
     let pattern = patterns[0]["pattern"].as_str().unwrap();
-    assert!(html.contains(&maud::html! { (pattern) }.into_string()));
+    // (Long SQL may break after its commas and parentheses: `<wbr>`.)
+    assert!(html
+        .replace("<wbr>", "")
+        .contains(&maud::html! { (pattern) }.into_string()));
 }
 
 #[test]

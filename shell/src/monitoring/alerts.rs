@@ -256,6 +256,12 @@ pub struct RuleView {
     pub unit: &'static str,
     /// RFC 3339 of the last firing, if any.
     pub since: Option<String>,
+    /// Seconds the rule must hold (or be clear) to fire (or resolve).
+    pub for_seconds: f64,
+    /// Seconds the rule has been in its state at the last evaluation:
+    /// `pending`, since its condition began to hold; `resolving`, since it
+    /// began to be false; `firing`, since it fired; 0 when `ok`.
+    pub state_seconds: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -284,6 +290,8 @@ pub struct Alerts {
     events: VecDeque<AlertEvent>,
     /// Seconds a value covers ("the last minute").
     window: f64,
+    /// Unix seconds of the last evaluation that judged a rule.
+    judged_at: Option<f64>,
 }
 
 impl Alerts {
@@ -313,6 +321,7 @@ impl Alerts {
             samples: VecDeque::new(),
             events: VecDeque::new(),
             window,
+            judged_at: None,
         }
     }
 
@@ -364,6 +373,7 @@ impl Alerts {
             let value = value_of(rule, &self.scopes, &base, now);
             state.value = value;
             let t = now.at;
+            self.judged_at = Some(t);
             if value > rule.threshold {
                 state.cleared_since = None;
                 let since = *state.held_since.get_or_insert(t);
@@ -397,14 +407,21 @@ impl Alerts {
             .zip(&self.states)
             .map(|(r, s)| {
                 let (scale, unit) = units(r.metric);
+                let (state, since) = match (s.firing, s.held_since.is_some()) {
+                    (true, false) => ("resolving", s.cleared_since),
+                    (true, true) => ("firing", s.fired_at),
+                    (false, true) => ("pending", s.held_since),
+                    (false, false) => ("ok", None),
+                };
+                let state_seconds = match (since, self.judged_at) {
+                    (Some(since), Some(at)) => (at - since).max(0.0).round(),
+                    _ => 0.0,
+                };
                 RuleView {
                     rule: r.text.clone(),
-                    state: match (s.firing, s.held_since.is_some()) {
-                        (true, false) => "resolving",
-                        (true, true) => "firing",
-                        (false, true) => "pending",
-                        (false, false) => "ok",
-                    },
+                    state,
+                    for_seconds: r.for_seconds,
+                    state_seconds,
                     value: round3(s.value / scale),
                     threshold: round3(r.threshold / scale),
                     unit,
@@ -599,6 +616,17 @@ mod tests {
             }
             for e in a.evaluate(sample(t as f64, req, err, &[])) {
                 fired.push((t, e.state, e.value));
+            }
+            // Each state with how long the rule has been in it, of its
+            // duration.
+            let v = &a.view()[0];
+            let seen = (v.state, v.state_seconds, v.for_seconds);
+            match t {
+                65 => assert_eq!(seen, ("pending", 5.0, 10.0)),
+                80 => assert_eq!(seen, ("firing", 10.0, 10.0)),
+                105 => assert_eq!(seen, ("resolving", 4.0, 10.0)),
+                150 => assert_eq!(seen, ("ok", 0.0, 10.0)),
+                _ => {}
             }
         }
         assert_eq!(fired.len(), 2, "{fired:?}");

@@ -577,6 +577,31 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// The RSS the all-requests rows know (`(Unix seconds at the row's
+    /// end, bytes)`, oldest first) for rows that end in `from..=to`, at
+    /// the finest resolution kept: minute rows, and hour rows for the
+    /// hours before the oldest minute row. No histogram is read.
+    pub fn rss_samples(&self, from: i64, to: i64) -> Result<Vec<(i64, u64)>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT start + resolution AS at, rss FROM rows
+                 WHERE kind = ?1 AND rss > 0 AND start + resolution > ?2 AND start + resolution <= ?3
+                 AND (resolution = 60 OR start + 3600 <= coalesce(
+                     (SELECT min(start) FROM rows WHERE resolution = 60), ?3))
+                 ORDER BY at",
+            )
+            .map_err(err)?;
+        let samples = q
+            .query_map(params![KIND_ALL, from, to], |r| {
+                Ok((r.get(0)?, count(r, 1)?))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(samples)
+    }
+
     /// The rows covering `from..to` (Unix seconds): hour rows where a
     /// whole hour is rolled up and older than a day, minute rows for the
     /// rest.

@@ -393,6 +393,25 @@ fn chart(rows: &[Row], bucket: i64, span: Span) -> (Vec<MinutePoint>, Option<Row
     (points, all)
 }
 
+/// The memory samples a range view draws, from the history's `rss`
+/// samples (oldest first): the first, then the last of each `bucket` (what
+/// the bucket's point stands for). The change over the range is the last
+/// minus the first of these at every range: the same minutes give the same
+/// change in the 1-hour view and the 30-day one.
+fn memory_samples(rss: &[(i64, u64)], bucket: i64) -> Vec<[u64; 2]> {
+    let bucket_of = |at: i64| (at - 1).div_euclid(bucket.max(1));
+    rss.iter()
+        .enumerate()
+        .filter(|&(i, &(at, _))| {
+            i == 0
+                || rss
+                    .get(i + 1)
+                    .is_none_or(|next| bucket_of(next.0) != bucket_of(at))
+        })
+        .map(|(_, &(at, bytes))| [at.max(0) as u64, bytes])
+        .collect()
+}
+
 impl Monitor {
     /// The snapshot over `range` from the history; `Err` says why there
     /// is none (history off, or failing).
@@ -559,11 +578,11 @@ impl Monitor {
         // come from the ring's sample.
         s.sampling.rate = self.config().sample_rate;
         s.memory.tracking = self.config().memory_tracking;
-        s.memory.samples = points
-            .iter()
-            .filter(|p| p.rss_bytes > 0)
-            .map(|p| [p.start_unix + p.seconds as u64 / 2, p.rss_bytes])
-            .collect();
+        s.memory.samples = memory_samples(&store.rss_samples(from, now + 60)?, bucket);
+        if let (Some(a), Some(b)) = (s.memory.samples.first(), s.memory.samples.last()) {
+            s.memory.growth_bytes = b[1] as i64 - a[1] as i64;
+            s.memory.window_seconds = b[0] - a[0];
+        }
         s.memory.rss_bytes = super::memory::read().rss_bytes;
         s.overview = Overview {
             points,
@@ -606,6 +625,25 @@ mod tests {
             rss: 0,
             latency,
         }
+    }
+
+    #[test]
+    fn memory_samples_keep_the_first_and_each_buckets_last() {
+        let rss = [(600, 10), (660, 11), (1_200, 12), (1_260, 13), (1_800, 14)];
+        // By the minute: every sample.
+        assert_eq!(memory_samples(&rss, 60).len(), rss.len());
+        // By 15 minutes: the first, then the last of each bucket; the
+        // first and last samples (and so the change) are those of every
+        // bucket size.
+        assert_eq!(
+            memory_samples(&rss, 900),
+            [[600, 10], [660, 11], [1_800, 14]]
+        );
+        for bucket in [60, 900, 7_200, 43_200] {
+            let s = memory_samples(&rss, bucket);
+            assert_eq!((s[0], s[s.len() - 1]), ([600, 10], [1_800, 14]), "{bucket}");
+        }
+        assert!(memory_samples(&[], 60).is_empty());
     }
 
     #[test]

@@ -287,9 +287,11 @@ pub struct MemoryView {
     pub rss_bytes: u64,
     /// The process's peak RSS since it started (the kernel's `VmHWM`).
     pub hwm_bytes: u64,
-    /// RSS change over the samples kept (up to 15 minutes).
+    /// RSS change: the last of `samples` minus the first (live: the
+    /// samples kept, up to 15 minutes; a range view: the range's, from the
+    /// history).
     pub growth_bytes: i64,
-    /// Seconds the samples span.
+    /// Seconds from the first of `samples` to the last.
     pub window_seconds: u64,
     /// `[unix seconds, rss bytes]`, oldest first.
     pub samples: Vec<[u64; 2]>,

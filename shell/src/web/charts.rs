@@ -1,8 +1,12 @@
 //! The dashboard's charts: inline SVG drawn on the server, no script and
 //! no external asset. Every chart is drawn in a narrow coordinate system
 //! (360 units wide, the width of a phone) and scales up on wider screens,
-//! so its text stays legible at 390 px; labels are shortened to fit, never
-//! left to run past the edge.
+//! at most to 32rem (the stylesheet's `max-width`), so its text (9 to 11
+//! units) renders at 8 to 16 CSS px from a 330 px phone to a desktop;
+//! labels are shortened to fit, never left to run past the edge, and the
+//! labels of one chart never overlap. Text is classed by role for the
+//! browser test: `value` (value-axis ticks), `tick` (time-axis ticks),
+//! `mark` (labels of marks on the time axis).
 
 use std::fmt::Write;
 
@@ -64,17 +68,79 @@ pub struct Line<'a> {
     pub bars: bool,
 }
 
-/// "Nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
-fn nice_max(v: f64) -> f64 {
+/// The least of `steps` (ascending, ending with 10) times a power of ten
+/// that is at least `v`; 1 for a `v` of zero or less.
+fn nice_at_least(v: f64, steps: &[f64]) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    steps
         .iter()
         .map(|m| m * p)
-        .find(|&m| m >= v)
+        // A hair of slack: 0.3 / 0.1 is 2.9999999999999996.
+        .find(|&m| m >= v * (1.0 - 1e-12))
         .unwrap_or(10.0 * p)
+}
+
+/// How a value axis writes its values: `value / scale`, then `suffix`.
+#[derive(Clone, Copy)]
+pub struct Unit {
+    /// Base units per written unit (bytes per MiB; 1 for the rest).
+    pub scale: f64,
+    /// Written after the number ("/s", " ms", " MiB").
+    pub suffix: &'static str,
+    /// Counts: ticks on whole numbers.
+    pub whole: bool,
+}
+
+/// The three ticks of a value axis (low, middle, high, in written units)
+/// over values from `lo` to `hi` (written units), and the decimals that
+/// tell them apart. From zero (`zero`): 0, half, and a nice top at least
+/// `hi`. Otherwise around the values, on multiples of a nice step (so a
+/// memory axis over 17.30 to 17.34 MiB reads 17.30, 17.32, 17.34 rather
+/// than 17.3 three times).
+fn value_ticks(lo: f64, hi: f64, zero: bool, whole: bool) -> ([f64; 3], usize) {
+    let steps: &[f64] = if whole {
+        &[1.0, 2.0, 5.0, 10.0]
+    } else {
+        &[0.5, 1.0, 2.5, 5.0, 10.0]
+    };
+    let step = if zero {
+        // Half of a nice top, so the top is 1, 2, 5 times a power of ten
+        // (counts: 2, 4, 10).
+        let step = nice_at_least(hi / 2.0, steps);
+        if whole {
+            step.max(1.0)
+        } else {
+            step
+        }
+    } else {
+        let spread = if hi - lo > 1e-9 * hi.abs().max(1.0) {
+            (hi - lo) / 2.0
+        } else {
+            // One value: an axis of about 2 % around it.
+            (hi.abs() * 0.01).max(0.001)
+        };
+        let mut step = nice_at_least(spread, &[1.0, 2.0, 5.0, 10.0]);
+        while (lo / step + 1e-9).floor() * step + 2.0 * step < hi - 1e-9 * hi.abs() {
+            step = nice_at_least(step * 1.000_001, &[1.0, 2.0, 5.0, 10.0]);
+        }
+        step
+    };
+    let low = if zero {
+        0.0
+    } else {
+        (lo / step + 1e-9).floor() * step
+    };
+    let decimals = (0..=9)
+        .find(|&d| {
+            // The step in units of the last decimal: a whole number.
+            let v = step * 10f64.powi(d as i32);
+            v >= 1.0 - 1e-9 && (v.round() - v).abs() < 1e-6 * v
+        })
+        .unwrap_or(9);
+    ([low, low + step, low + 2.0 * step], decimals)
 }
 
 /// A coordinate with one decimal, written straight into the page (digits,
@@ -115,6 +181,10 @@ pub struct Axis {
     pub caption: &'static str,
     /// `(unix seconds, label)` marks drawn as dashed lines.
     pub marks: Vec<(f64, String)>,
+    /// What several marks too close to label apart are called, plural
+    /// ("starts"): their label becomes "2 starts" (or "start 0.1.0 ×2"
+    /// when all say the same).
+    pub marks_noun: &'static str,
 }
 
 impl Axis {
@@ -128,42 +198,106 @@ impl Axis {
             point: 60.0,
             caption: "minutes before now, one point per minute",
             marks: Vec::new(),
+            marks_noun: "marks",
         }
     }
 }
 
-/// A time-series chart over `axis`, with a labelled value axis (`fmt`).
+/// Font size of a mark's label, and its widest, in chart units.
+const MARK_FONT: f64 = FONT - 2.0;
+const MARK_W: f64 = 76.0;
+
+/// Rows of mark labels at the top of a chart.
+const MARK_ROWS: usize = 2;
+
+/// The labels of `marks` (x in chart units, label), ascending in x: each
+/// label starts just right of its mark (near the right edge it ends just
+/// left of it), takes at most [`MARK_W`], and goes in the first of
+/// [`MARK_ROWS`] rows where it overlaps no label. A mark whose label would
+/// overlap the previous one with the same text, or that finds no row,
+/// shares the previous label instead ("start 0.1.0 ×2", or "3 starts"
+/// when they differ). So no two labels overlap, whatever the marks. Each
+/// label is `(x, text, anchored at its end, row)`.
+fn mark_labels(marks: &[(f64, &str)], noun: &str) -> Vec<(f64, String, bool, usize)> {
+    let at_end = |x: f64| x > W - MARK_W - 4.0;
+    // A label's extent at its widest.
+    let extent = |x: f64| {
+        if at_end(x) {
+            (x - 2.0 - MARK_W, x - 2.0)
+        } else {
+            (x + 2.0, x + 2.0 + MARK_W)
+        }
+    };
+    let clear_of = |x: f64, other: f64| extent(x).0 >= extent(other).1 + 2.0;
+    // (x, labels, row)
+    let mut groups: Vec<(f64, Vec<&str>, usize)> = Vec::new();
+    for &(x, label) in marks {
+        if let Some(last) = groups.last_mut() {
+            if !clear_of(x, last.0) && last.1.iter().all(|l| *l == label) {
+                last.1.push(label);
+                continue;
+            }
+        }
+        let free = (0..MARK_ROWS).find(|&row| {
+            groups
+                .iter()
+                .rev()
+                .find(|g| g.2 == row)
+                .is_none_or(|g| clear_of(x, g.0))
+        });
+        match (free, groups.last_mut()) {
+            (Some(row), _) => groups.push((x, vec![label], row)),
+            // No row is free (so there is a label before): share it.
+            (None, Some(last)) => last.1.push(label),
+            (None, None) => groups.push((x, vec![label], 0)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(x, labels, row)| {
+            let n = labels.len();
+            let text = if n == 1 {
+                labels[0].to_string()
+            } else if labels.iter().all(|l| *l == labels[0]) {
+                format!("{} \u{d7}{n}", labels[0])
+            } else {
+                format!("{n} {noun}")
+            };
+            (x, fit(&text, MARK_W, MARK_FONT), at_end(x), row)
+        })
+        .collect()
+}
+
+/// A time-series chart over `axis`, with a labelled value axis in `unit`.
 /// `zero` starts the value axis at zero (counts and latencies; not
 /// memory, whose changes would vanish).
-pub fn time_chart(
-    title: &str,
-    lines: &[Line],
-    axis: &Axis,
-    zero: bool,
-    fmt: impl Fn(f64) -> String,
-) -> Markup {
+pub fn time_chart(title: &str, lines: &[Line], axis: &Axis, zero: bool, unit: Unit) -> Markup {
     let h = 190.0;
-    let (left, right, top, bottom) = (58.0, 8.0, 34.0, 34.0);
+    let (right, top, bottom) = (8.0, 34.0, 34.0);
     let now = axis.end;
     let t0 = now - axis.span;
-    let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let values = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1 / unit.scale));
     let (mut lo, mut hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let empty = lines.iter().all(|l| l.points.is_empty());
     if empty {
         (lo, hi) = (0.0, 1.0);
     }
-    if zero {
-        lo = 0.0;
-        hi = nice_max(hi);
-    } else if hi - lo < 1e-9 {
-        (lo, hi) = (lo - 1.0, hi + 1.0);
-    }
+    let (ticks, decimals) = value_ticks(lo, hi, zero, unit.whole);
+    let tick_labels = ticks.map(|v| format!("{v:.decimals$}{}", unit.suffix));
+    // Room on the left for the widest tick label.
+    let left = tick_labels
+        .iter()
+        .map(|l| text_width(l, FONT - 1.0) + 8.0)
+        .fold(58.0, f64::max);
+    let (lo, hi) = (ticks[0] * unit.scale, ticks[2] * unit.scale);
     let plot_w = W - left - right;
     let plot_h = h - top - bottom;
     let x_of = |t: f64| left + ((t - t0) / (now - t0).max(1.0)).clamp(0.0, 1.0) * plot_w;
     let y_of = |v: f64| top + (1.0 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0)) * plot_h;
     let minute_w = plot_w * axis.point / axis.span;
-    let ticks = (axis.span / axis.tick).floor() as u64;
+    let time_ticks = (axis.span / axis.tick).floor() as u64;
     let bar_lines = lines.iter().filter(|l| l.bars).count().max(1) as f64;
     let bw = (minute_w / bar_lines * 0.8).max(1.0);
     let legend: Vec<f64> = lines
@@ -174,6 +308,13 @@ pub fn time_chart(
             Some(at)
         })
         .collect();
+    let mut marks: Vec<(f64, &str)> = axis
+        .marks
+        .iter()
+        .filter(|m| m.0 >= t0 && m.0 <= now)
+        .map(|m| (x_of(m.0), m.1.as_str()))
+        .collect();
+    marks.sort_by(|a, b| a.0.total_cmp(&b.0));
     html! {
         svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (h) } role="img" aria-label=(title) {
             title { (title) }
@@ -182,31 +323,31 @@ pub fn time_chart(
                 rect x=(x) y="19" width="10" height="8" fill=(l.colour) {}
                 text x=(x + 13.0) y="27" font-size=(FONT - 1.0) { (l.name) }
             }
-            @for q in [0.0, 0.5, 1.0] {
-                @let v = lo + q * (hi - lo);
-                @let y = y_of(v);
-                line x1=(left) y1=(N1(y)) x2=(W - right) y2=(N1(y)) stroke="#e4e4e4" {}
-                text x=(left - 4.0) y=(N1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (fmt(v)) }
+            @for (v, label) in ticks.iter().zip(&tick_labels) {
+                @let y = y_of(v * unit.scale);
+                line x1=(N1(left)) y1=(N1(y)) x2=(W - right) y2=(N1(y)) stroke="#e4e4e4" {}
+                text.value x=(N1(left - 4.0)) y=(N1(y + 4.0)) font-size=(FONT - 1.0) text-anchor="end" { (label) }
             }
-            line x1=(left) y1=(h - bottom) x2=(W - right) y2=(h - bottom) stroke="#999" {}
-            @for i in 0..=ticks {
+            line x1=(N1(left)) y1=(h - bottom) x2=(W - right) y2=(h - bottom) stroke="#999" {}
+            @for i in 0..=time_ticks {
                 @let back = i as f64 * axis.tick;
                 @let x = x_of(now - back);
                 line x1=(N1(x)) y1=(h - bottom) x2=(N1(x)) y2=(h - bottom + 4.0) stroke="#999" {}
-                text x=(N1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
+                text.tick x=(N1(x)) y=(h - bottom + 15.0) font-size=(FONT - 1.0)
                     text-anchor=(if i == 0 { "end" } else if x - left < 20.0 { "start" } else { "middle" }) {
                     @if i == 0 { "now" } @else { "-" ((back / axis.unit.0).round()) " " (axis.unit.1) }
                 }
             }
-            text x=(left) y=(h - 3.0) font-size=(FONT - 1.0) { (axis.caption) }
-            @for (t, label) in axis.marks.iter().filter(|m| m.0 >= t0 && m.0 <= now) {
-                @let x = x_of(*t);
-                line x1=(N1(x)) y1=(top) x2=(N1(x)) y2=(h - bottom) stroke="#6a3d9a" stroke-dasharray="3,3" {}
-                text x=(N1(x + 2.0)) y=(top + 9.0) font-size=(FONT - 2.0) fill="#6a3d9a"
-                    text-anchor=(if x > W - 60.0 { "end" } else { "start" }) { (fit(label, 56.0, FONT - 2.0)) }
+            text x=(N1(left)) y=(h - 3.0) font-size=(FONT - 1.0) { (axis.caption) }
+            @for (x, _) in &marks {
+                line x1=(N1(*x)) y1=(top) x2=(N1(*x)) y2=(h - bottom) stroke="#6a3d9a" stroke-dasharray="3,3" {}
+            }
+            @for (x, label, end, row) in mark_labels(&marks, axis.marks_noun) {
+                text.mark x=(N1(if end { x - 2.0 } else { x + 2.0 })) y=(top + 9.0 + 11.0 * row as f64) font-size=(MARK_FONT) fill="#6a3d9a"
+                    text-anchor=(if end { "end" } else { "start" }) { (label) }
             }
             @if empty {
-                text x=(left + 10.0) y=(top + plot_h / 2.0) font-size=(FONT) { "No data yet" }
+                text x=(N1(left + 10.0)) y=(top + plot_h / 2.0) font-size=(FONT) { "No data yet" }
             }
             @for (i, l) in lines.iter().enumerate() {
                 @if l.bars {
@@ -251,18 +392,24 @@ pub fn sparkline(label: &str, values: &[f64]) -> Markup {
     }
 }
 
-/// A horizontal bar chart: each bar under its label; `fmt` writes each
-/// value.
-pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> String) -> Markup {
+/// A horizontal bar chart: each bar under its label, under a title and a
+/// `subtitle` (what the bars cover); `fmt` writes each value.
+pub fn bar_chart(
+    title: &str,
+    subtitle: &str,
+    bars: &[(String, f64)],
+    fmt: impl Fn(f64) -> String,
+) -> Markup {
     let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
-    let row = 30.0;
-    let height = row * bars.len().max(1) as f64 + 22.0;
+    let (row, head) = (30.0, 34.0);
+    let height = row * bars.len().max(1) as f64 + head + 2.0;
     html! {
         svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (height) } role="img" aria-label=(title) {
-            title { (title) }
+            title { (title) " (" (subtitle) ")" }
             text x="0" y="12" font-size=(FONT) font-weight="bold" { (fit(title, W, FONT)) }
+            text x="0" y="27" font-size=(FONT - 1.0) { (fit(subtitle, W, FONT - 1.0)) }
             @for (i, (label, value)) in bars.iter().enumerate() {
-                @let y = 20.0 + row * i as f64;
+                @let y = head + row * i as f64;
                 @let value_text = fmt(*value);
                 @let room = W - text_width(&value_text, FONT) - 8.0;
                 @let w = (room * value / max).max(1.0);
@@ -343,11 +490,12 @@ mod tests {
 
     #[test]
     fn nice_axis_bounds() {
-        assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(0.7), 1.0);
-        assert_eq!(nice_max(13.0), 20.0);
-        assert_eq!(nice_max(450.0), 500.0);
-        assert_eq!(nice_max(5000.0), 5000.0);
+        let nice = |v| nice_at_least(v, &[1.0, 2.0, 5.0, 10.0]);
+        assert_eq!(nice(0.0), 1.0);
+        assert_eq!(nice(0.7), 1.0);
+        assert_eq!(nice(13.0), 20.0);
+        assert_eq!(nice(450.0), 500.0);
+        assert_eq!(nice(5000.0), 5000.0);
     }
 
     #[test]
@@ -363,7 +511,11 @@ mod tests {
             }],
             &Axis::live(now),
             true,
-            |v| format!("{v:.0}/s"),
+            Unit {
+                scale: 1.0,
+                suffix: "/s",
+                whole: false,
+            },
         )
         .into_string();
         // Time axis 58..352 over 16 minutes; value axis 0..5 over 156..34.
@@ -373,11 +525,132 @@ mod tests {
             "-10 min",
             "-5 min",
             "now",
-            "5/s",
-            "0/s",
+            ">5.0/s<",
+            ">2.5/s<",
+            ">0.0/s<",
             "minutes before now",
         ] {
             assert!(svg.contains(label), "missing {label}: {svg}");
+        }
+    }
+
+    #[test]
+    fn value_ticks_differ_with_the_decimals_they_need() {
+        let mib = 1024.0 * 1024.0;
+        // A week of memory between 17.30 and 17.34 MiB: not "17.3" thrice.
+        let (t, d) = value_ticks(17.30, 17.34, false, false);
+        assert_eq!((t.map(|v| format!("{v:.d$}"))), ["17.30", "17.32", "17.34"]);
+        // One value: an axis around it.
+        let (t, d) = value_ticks(17.3, 17.3, false, false);
+        assert_eq!(t.map(|v| format!("{v:.d$}")), ["17.2", "17.4", "17.6"]);
+        assert!(t[0] <= 17.3 && 17.3 <= t[2]);
+        // From zero: a rate of one request in two hours.
+        let (t, d) = value_ticks(0.0, 1.0 / 7200.0, true, false);
+        assert_eq!(
+            t.map(|v| format!("{v:.d$}")),
+            ["0.0000", "0.0001", "0.0002"]
+        );
+        // Counts on whole numbers.
+        let (t, d) = value_ticks(0.0, 1.0, true, true);
+        assert_eq!(t.map(|v| format!("{v:.d$}")), ["0", "1", "2"]);
+        let (t, _) = value_ticks(0.0, 3.0, true, true);
+        assert_eq!(t, [0.0, 2.0, 4.0]);
+        // Any spread, any place: three different ticks around the values.
+        let cases: [(f64, f64); 5] = [
+            (0.0, 0.0),
+            (1e-7, 2e-7),
+            (100.0, 100.004),
+            (5.0 * mib, 5.1 * mib),
+            (-3.0, 2.0),
+        ];
+        for (lo, hi) in cases {
+            for zero in [false, true] {
+                let (lo, hi) = if zero { (0.0, hi.max(0.0)) } else { (lo, hi) };
+                let (t, d) = value_ticks(lo, hi, zero, false);
+                let text = t.map(|v| format!("{v:.d$}"));
+                assert!(
+                    text[0] != text[1] && text[1] != text[2],
+                    "{lo} {hi}: {text:?}"
+                );
+                assert!(t[0] <= lo + 1e-9 && hi <= t[2] + 1e-9, "{lo} {hi}: {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mark_labels_never_overlap() {
+        // Two starts of one version a second apart share one label; two
+        // versions two hours apart on a day's axis take a row each.
+        let labels = mark_labels(
+            &[
+                (100.0, "start 0.1.0"),
+                (100.4, "start 0.1.0"),
+                (327.5, "start 0.0.9"),
+                (352.0, "start 0.1.0"),
+            ],
+            "starts",
+        );
+        assert_eq!(
+            labels,
+            [
+                (100.0, "start 0.1.0 \u{d7}2".to_string(), false, 0),
+                (327.5, "start 0.0.9".to_string(), true, 0),
+                (352.0, "start 0.1.0".to_string(), true, 1),
+            ]
+        );
+        // No row left: the last label counts them.
+        let crowded = mark_labels(
+            &[
+                (60.0, "start 0.1.0"),
+                (70.0, "start 0.2.0"),
+                (80.0, "start 0.3.0"),
+            ],
+            "starts",
+        );
+        assert_eq!(crowded[1].1, "2 starts");
+        // Marks every few units over the whole axis: in each row, the
+        // labels' extents, at their widest, are apart.
+        for gap in [1.0, 9.8, 24.5, 40.0, 77.0, 81.0, 150.0] {
+            for alternate in [false, true] {
+                let marks: Vec<(f64, &str)> = (0..)
+                    .map(|i| 58.0 + gap * i as f64)
+                    .take_while(|x| *x <= 352.0)
+                    .enumerate()
+                    .map(|(i, x)| {
+                        (
+                            x,
+                            if alternate && i % 2 == 1 {
+                                "start 0.2.0"
+                            } else {
+                                "start 0.1.0"
+                            },
+                        )
+                    })
+                    .collect();
+                let labels = mark_labels(&marks, "starts");
+                for row in 0..MARK_ROWS {
+                    let extents: Vec<(f64, f64)> = labels
+                        .iter()
+                        .filter(|l| l.3 == row)
+                        .map(|(x, text, end, _)| {
+                            let w = text_width(text, MARK_FONT);
+                            assert!(w <= MARK_W, "{text}");
+                            if *end {
+                                (x - 2.0 - w, x - 2.0)
+                            } else {
+                                (x + 2.0, x + 2.0 + w)
+                            }
+                        })
+                        .collect();
+                    for pair in extents.windows(2) {
+                        assert!(pair[0].1 < pair[1].0, "{gap}: {extents:?}");
+                    }
+                    assert!(
+                        extents.iter().all(|e| e.0 >= 0.0 && e.1 <= W),
+                        "{extents:?}"
+                    );
+                }
+            }
         }
     }
 }

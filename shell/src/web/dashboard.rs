@@ -5,10 +5,11 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 use super::auth::to_login;
-use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line};
+use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line, Unit};
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
+use crate::monitoring::alerts::RuleView;
 use crate::monitoring::range::{Compare, Range};
 use crate::monitoring::snapshot::{
     rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, PlanView, RoutePattern,
@@ -219,6 +220,18 @@ fn mib(n: f64) -> String {
     format!("{:.1} MiB", n / (1024.0 * 1024.0))
 }
 
+/// A signed change of memory in MiB with one decimal: "+3.1 MiB",
+/// "-0.4 MiB", and "0.0 MiB" for a change that rounds to nothing (never
+/// "-0.0").
+fn mib_change(bytes: f64) -> String {
+    let tenths = (bytes / (1024.0 * 1024.0) * 10.0).round();
+    if tenths == 0.0 {
+        "0.0 MiB".into()
+    } else {
+        format!("{:+.1} MiB", tenths / 10.0)
+    }
+}
+
 /// A signed change of memory, in KiB (a request's change is small).
 fn kib_signed(n: f64) -> String {
     format!("{:+.1} KiB", n / 1024.0)
@@ -303,12 +316,12 @@ fn request_details_at(w: &WorstRequest, open: bool, anchor: bool) -> Markup {
             (timeline_chart(w))
             @if !w.timeline.is_empty() {
                 div.scroll { table {
-                    tr { th { "+ms" } th { "ms" } th { "What" } th { "Code" } }
+                    tr { th { "What" } th { "+ms" } th { "ms" } th { "Code" } }
                     @for sp in &w.timeline { tr {
-                        td { (sp.offset_ms) } td { (sp.duration_ms) }
                         td { @if sp.depth > 0 { (format!("{} ", "\u{21b3}".repeat(sp.depth as usize))) }
                             @if sp.kind == "sql" { (sql(&sp.name)) } @else { (sp.name) } }
-                        td { code { (sp.location) } }
+                        td { (sp.offset_ms) } td { (sp.duration_ms) }
+                        td.wrap { (path(&sp.location)) }
                     } }
                 } }
             }
@@ -365,6 +378,34 @@ fn long_table<T>(
     }
 }
 
+/// Where SQL may wrap inside a token ("coalesce(max(updated_at),").
+const SQL_BREAKS: &[char] = &[',', '('];
+/// Where a query plan's step may wrap inside a token
+/// ("sqlite_autoindex_sessions_1").
+const PLAN_BREAKS: &[char] = &['_', ',', '('];
+
+/// `text` with a line-break opportunity (`<wbr>`) after each of `after`:
+/// long SQL tokens, paths and times wrap there on a narrow screen rather
+/// than widen their column (a table cell that may wrap is `td.wrap`).
+fn breakable(text: &str, after: &[char]) -> Markup {
+    html! {
+        @for (i, piece) in text.split_inclusive(after).enumerate() {
+            @if i > 0 { wbr; }
+            (piece)
+        }
+    }
+}
+
+/// A code location ("shell/src/db/notes.rs:42"), breakable after each `/`.
+fn path(location: &str) -> Markup {
+    html! { code { (breakable(location, &['/'])) } }
+}
+
+/// An RFC 3339 time, breakable between its date and its time.
+fn time_at(at: &str) -> Markup {
+    breakable(at, &['T'])
+}
+
 /// A SQL pattern: whole when short, otherwise its beginning (cut between
 /// words) with the full text on demand.
 fn sql(pattern: &str) -> Markup {
@@ -375,7 +416,7 @@ fn sql(pattern: &str) -> Markup {
 fn counted_sql(prefix: &str, pattern: &str) -> Markup {
     const SHORT: usize = 48;
     if pattern.chars().count() <= SHORT {
-        return html! { div.sql { (prefix) code { (pattern) } } };
+        return html! { div.sql { (prefix) code { (breakable(pattern, SQL_BREAKS)) } } };
     }
     let head: String = pattern.chars().take(SHORT).collect();
     let head = match head.rfind(' ') {
@@ -383,7 +424,7 @@ fn counted_sql(prefix: &str, pattern: &str) -> Markup {
         _ => &head[..],
     };
     html! {
-        details.sql { summary { (prefix) code { (head) " ..." } } code { (pattern) } }
+        details.sql { summary { (prefix) code { (breakable(head, SQL_BREAKS)) " ..." } } code { (breakable(pattern, SQL_BREAKS)) } }
     }
 }
 
@@ -566,6 +607,7 @@ fn axis_of(s: &PerfSnapshot, end: f64) -> (Axis, &'static str) {
             .iter()
             .map(|st| (st.at_unix as f64, format!("start {}", st.version)))
             .collect(),
+        marks_noun: "starts",
     };
     (axis, per)
 }
@@ -616,10 +658,9 @@ fn overview(s: &PerfSnapshot) -> Markup {
         .iter()
         .map(|p| (p[0] as f64, p[1] as f64))
         .collect();
-    let rss_change = match (rss.first(), rss.last()) {
-        (Some(a), Some(b)) => b.1 - a.1,
-        _ => 0.0,
-    };
+    // The change over the samples the chart draws, live and over a range
+    // alike: the last minus the first (the snapshot's `growth_bytes`).
+    let rss_change = mib_change(s.memory.growth_bytes as f64);
     let span = duration(w.seconds);
     let (axis, per) = axis_of(s, end);
     html! {
@@ -660,11 +701,11 @@ fn overview(s: &PerfSnapshot) -> Markup {
                 @if s.range.is_some() {
                     b { (mib(s.memory.rss_bytes as f64)) }
                     (sparkline("resident memory over the range", &values(&rss)))
-                    small { "now; " (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the range" }
+                    small { "now; " (rss_change) " over the range (its first sample to its last)" }
                 } @else if s.memory.tracking {
                     b { (mib(s.memory.rss_bytes as f64)) }
                     (sparkline("resident memory, every 10 s", &values(&rss)))
-                    small { (format!("{:+.1} MiB", rss_change / (1024.0 * 1024.0))) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
+                    small { (rss_change) " over the last " (duration(s.memory.window_seconds as f64)) "; peak since start " (mib(s.memory.hwm_bytes as f64)) }
                 } @else {
                     b { "off" }
                     small { (setting("STARPUNK_PERF_MEMORY_TRACKING=false")) }
@@ -674,36 +715,29 @@ fn overview(s: &PerfSnapshot) -> Markup {
         div.charts {
             (time_chart(&format!("Requests per second (each {per})"), &[Line {
                 name: "requests/s", colour: "#0b5cad", points: series(&|p| p.requests_per_second), bars: false,
-            }], &axis, true, |v| format!("{}/s", round3(v))))
+            }], &axis, true, Unit { scale: 1.0, suffix: "/s", whole: false }))
             (time_chart(&format!("Response time, ms (p50 and p99 of each {per})"), &[
                 Line { name: "p99", colour: "#c05a00", points: latency(&|p| p.p99_ms), bars: false },
                 Line { name: "p50", colour: "#0b5cad", points: latency(&|p| p.p50_ms), bars: false },
-            ], &axis, true, |v| format!("{} ms", round3(v))))
+            ], &axis, true, Unit { scale: 1.0, suffix: " ms", whole: false }))
             (time_chart(&format!("Errors per {per} (5xx server, 4xx client)"), &[
                 Line { name: "5xx", colour: "#b00020", points: series(&|p| p.errors_5xx as f64), bars: true },
                 Line { name: "4xx", colour: "#999999", points: series(&|p| p.client_errors_4xx as f64), bars: true },
-            ], &axis, true, |v| format!("{}", round3(v))))
+            ], &axis, true, Unit { scale: 1.0, suffix: "", whole: true }))
             @if s.memory.tracking || s.range.is_some() {
                 (time_chart(if s.range.is_some() { "Memory (RSS), MiB" } else { "Memory (RSS), MiB (a sample every 10 s)" }, &[Line {
                     name: "RSS", colour: "#0b5cad", points: rss, bars: false,
-                }], &axis, false, |v| format!("{:.1} MiB", v / (1024.0 * 1024.0))))
+                }], &axis, false, Unit { scale: 1024.0 * 1024.0, suffix: " MiB", whole: false }))
             }
         }
     }
 }
 
 /// The head and rows of a per-route (or per-function) latency table.
-fn endpoint_table(
-    what: &str,
-    noun: &str,
-    rows: &[EndpointStats],
-    with_responses: bool,
-    memory: bool,
-) -> Markup {
+fn endpoint_table(what: &str, noun: &str, rows: &[EndpointStats], with_responses: bool) -> Markup {
     let head = html! { tr {
         th { (what) } th { "Count" } th { "Mean ms" } th { "p50 ms" } th { "p95 ms" } th { "p99 ms" } th { "Max ms" }
         @if with_responses { th { "Mean size" } th { "5xx" } th { "4xx" } th { "Statuses" } }
-        @if memory { th { "RSS change per request" br; "(mean / worst)" } }
     } };
     long_table(&head, rows, TOP_ROWS, noun, |e| {
         html! { tr {
@@ -715,8 +749,21 @@ fn endpoint_table(
                 td { (int(e.client_errors_4xx)) }
                 td { @for (i, (code, n)) in e.status.iter().enumerate() { @if i > 0 { br; } (code) ": " (int(*n)) } }
             }
-            @if memory { td { @if let Some(d) = &e.rss_delta { (rss_delta(d)) } } }
         } }
+    })
+}
+
+/// The RSS change per request of each route that has one (memory
+/// tracking on): a table of its own in the memory section, as the routes
+/// table with it would not fit a 1,280 px screen.
+fn rss_table(endpoints: &[EndpointStats]) -> Markup {
+    let rows: Vec<(&str, &RssDelta)> = endpoints
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.rss_delta.as_ref()?)))
+        .collect();
+    let head = html! { tr { th { "Route" } th { "RSS change per request" br; "(mean / worst)" } } };
+    long_table(&head, &rows, TOP_ROWS, "routes", |(name, d)| {
+        html! { tr { td { (name) } td { (rss_delta(d)) } } }
     })
 }
 
@@ -743,13 +790,45 @@ fn slowest_routes(s: &PerfSnapshot) -> Markup {
     }
 }
 
-/// Firing rules, shown above everything else.
+/// A rule's value or threshold with its unit ("12 ms", "0/s", "1.5 %").
+fn with_unit(v: f64, unit: &str) -> String {
+    if unit.starts_with('/') {
+        format!("{v}{unit}")
+    } else {
+        format!("{v} {unit}")
+    }
+}
+
+/// What a rule's state means, in words: for how long its condition has
+/// held (or been false) of the time it needs.
+fn rule_state_words(r: &RuleView) -> String {
+    let of = format!(
+        "{} of {}",
+        duration(r.state_seconds),
+        duration(r.for_seconds)
+    );
+    match r.state {
+        "pending" => format!("above the threshold for {of}"),
+        "firing" => match &r.since {
+            Some(since) => format!(
+                "above the threshold, firing since {since} ({})",
+                duration(r.state_seconds)
+            ),
+            None => "above the threshold".into(),
+        },
+        "resolving" => format!("below the threshold for {of}"),
+        _ => "below the threshold".into(),
+    }
+}
+
+/// Firing and resolving rules, shown above everything else, each with
+/// its state in words.
 fn firing(s: &PerfSnapshot) -> Markup {
     html! {
         @for r in s.alerts.rules.iter().filter(|r| r.state == "firing" || r.state == "resolving") {
-            p.alert { b { "Alert firing: " } code { (r.rule) } " — now " (r.value) " " (r.unit)
-                " (threshold " (r.threshold) " " (r.unit) ")"
-                @if let Some(since) = &r.since { ", since " (since) } }
+            p.alert { b { "Alert " (r.state) ": " } code { (r.rule) } " — " (rule_state_words(r))
+                "; last minute " (with_unit(r.value, r.unit)) ", threshold " (with_unit(r.threshold, r.unit))
+                @if r.state == "resolving" { @if let Some(since) = &r.since { "; firing since " (since) } } "." }
         }
     }
 }
@@ -772,9 +851,10 @@ fn alerts_section(s: &PerfSnapshot) -> Markup {
                     ", failed " (int(w.failed)) ", dropped on a full queue " (int(w.dropped)) ")" } "." }
             (long_table(&rule_head, &a.rules, TOP_ROWS, "rules", |r| html! { tr {
                 td { code { (r.rule) } }
-                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) } }
-                td { (r.value) " " (r.unit) }
-                td { (r.threshold) " " (r.unit) }
+                td { @if r.state == "firing" { b.error { "firing" } } @else { (r.state) }
+                    @if r.state == "pending" || r.state == "resolving" { br; small { (duration(r.state_seconds)) " of " (duration(r.for_seconds)) } } }
+                td { (with_unit(r.value, r.unit)) }
+                td { (with_unit(r.threshold, r.unit)) }
             } }))
             @if !a.events.is_empty() {
                 h3 { "Recent alert events" }
@@ -842,7 +922,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let pattern_row = |q: &PatternStats| {
         html! { tr {
             td { (sql(&q.pattern))
-                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } } }
             td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
         } }
     };
@@ -858,7 +938,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
     let slow_head = html! { tr { th { "Pattern" } th { "Slow runs" } th { "Worst ms" } th { "Last" } th { "Routes" } } };
     let slow_row = |g: &SlowPattern| {
         html! { tr {
-            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td { (g.last_at) }
+            td { (sql(&g.pattern)) } td { (int(g.count)) } td { (g.worst_ms) } td.wrap { (time_at(&g.last_at)) }
             td { @for (i, r) in g.routes.iter().enumerate() {
                 @if i > 0 { br; } @if r.is_empty() { "(outside a request)" } @else { (r) } } }
         } }
@@ -867,9 +947,9 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         html! { tr { th { "Pattern" } th { "At" } th { "ms" } th { "Route" } th { "Code" } } };
     let each_slow_row = |q: &SlowQueryView| {
         html! { tr {
-            td { (sql(&q.pattern)) } td { (q.at) } td { (q.duration_ms) }
+            td { (sql(&q.pattern)) } td.wrap { (time_at(&q.at)) } td { (q.duration_ms) }
             td { @if q.request.is_empty() { (q.route) } @else { a href={ "#" (q.request) } { (q.route) } } }
-            td { code { (q.location) } }
+            td.wrap { (path(&q.location)) }
         } }
     };
     let worst_head =
@@ -878,19 +958,19 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         html! { tr {
             td { a href={ "#" (w.id) } { (w.route) }
                 @for (p, n) in &w.queries { (counted_sql(&format!("{n} x "), p)) } }
-            td { (w.at) } td { (w.duration_ms) } td { (w.status) }
+            td.wrap { (time_at(&w.at)) } td { (w.duration_ms) } td { (w.status) }
         } }
     };
     let plan_row = |p: &PlanView| {
         html! { tr {
-            td { (sql(&p.pattern)) br; small { "runs from " @for (i, l) in p.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } }
-            td { @if let Some(e) = &p.plan.error { "not explained: " (e) }
+            td { (sql(&p.pattern)) br; small { "runs from " @for (i, l) in p.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } }
+            td.wrap { @if let Some(e) = &p.plan.error { "not explained: " (e) }
                 @else if p.plan.steps.is_empty() { "no plan (not a query)" }
-                @else { @for st in &p.plan.steps { (format!("{}{}", "\u{a0}\u{a0}".repeat(st.depth as usize), st.detail)) br; } }
+                @else { @for st in &p.plan.steps { ("\u{a0}\u{a0}".repeat(st.depth as usize)) (breakable(&st.detail, PLAN_BREAKS)) br; } }
                 @for f in &p.plan.full_scans { span.flag { "full scan" } " of " (f.table) " (" (int(f.rows)) " rows)" br; } }
         } }
     };
-    let plan_head = html! { tr { th { "Pattern" } th { "Plan (EXPLAIN QUERY PLAN)" } } };
+    let plan_head = html! { tr { th { "Pattern" } th { "Plan" br; "(EXPLAIN QUERY PLAN)" } } };
     let body = html! {
         h2 { "Performance" }
         (range_nav(Range::Live))
@@ -929,10 +1009,10 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         section #endpoints {
             h3 { "Routes (" (since) ")" }
             p.meta { "Latency in milliseconds; sizes are response bodies; 5xx and 4xx are counts of responses." }
-            (endpoint_table("Route", "routes", &s.endpoints, true, s.memory.tracking))
+            (endpoint_table("Route", "routes", &s.endpoints, true))
             h3 { "Named functions (" (since) ")" }
             p.meta { "Work timed inside requests: password checks, search, feed generation, note writes." }
-            (endpoint_table("Function", "functions", &s.functions, false, false))
+            (endpoint_table("Function", "functions", &s.functions, false))
         }
         section #slow-queries {
             h3 { "Slow queries (over " (s.config.slow_query_threshold) " s)" }
@@ -987,7 +1067,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 p.meta { (int(s.own_traffic.requests)) " requests " (since) ", counted in every export but left out of the figures above ("
                     (setting("STARPUNK_PERF_OWN_TRAFFIC=apart")) "; " code { "include" } " counts them like readers')." }
                 @if !s.own_traffic.endpoints.is_empty() {
-                    (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false, false))
+                    (endpoint_table("Route", "routes", &s.own_traffic.endpoints, false))
                 }
                 @for w in s.own_traffic.slowest.iter().take(5) { (details(w, false)) }
             }
@@ -998,9 +1078,11 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 p { "Resident memory (RSS) " (mib(s.memory.rss_bytes as f64)) ", peak since the process started (VmHWM) "
                     (mib(s.memory.hwm_bytes as f64)) ", change over the last "
                     (duration(s.memory.window_seconds as f64)) " "
-                    (format!("{:+.1} MiB", s.memory.growth_bytes as f64 / (1024.0 * 1024.0))) ". The chart is in the overview above." }
-                p.meta { "The RSS change per request of each route is in the routes table"
+                    (mib_change(s.memory.growth_bytes as f64)) ". The chart is in the overview above." }
+                h3 { "RSS change per request, by route (" (since) ")" }
+                p.meta { "The resident memory after a request less before it, in KiB"
                     @if est { " (~: measured on sampled requests only)" } "." }
+                (rss_table(&s.endpoints))
             } @else {
                 p { "Memory tracking is off (" (setting("STARPUNK_PERF_MEMORY_TRACKING")) ")." }
             }
@@ -1014,8 +1096,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                     small { "reads served from SQLite's cache" } }
                 div.card { span { "Database file" } b { (bytes(s.database.db_bytes)) } small { "write-ahead log " (bytes(s.database.wal_bytes)) } }
             }
-            h3 { "Responses by status (" (since) ")" }
-            (bar_chart("Responses by status code", &status_bars, |v| int(v as u64)))
+            div.charts { (bar_chart("Responses by status code", &since, &status_bars, |v| int(v as u64))) }
         }
         section #monitor {
             h3 { "The monitor" }
@@ -1141,13 +1222,13 @@ fn render_range(
         section #endpoints {
             h3 { "Routes over the last " (range.label()) }
             p.meta { "Latency in milliseconds; statuses by class (the history keeps classes, not codes)." }
-            (endpoint_table("Route", "routes", &s.endpoints, true, false))
+            (endpoint_table("Route", "routes", &s.endpoints, true))
         }
         section #query-patterns {
             h3 { "SQL patterns over the last " (range.label()) }
             (long_table(&pattern_head, &s.query_patterns, TOP_ROWS, "patterns", |q| html! { tr {
                 td { (sql(&q.pattern))
-                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } code { (l) } } } } }
+                @if !q.locations.is_empty() { br; small { "runs from " @for (i, l) in q.locations.iter().enumerate() { @if i > 0 { ", " } (path(l)) } } } }
             td { (int(q.calls)) } td { (q.total_ms) } td { (q.mean_ms) } td { (q.p99_ms) } td { (int(q.rows)) }
             } }))
         }
@@ -1247,6 +1328,53 @@ mod tests {
     }
 
     #[test]
+    fn the_banner_says_what_state_each_rule_is_in() {
+        let rule = |state, state_seconds| RuleView {
+            rule: "request_rate > 5/s for 1m".into(),
+            state,
+            value: 0.0,
+            threshold: 5.0,
+            unit: "/s",
+            since: Some("2026-05-01T10:00:00Z".into()),
+            for_seconds: 60.0,
+            state_seconds,
+        };
+        let mut s = PerfSnapshot {
+            enabled: true,
+            ..PerfSnapshot::default()
+        };
+        s.alerts.rules = vec![
+            rule("resolving", 40.0),
+            rule("firing", 125.0),
+            rule("pending", 20.0),
+        ];
+        let banner = firing(&s).into_string();
+        let code = "<code>request_rate &gt; 5/s for 1m</code>";
+        for wanted in [
+            format!(
+                "<b>Alert resolving: </b>{code} — below the threshold for 40 s of 1 min; \
+                     last minute 0/s, threshold 5/s; firing since 2026-05-01T10:00:00Z."
+            ),
+            format!(
+                "<b>Alert firing: </b>{code} — above the threshold, firing since \
+                     2026-05-01T10:00:00Z (2 min 5 s); last minute 0/s, threshold 5/s."
+            ),
+        ] {
+            assert!(banner.contains(&wanted), "{banner}");
+        }
+        // A pending rule is in the table only; no banner says "now".
+        assert!(
+            !banner.contains("pending") && !banner.contains("now"),
+            "{banner}"
+        );
+        let table = alerts_section(&s).into_string();
+        assert!(
+            table.contains("pending<br><small>20 s of 1 min</small>"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn long_tables_fold_and_stop_at_a_hundred_rows() {
         let rows: Vec<u32> = (0..150).collect();
         let head = html! { tr { th { "n" } } };
@@ -1276,8 +1404,9 @@ mod tests {
     fn long_sql_is_cut_between_words_with_the_whole_on_demand() {
         let long = "SELECT id, slug, content, published_at FROM notes WHERE deleted_at IS NULL ORDER BY published_at DESC";
         let m = sql(long).into_string();
-        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id, slug, content, published_at FROM ..."), "{m}");
-        assert!(m.contains(&format!("<code>{long}</code>")));
+        assert!(m.starts_with("<details class=\"sql\"><summary><code>SELECT id,<wbr> slug,<wbr> content,<wbr> published_at FROM ..."), "{m}");
+        // Whole, with a break opportunity after each comma.
+        assert!(m.contains(&format!("<code>{}</code>", long.replace(',', ",<wbr>"))));
         assert_eq!(
             sql("SELECT 1").into_string(),
             "<div class=\"sql\"><code>SELECT 1</code></div>"

@@ -20,6 +20,9 @@ button { font: inherit; padding: .3rem .8rem; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { border-bottom: 1px solid var(--line); padding: .25rem .4rem; text-align: right; white-space: nowrap; vertical-align: top; }
 th { vertical-align: bottom; }
+/* Cells that may wrap at their <wbr> (paths, times, plans) on a narrow
+   screen, so each column fits beside the first. */
+td.wrap { white-space: normal; }
 /* The first column names the row: it wraps between words only, and stays in
    view while a wide table scrolls sideways on a narrow screen. */
 th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 9rem; position: sticky; left: 0; background: var(--bg); }
@@ -36,8 +39,11 @@ details.more > summary { color: var(--accent); }
 .card > span { font-size: .85rem; }
 .card b { display: block; font-size: 1.3rem; }
 svg.spark { display: block; width: 100%; height: 1.8rem; margin: .2rem 0; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr)); gap: 1rem; margin-top: 1rem; }
-svg.timeline { max-width: 32rem; }
+/* Charts side by side in equal columns (auto-fill: a chart alone keeps a
+   column's width), never wider than 32rem: their text (drawn for a phone)
+   stays at 8 to 16 px. */
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); gap: 1rem; margin-top: 1rem; }
+svg.chart, svg.timeline { max-width: 32rem; }
 .flag { color: var(--warn); font-weight: bold; }
 nav.ranges { margin: .3rem 0 .8rem; }
 .alert { background: #fde8ea; border-left: 3px solid var(--warn); padding: .5rem .7rem; }
