@@ -186,7 +186,6 @@ impl Drop for Driver {
 /// of the history.
 const VIEWS: [&str; 5] = ["", "?range=1h", "?range=24h", "?range=7d", "?range=30d"];
 
-#[test]
 fn dashboard_renders_in_headless_chromium() {
     let chromium = find_tool(&[
         "/usr/bin/chromium",
@@ -816,3 +815,12 @@ if (new Set(widths.map(w => w.split(' ')[0])).size > 1)
 details.forEach((d, i) => d.open = was[i]);
 return { problems, words, tables, columns, charts, labels };
 "#;
+
+/// The test of this file (`harness = false`: see `common::run_tool_tests`).
+fn main() {
+    run_tool_tests(vec![ToolTest {
+        name: "dashboard_renders_in_headless_chromium",
+        needs: &["chromium", "chromedriver"],
+        run: dashboard_renders_in_headless_chromium,
+    }]);
+}
