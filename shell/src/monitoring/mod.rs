@@ -639,7 +639,9 @@ impl Monitor {
         let start = inner.recorder.now_ns();
         // A panic in `f` leaves the span open: the request wrapper closes
         // it (`trace::close_open`).
-        let slot = ctx.and_then(|_| trace::open(op, start, Location::caller()));
+        // Read here: inside a closure `Location::caller` names the closure.
+        let location = Location::caller();
+        let slot = ctx.and_then(|_| trace::open(op, start, location));
         let value = f();
         let duration = inner.recorder.now_ns().saturating_sub(start);
         if ctx.is_some() {
