@@ -386,6 +386,14 @@ impl RingBuffer {
         Ok(())
     }
 
+    /// Tickets still waiting in the stripes' blocks (handed to no writer).
+    fn waiting(&self) -> u64 {
+        self.cursors
+            .iter()
+            .map(|c| self.left_in(c.load(Ordering::SeqCst)))
+            .sum()
+    }
+
     /// Counts of written, overwritten and dropped records.
     pub fn stats(&self) -> RingStats {
         // Tickets handed out, less those no writer will use and those
@@ -401,11 +409,7 @@ impl RingBuffer {
             }
             let head = self.head.load(Ordering::SeqCst);
             let abandoned = self.abandoned.load(Ordering::SeqCst);
-            let waiting: u64 = self
-                .cursors
-                .iter()
-                .map(|c| self.left_in(c.load(Ordering::SeqCst)))
-                .sum();
+            let waiting = self.waiting();
             if self.installs.installing.load(Ordering::SeqCst) == 0
                 && self.installs.installed.load(Ordering::SeqCst) == done
             {
@@ -423,11 +427,7 @@ impl RingBuffer {
         // which lagged without bound under load).
         let counted = counted.unwrap_or_else(|| {
             let abandoned = self.abandoned.load(Ordering::SeqCst);
-            let waiting: u64 = self
-                .cursors
-                .iter()
-                .map(|c| self.left_in(c.load(Ordering::SeqCst)))
-                .sum();
+            let waiting = self.waiting();
             let head = self.head.load(Ordering::SeqCst);
             head.saturating_sub(abandoned)
                 .saturating_sub(waiting)

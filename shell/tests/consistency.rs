@@ -18,16 +18,6 @@ const WORKLOAD: [(&str, u64); 5] = [
     ("/__test/status/503", 5),
 ];
 
-fn get_json(blog: &Blog, cookie: &str, query: &str) -> Value {
-    let (code, body) = blog.get_with(
-        &blog.agent(),
-        &format!("/admin/performance.json{query}"),
-        &[("Cookie", cookie)],
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn by_name<'a>(list: &'a Value, key: &str) -> HashMap<String, &'a Value> {
     list.as_array()
         .unwrap()
@@ -60,8 +50,8 @@ fn every_figure_shown_twice_shows_one_value() {
     // The minute into the history, so the 1-hour view has it.
     blog.app().monitor.close_minute();
     let cookie = blog.login();
-    let live = get_json(&blog, &cookie, "");
-    let hour = get_json(&blog, &cookie, "?range=1h");
+    let live = perf_json(&blog, &cookie, "");
+    let hour = perf_json(&blog, &cookie, "?range=1h");
     let (_, metrics) = blog.get_with(
         &agent,
         "/metrics",

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn json(blog: &Blog, cookie: &str, query: &str) -> Value {
-    let (code, body) = blog.get_with(
-        &blog.agent(),
-        &format!("/admin/performance.json{query}"),
-        &[("Cookie", cookie)],
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn page(blog: &Blog, cookie: &str) -> String {
     let (code, body) = blog.get_with(&blog.agent(), "/admin/performance", &[("Cookie", cookie)]);
     assert_eq!(code, 200);
@@ -113,7 +103,7 @@ fn a_slow_write_and_a_503_keep_their_stories_through_30000_requests() {
     // The ticker explains the slow patterns within seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     let s = loop {
-        let s = json(&blog, &cookie, "");
+        let s = perf_json(&blog, &cookie, "");
         let plans = s["query_plans"].as_array().unwrap();
         let explained = |p: &str| plans.iter().any(|q| q["pattern"].as_str() == Some(p));
         if explained("BEGIN immediate") && explained("SELECT test_sleep (?)") {
@@ -263,7 +253,7 @@ fn every_timeline_adds_up_to_its_duration_and_every_view_agrees() {
         }
     }
     let _ = page(&blog, &cookie);
-    let s = json(&blog, &cookie, "");
+    let s = perf_json(&blog, &cookie, "");
     let all = kept(&s);
     assert!(all.len() >= 10, "{} kept", all.len());
     for (list, r) in &all {
@@ -341,12 +331,12 @@ fn after_logins(own: starpunk::monitoring::own::OwnTraffic) -> (Value, Value) {
         assert_eq!(blog.get(path).0, 200, "{path}");
     }
     let cookie = blog.login();
-    let before = json(&blog, &cookie, "");
+    let before = perf_json(&blog, &cookie, "");
     for _ in 0..5 {
         let c = blog.login();
         let _ = page(&blog, &c);
     }
-    (before, json(&blog, &cookie, ""))
+    (before, perf_json(&blog, &cookie, ""))
 }
 
 #[test]

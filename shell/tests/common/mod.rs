@@ -299,6 +299,17 @@ print(json.dumps(out))
     )
 }
 
+/// `/admin/performance.json{query}` read with the session `cookie`.
+pub fn perf_json(blog: &Blog, cookie: &str, query: &str) -> serde_json::Value {
+    let (code, body) = blog.get_with(
+        &blog.agent(),
+        &format!("/admin/performance.json{query}"),
+        &[("Cookie", cookie)],
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 pub fn skip_or_fail<T>(why: &str) -> Option<T> {
     if std::env::var_os("CI").is_some() {
         panic!("{why}");
