@@ -16,7 +16,7 @@ use starpunk::config::PerfConfig;
 use starpunk::monitoring::Monitor;
 use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
 
-fn request(monitor: &Monitor) -> starpunk::web::server::Materialised {
+fn request(monitor: &Monitor) -> starpunk::http::Materialised {
     starpunk::tune::hook_path(monitor, 3)
 }
 

@@ -1,16 +1,18 @@
 //! Starting the blog: database, credentials, monitor, ticker, server.
 
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::http::{HttpSettings, Server};
 use crate::monitoring::Monitor;
 use crate::web::auth::{hash_password, random_token, sha256_hex, MICROPUB_KEY, PASSWORD_KEY};
 use crate::web::ratelimit::RateLimiter;
 use crate::web::routes::{match_route, Route};
-use crate::web::server::Server;
-use crate::web::App;
+use crate::web::{App, Site};
 
 /// Settings key: set once the generated credentials were printed.
 pub const ANNOUNCED_KEY: &str = "credentials_announced";
@@ -58,8 +60,32 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// A built blog, not yet serving: the app and what the front needs to
+/// serve it. Derefs to the [`App`].
+pub struct Blog {
+    /// The application state.
+    pub app: App,
+    /// `STARPUNK_BIND`.
+    pub bind: SocketAddr,
+    /// The HTTP front's limits and timeouts.
+    pub http: HttpSettings,
+}
+
+impl Deref for Blog {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+impl DerefMut for Blog {
+    fn deref_mut(&mut self) -> &mut App {
+        &mut self.app
+    }
+}
+
 /// Builds the app (database, credentials, monitor) without serving.
-pub fn build(config: Config) -> Result<(App, Generated), StartError> {
+pub fn build(config: Config) -> Result<(Blog, Generated), StartError> {
     let monitor = Arc::new(Monitor::new(&config.perf));
     let db = Db::open(&config.data_dir, monitor.clone()).map_err(StartError::Db)?;
     monitor.open_history(&config.data_dir);
@@ -101,7 +127,12 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
     }
     drop(conn);
     let app = App {
-        config,
+        site: Site {
+            url: config.site_url,
+            name: config.site_name,
+            data_dir: config.data_dir,
+            metrics_token: config.metrics_token,
+        },
         db,
         monitor,
         login_limit: RateLimiter::new(10, 10),
@@ -110,7 +141,12 @@ pub fn build(config: Config) -> Result<(App, Generated), StartError> {
         token_failures: RateLimiter::new(10, 10),
         token_failures_global: RateLimiter::new(60, 120),
     };
-    Ok((app, generated))
+    let blog = Blog {
+        app,
+        bind: config.bind,
+        http: config.http,
+    };
+    Ok((blog, generated))
 }
 
 /// Stores only a hash of a secret under `key`: the configured secret
@@ -142,25 +178,39 @@ fn ensure_secret(
     }
 }
 
-/// Binds `app.config.bind`, serves `app` and starts the monitor's ticker.
-pub fn serve(app: App, generated: Generated) -> Result<Running, StartError> {
-    let listener = crate::web::server::bind(app.config.bind).map_err(StartError::Bind)?;
-    serve_on(listener, app, generated)
+/// The route templates alert rules may name (handed to
+/// [`Config::load`]: configuration knows no web layer).
+pub fn route_templates() -> Vec<&'static str> {
+    Route::ALL.iter().map(|r| r.template()).collect()
+}
+
+/// Binds `blog.bind`, serves the blog and starts the monitor's ticker.
+pub fn serve(blog: Blog, generated: Generated) -> Result<Running, StartError> {
+    let listener = crate::http::bind(blog.bind).map_err(StartError::Bind)?;
+    serve_on(listener, blog, generated)
 }
 
 /// Serves `app` on a bound listener and starts the monitor's ticker.
 pub fn serve_on(
     listener: std::net::TcpListener,
-    app: App,
+    blog: Blog,
     generated: Generated,
 ) -> Result<Running, StartError> {
+    let Blog { app, http, .. } = blog;
     let app = Arc::new(app);
     let handler_app = app.clone();
     let monitor = app.monitor.clone();
     let server = Server::start_on(
         listener,
-        app.config.http.clone(),
-        Arc::new(move |req, arrival, materialise| handler_app.respond(req, arrival, materialise)),
+        http,
+        // The handler, then `materialise` (the front's: reads the body into
+        // memory), with the monitor learning the body's length from it
+        // (`Monitor::measure_body`) and the front's waits before it.
+        Arc::new(move |req, arrival, materialise| {
+            let monitor = &handler_app.monitor;
+            monitor.note_arrival(arrival.body, arrival.queued);
+            monitor.measure_body(|| handler_app.handle(req), materialise)
+        }),
         Arc::new(move |head, status, bytes, took| {
             // Decoded as rouille's `Request::url` decodes a handled one.
             let route = head.map_or(Route::Unmatched, |(method, path)| {
@@ -171,7 +221,7 @@ pub fn serve_on(
         }),
     )
     .map_err(StartError::Bind)?;
-    app.monitor.set_site(&app.config.site_url);
+    app.monitor.set_site(&app.site.url);
     spawn_ticker(Arc::downgrade(&app));
     Ok(Running {
         server,
@@ -183,7 +233,7 @@ pub fn serve_on(
 /// Binds first (a busy port changes nothing stored), then builds and
 /// serves. Without a configured site URL, the site is the bound address.
 pub fn start(mut config: Config) -> Result<Running, StartError> {
-    let listener = crate::web::server::bind(config.bind).map_err(StartError::Bind)?;
+    let listener = crate::http::bind(config.bind).map_err(StartError::Bind)?;
     if !config.site_url_explicit {
         let addr = listener.local_addr().map_err(StartError::Bind)?;
         config.site_url = crate::config::site_url_for(addr);

@@ -37,6 +37,7 @@ macro_rules! olog {
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod http;
 pub mod monitoring;
 pub mod tune;
 pub mod web;

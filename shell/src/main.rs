@@ -58,7 +58,11 @@ fn main() -> ExitCode {
         let _ = write!(std::io::stdout(), "{USAGE}{}", Config::help());
         return ExitCode::SUCCESS;
     }
-    let config = match Config::load(|k| std::env::var(k).ok(), &args) {
+    let config = match Config::load(
+        |k| std::env::var(k).ok(),
+        &args,
+        &starpunk::app::route_templates(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             starpunk::elog!("starpunk: {e}");
@@ -81,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let site = running.app.config.site_url.clone();
+    let site = running.app.site.url.clone();
     let _ = starpunk::olog!(
         "starpunk: serving {site} (listening on {}, data in {data_dir})",
         running.server.addr()
@@ -112,7 +116,7 @@ fn main() -> ExitCode {
         );
     }
     let _ = starpunk::olog!("starpunk: log in at {site}/admin/login");
-    if monitoring && running.app.config.perf.dashboard_enabled {
+    if monitoring && running.app.monitor.config().dashboard_enabled {
         let _ = starpunk::olog!("starpunk: performance dashboard at {site}/admin/performance");
     } else if monitoring {
         let _ = starpunk::olog!(

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use starpunk_perf::{Category, Clock, MetricRecord, Recorder, RecorderConfig, TscClock};
 
-use crate::config::PerfConfig;
+use crate::http::{materialise, Materialised};
+use crate::monitoring::PerfConfig;
 use crate::monitoring::{Function, Monitor};
 use crate::web::routes::Route;
-use crate::web::server::{materialise, Materialised};
 
 /// Bytes per ring slot.
 pub const SLOT_BYTES: f64 = 64.0;

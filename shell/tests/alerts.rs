@@ -158,7 +158,7 @@ fn a_slow_spell_fires_once_and_resolves_once_through_the_webhook() {
     assert_eq!(a["webhook"]["attempts"], 3);
     // The webhook's URL (it may hold a token) is never shown, not even by
     // the configuration's Debug.
-    assert!(!format!("{:?}", blog.app().config).contains("hooks/alerts"));
+    assert!(!format!("{:?}", blog.app().monitor.config()).contains("hooks/alerts"));
     assert_eq!(v["config"]["alert_webhook"], true);
     assert!(!json.contains("hooks/alerts"));
     let (_, html) = blog.get_with(&agent, "/admin/performance", &auth);

@@ -12,9 +12,9 @@
 use std::hint::black_box;
 
 use starpunk::config::PerfConfig;
+use starpunk::http::materialise;
 use starpunk::monitoring::{Function, Monitor};
 use starpunk::web::routes::Route;
-use starpunk::web::server::materialise;
 use starpunk_perf::CountingAllocator;
 
 #[global_allocator]

@@ -276,7 +276,7 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
     }
     // Each takes 1,025 KiB of the budget: 31 fit (and time out reading:
     // 408); the others were refused room after a second (503).
-    let fit = starpunk::web::server::BODY_BUDGET_KIB / 1025;
+    let fit = starpunk::http::BODY_BUDGET_KIB / 1025;
     assert_eq!(fit, 31);
     assert_eq!(codes.get(&503).copied().unwrap_or(0), 40 - fit, "{codes:?}");
     assert_eq!(codes.get(&408).copied().unwrap_or(0), fit, "{codes:?}");

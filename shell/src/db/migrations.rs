@@ -74,7 +74,7 @@ pub fn migrate(conn: &Connection, monitor: &Monitor) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PerfConfig;
+    use crate::monitoring::PerfConfig;
 
     #[test]
     fn migrates_once_and_refuses_newer_schema() {

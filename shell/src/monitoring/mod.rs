@@ -18,6 +18,7 @@ pub mod memory;
 pub mod own;
 pub mod plans;
 pub mod range;
+pub mod settings;
 pub mod slow_history;
 pub mod snapshot;
 pub mod sql_pattern;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use starpunk_perf::{Category, MetricRecord, OpId, Recorder, RecorderConfig, TscClock};
 
-use crate::config::PerfConfig;
+pub use settings::PerfConfig;
 
 /// A route as the monitor knows it: a small dense index (its slot in the
 /// series-id cache) and its template (the series name).

@@ -8,7 +8,7 @@ use starpunk_perf::{Category, MetricRecord, OpId, Series};
 
 use super::trend::{Overview, Totals};
 use super::{Inner, Monitor};
-use crate::config::PerfConfig;
+use crate::monitoring::PerfConfig;
 
 /// Latency figures of one series. Every figure is exact at any sample
 /// rate (sampling thins the ring, not the series), except `rss_delta`,

@@ -76,17 +76,17 @@ pub fn index(app: &App, req: &Request) -> WebResult {
             p { button type="submit" { "Publish" } }
         }
         p {
-            @if app.config.perf.dashboard_enabled { a href="/admin/performance" { "Performance dashboard" } " " }
+            @if app.monitor.config().dashboard_enabled { a href="/admin/performance" { "Performance dashboard" } " " }
             form.inline method="post" action="/admin/logout" {
                 input type="hidden" name="csrf" value=(session.csrf);
-                @if app.config.perf.clear_on_logout && app.config.perf.monitoring_enabled {
+                @if app.monitor.config().clear_on_logout && app.monitor.config().monitoring_enabled {
                     button type="submit" { "Log out and clear the performance metrics" }
                     br;
                     span.meta { "Logging out clears every live performance figure (counts, percentiles, "
                         "the last 15 minutes, the slow-query log): STARPUNK_PERF_CLEAR_ON_LOGOUT=true." }
                 } @else {
                     button type="submit" { "Log out" }
-                    @if app.config.perf.monitoring_enabled {
+                    @if app.monitor.config().monitoring_enabled {
                         " " span.meta { "(the performance metrics are kept)" }
                     }
                 }
@@ -108,7 +108,7 @@ pub fn index(app: &App, req: &Request) -> WebResult {
         }
     };
     Ok(
-        Response::html(views::page(&app.config.site_name, "Admin", None, body).into_string())
+        Response::html(views::page(&app.site.name, "Admin", None, body).into_string())
             .with_no_cache(),
     )
 }
@@ -146,7 +146,7 @@ pub fn edit_form(app: &App, req: &Request, id: &str) -> WebResult {
         }
     };
     Ok(
-        Response::html(views::page(&app.config.site_name, "Edit", None, body).into_string())
+        Response::html(views::page(&app.site.name, "Edit", None, body).into_string())
             .with_no_cache(),
     )
 }

@@ -226,7 +226,7 @@ impl App {
     }
 
     fn secure_cookie(&self) -> &'static str {
-        if self.config.site_url.starts_with("https://") {
+        if self.site.url.starts_with("https://") {
             "; Secure"
         } else {
             ""
@@ -256,7 +256,7 @@ pub fn login_form(app: &App, _req: &Request, error: Option<&str>) -> Response {
             " " button type="submit" { "Log in" }
         }
     };
-    let page = views::page(&app.config.site_name, "Log in", None, body);
+    let page = views::page(&app.site.name, "Log in", None, body);
     Response::html(page.into_string())
         .with_no_cache()
         .with_additional_header(
@@ -337,7 +337,7 @@ pub fn logout(app: &App, req: &Request) -> WebResult {
         return Err(WebError::BadRequest("Missing or wrong CSRF token".into()));
     }
     app.db.writer()?.delete_session(&session.token_hash)?;
-    if app.config.perf.clear_on_logout {
+    if app.monitor.config().clear_on_logout {
         app.monitor.clear();
     }
     Ok(

@@ -23,7 +23,7 @@ pub const REFRESH_SECS: u32 = 30;
 /// The checks every dashboard route makes: enabled, rate limit, session.
 /// `Err` carries the response to send instead.
 fn guard(app: &App, req: &Request, html: bool) -> Result<Result<(), Response>, WebError> {
-    if !app.config.perf.dashboard_enabled {
+    if !app.monitor.config().dashboard_enabled {
         return Err(WebError::NotFound);
     }
     if let Err(wait) = app.dashboard_limit.check(req.remote_addr().ip()) {
@@ -51,7 +51,7 @@ fn database_view(app: &App) -> DatabaseView {
     let stats = app
         .db
         .conn()
-        .map(|c| c.stats(&app.config.data_dir))
+        .map(|c| c.stats(&app.site.data_dir))
         .unwrap_or_default();
     DatabaseView {
         pool_in_use: app.db.pool_in_use(),
@@ -1135,14 +1135,14 @@ pub fn page(app: &App, req: &Request) -> WebResult {
         Err(r) => return Ok(r),
     };
     let html = match snapshot_for(app, range) {
-        Ok(s) => render(&app.config.site_name, &s),
+        Ok(s) => render(&app.site.name, &s),
         Err(why) => {
             let body = html! {
                 h2 { "Performance" }
                 (range_nav(range))
                 p { "No " (range.label()) " view: " (why) "." }
             };
-            views::page(&app.config.site_name, "Performance", None, body).into_string()
+            views::page(&app.site.name, "Performance", None, body).into_string()
         }
     };
     Ok(Response::html(html).with_no_cache())

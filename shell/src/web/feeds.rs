@@ -43,8 +43,7 @@ fn serve(
     let (newest, count) = conn.feed_version()?;
     let etag = format!(
         "\"{}\"",
-        &crate::web::auth::sha256_hex(&format!("{kind}|{newest}|{count}|{}", app.config.site_url))
-            [..32]
+        &crate::web::auth::sha256_hex(&format!("{kind}|{newest}|{count}|{}", app.site.url))[..32]
     );
     let matches = req.header("If-None-Match").is_some_and(|h| {
         h.split(',')
@@ -79,8 +78,8 @@ pub fn rss(app: &App, req: &Request) -> WebResult {
         "rss",
         "application/rss+xml; charset=utf-8",
         |notes| {
-            let site = xml_escape(&app.config.site_url);
-            let name = xml_escape(&app.config.site_name);
+            let site = xml_escape(&app.site.url);
+            let name = xml_escape(&app.site.name);
             let mut out = format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
              <rss version=\"2.0\" xmlns:atom=\"http://www.w3.org/2005/Atom\">\n<channel>\n\
@@ -117,8 +116,8 @@ pub fn atom(app: &App, req: &Request) -> WebResult {
         "atom",
         "application/atom+xml; charset=utf-8",
         |notes| {
-            let site = xml_escape(&app.config.site_url);
-            let name = xml_escape(&app.config.site_name);
+            let site = xml_escape(&app.site.url);
+            let name = xml_escape(&app.site.name);
             let updated = notes
                 .iter()
                 .map(|n| n.updated_at.as_str())
@@ -172,10 +171,10 @@ pub fn json(app: &App, req: &Request) -> WebResult {
                 .collect();
             serde_json::json!({
                 "version": "https://jsonfeed.org/version/1.1",
-                "title": app.config.site_name,
+                "title": app.site.name,
                 "home_page_url": app.url("/"),
                 "feed_url": app.url("/feed.json"),
-                "authors": [{ "name": app.config.site_name, "url": app.url("/") }],
+                "authors": [{ "name": app.site.name, "url": app.url("/") }],
                 "language": "en",
                 "items": items,
             })

@@ -29,7 +29,7 @@ fn authorized(app: &App, req: &Request) -> Result<bool, u64> {
         .and_then(|h| h.split_once(' '))
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    if let (Some(given), Some(want)) = (bearer, &app.config.metrics_token) {
+    if let (Some(given), Some(want)) = (bearer, &app.site.metrics_token) {
         if app.check_token(req, || ct_eq(given, want))? {
             return Ok(true);
         }

@@ -11,7 +11,6 @@ pub mod micropub;
 pub mod public;
 pub mod ratelimit;
 pub mod routes;
-pub mod server;
 #[cfg(feature = "test-routes")]
 pub mod test_routes;
 pub mod views;
@@ -20,16 +19,44 @@ use std::sync::Arc;
 
 use rouille::{Request, Response};
 
-use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::monitoring::Monitor;
 use ratelimit::RateLimiter;
 use routes::{match_route, Matched, Route};
 
+/// The site's settings, as the pages use them (`config` builds them from
+/// `STARPUNK_*`).
+#[derive(Clone, PartialEq)]
+pub struct Site {
+    /// `STARPUNK_SITE_URL`, without a trailing slash.
+    pub url: String,
+    /// `STARPUNK_SITE_NAME`.
+    pub name: String,
+    /// `STARPUNK_DATA_DIR` (the dashboard shows the files' sizes).
+    pub data_dir: std::path::PathBuf,
+    /// `STARPUNK_METRICS_TOKEN`: a bearer token that opens `/metrics`.
+    pub metrics_token: Option<String>,
+}
+
+// The token never reaches a log, not even through `{:?}`.
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
 /// Everything a request handler needs.
 pub struct App {
-    /// The configuration.
-    pub config: Config,
+    /// The site's own settings.
+    pub site: Site,
     /// The database.
     pub db: Db,
     /// The monitor (disabled inside when monitoring is off).
@@ -141,20 +168,6 @@ impl App {
         with_security_headers(response, request.url().starts_with("/admin"))
     }
 
-    /// [`handle`](Self::handle), then `materialise` (the HTTP front's:
-    /// reads the body into memory), with the monitor learning the body's
-    /// length from it (`Monitor::measure_body`): what the front runs.
-    pub fn respond(
-        &self,
-        request: &Request,
-        arrival: server::Arrival,
-        materialise: server::Materialise,
-    ) -> server::Materialised {
-        self.monitor.note_arrival(arrival.body, arrival.queued);
-        self.monitor
-            .measure_body(|| self.handle(request), materialise)
-    }
-
     fn dispatch(&self, req: &Request, m: &Matched) -> Response {
         let param = m.param.as_deref().unwrap_or("");
         let result = match m.route {
@@ -190,11 +203,11 @@ impl App {
                 .with_unique_header("Allow", routes::allowed_methods(&req.url()))),
             Route::Unmatched => Err(WebError::NotFound),
         };
-        result.unwrap_or_else(|e| e.into_response(&self.config.site_name))
+        result.unwrap_or_else(|e| e.into_response(&self.site.name))
     }
 
     /// The absolute URL of `path` on this site.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.config.site_url, path)
+        format!("{}{}", self.site.url, path)
     }
 }

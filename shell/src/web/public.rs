@@ -29,7 +29,7 @@ pub fn entry(app: &App, note: &Note, heading: bool) -> Markup {
                     " (updated " time.dt-updated datetime=(note.updated_at) { (note.updated_at) } ")"
                 }
                 " by "
-                a.p-author.h-card href=(app.url("/")) { (app.config.site_name) }
+                a.p-author.h-card href=(app.url("/")) { (app.site.name) }
             }
         }
     }
@@ -51,7 +51,7 @@ pub fn index(app: &App, req: &Request) -> WebResult {
     drop(conn);
     let body = html! {
         div.h-feed {
-            h2.p-name { (app.config.site_name) }
+            h2.p-name { (app.site.name) }
             @if notes.is_empty() { p { "No notes yet." } }
             @for note in &notes { (entry(app, note, false)) }
         }
@@ -61,7 +61,7 @@ pub fn index(app: &App, req: &Request) -> WebResult {
         }
     };
     Ok(Response::html(
-        views::page(&app.config.site_name, "Notes", None, body).into_string(),
+        views::page(&app.site.name, "Notes", None, body).into_string(),
     ))
 }
 
@@ -75,7 +75,7 @@ pub fn note(app: &App, slug: &str) -> WebResult {
     let title = markdown::summary(&note.content, 60);
     let body = entry(app, &note, false);
     Ok(Response::html(
-        views::page(&app.config.site_name, &title, None, body).into_string(),
+        views::page(&app.site.name, &title, None, body).into_string(),
     ))
 }
 
@@ -109,7 +109,7 @@ pub fn search(app: &App, req: &Request) -> WebResult {
         div.h-feed { @for note in &results { (entry(app, note, false)) } }
     };
     Ok(Response::html(
-        views::page(&app.config.site_name, "Search", None, body).into_string(),
+        views::page(&app.site.name, "Search", None, body).into_string(),
     ))
 }
 

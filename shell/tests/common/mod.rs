@@ -76,7 +76,7 @@ pub fn monitoring() -> PerfConfig {
 pub fn start_with(
     tag: &str,
     perf: PerfConfig,
-    tweak: impl FnOnce(&mut starpunk::web::App),
+    tweak: impl FnOnce(&mut starpunk::app::Blog),
 ) -> Blog {
     let mut cfg = config(tag, perf);
     let dir = cfg.data_dir.clone();
@@ -325,7 +325,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
 pub fn start_limited(tag: &str, f: impl FnOnce(&mut starpunk::config::HttpSettings)) -> Blog {
-    start_with(tag, monitoring(), |app| f(&mut app.config.http))
+    start_with(tag, monitoring(), |blog| f(&mut blog.http))
 }
 
 pub fn addr(blog: &Blog) -> SocketAddr {

@@ -1,32 +1,7 @@
-//! The HTTP front: rouille's `Request`/`Response` (the handlers' API) over
-//! hyper's HTTP/1.1 on tokio, the bytes on the wire in this module alone.
-//!
-//! What it guarantees, whatever clients do (each attacked in
-//! `shell/tests/hostile.rs`):
-//! - A request is handed to a handler thread only once its head and its
-//!   whole body are in memory: the head within `header_timeout` and 16 KiB
-//!   (431 past it), the body within `body_timeout` and 1 MiB (413 past it,
-//!   408 on time-out). Slow clients hold a connection, never a handler.
-//! - Handlers run on a bounded pool (`workers` threads); a response is
-//!   materialised by the handler thread and written by the I/O side, so a
-//!   client that does not read holds no handler either, and a write that
-//!   makes no progress for `write_timeout` closes the connection.
-//! - A connection ready for a request (new, or kept alive after a
-//!   response) that does not start one within `header_timeout` is closed
-//!   (hyper starts its header timer when a keep-alive connection goes
-//!   idle); at most `max_connections` are open at once (past it: 503 and close); the soft
-//!   `RLIMIT_NOFILE` is raised to the hard limit at start; an accept error
-//!   (out of descriptors) is logged and retried with backoff, never fatal.
-//! - Malformed requests get hyper's 4xx or a close.
-//! - [`Server::stop`] (and SIGTERM/SIGINT with
-//!   [`Server::stop_on_signals`]) stops accepting at once, lets in-flight
-//!   requests finish within `shutdown_grace`, then closes what is left.
-//!
-//! Every accepted socket gets `TCP_NODELAY` (keep-alive responses never
-//! wait for a delayed ACK). No `unsafe`.
+//! The listener, the accept loop, each connection's requests and the
+//! graceful shutdown.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -34,87 +9,21 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
-use crate::config::HttpSettings;
-
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY: u64 = 1 << 20;
-/// An oversized body up to this size is read and dropped before the 413,
-/// so the client, still sending, reads the answer instead of a reset.
-const DRAIN_CAP: u64 = 8 << 20;
-/// Largest request line plus headers; larger ones get 431.
-pub const MAX_HEAD: usize = 16 * 1024;
-/// Most header fields in one request.
-pub const MAX_HEADERS: usize = 100;
-
-/// A request handler: runs the app on a request and passes its response
-/// to the given [`materialise`], returning what that returned. The app's
-/// request wrapper sits between the two and learns the body's length from
-/// it, so it never has to take the body apart itself (see
-/// `Monitor::measure_body`).
-pub type Handler =
-    Arc<dyn Fn(&rouille::Request, Arrival, Materialise) -> Materialised + Send + Sync>;
-
-/// How long a request waited in the front before its handler ran.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Arrival {
-    /// From the request's head to the end of its body (receiving the body,
-    /// waiting for room in the body budget).
-    pub body: Duration,
-    /// From the body's end to a handler thread taking the request up.
-    pub queued: Duration,
-}
-
-/// Told of each request the front answers itself, no handler run: its
-/// method and path (`None` when its head could not be read: hyper's own
-/// 400, 414 and 431), the status, the body's bytes and the time from the
-/// head to the answer.
-pub type Unhandled = Arc<dyn Fn(Option<(&str, &str)>, u16, u64, Duration) + Send + Sync>;
-
-/// The front's way of turning a response into bytes; see [`materialise`].
-pub type Materialise = fn(rouille::Response) -> (Materialised, u64);
-
-/// A response read into memory by the handler thread, ready for the I/O
-/// side to write.
-pub struct Materialised {
-    /// The status code.
-    pub status: u16,
-    /// The handler's headers (`Content-Length` and `Transfer-Encoding` are
-    /// the front's to set and are dropped when written).
-    pub headers: Vec<(
-        std::borrow::Cow<'static, str>,
-        std::borrow::Cow<'static, str>,
-    )>,
-    /// The whole body.
-    pub body: Vec<u8>,
-    /// False when reading the body failed: the front answers 500.
-    pub complete: bool,
-}
-
-/// Reads `response`'s body into memory; returns it with the body's length
-/// in bytes (what the monitor records).
-pub fn materialise(response: rouille::Response) -> (Materialised, u64) {
-    let (mut reader, size) = response.data.into_reader_and_size();
-    let mut body = Vec::with_capacity(size.unwrap_or(0));
-    let complete = reader.read_to_end(&mut body).is_ok();
-    let len = body.len() as u64;
-    let materialised = Materialised {
-        status: response.status_code,
-        headers: response.headers,
-        body,
-        complete,
-    };
-    (materialised, len)
-}
+use super::wire::{automatic_answer, closing, host_is_valid, log_access, read_body, refuse};
+use super::{
+    materialise, Arrival, Handler, HttpSettings, Unhandled, BODY_BUDGET_KIB, DRAIN_CAP, MAX_BODY,
+    MAX_HEAD, MAX_HEADERS,
+};
 
 /// A running server; stops when [`stop`](Self::stop) is called or dropped.
 pub struct Server {
@@ -143,9 +52,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
 pub fn raise_descriptor_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
 }
-
-/// Request bodies held in memory at once, all connections together, KiB.
-pub const BODY_BUDGET_KIB: u32 = 32 * 1024;
 
 /// What every connection task shares.
 struct Shared {
@@ -344,132 +250,6 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
             );
         }
     }
-}
-
-/// One access log line on stdout: time, client, method, path (never the
-/// query string: it may carry search terms or tokens), status, bytes and
-/// the handler's time. A closed stdout is not an error worth a panic.
-fn log_access(
-    peer: SocketAddr,
-    method: &str,
-    path: &str,
-    status: u16,
-    bytes: usize,
-    took: Duration,
-) {
-    use std::io::Write;
-    let at = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    // Printable ASCII only, at most 200 characters: a path cannot forge a
-    // log line.
-    let path: String = path
-        .chars()
-        .take(200)
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    let _ = writeln!(
-        std::io::stdout().lock(),
-        "{at} {} \"{method} {path}\" {status} {bytes} {:.3}ms",
-        peer.ip(),
-        took.as_secs_f64() * 1e3
-    );
-}
-
-/// The status hyper answered a connection's error with, if it answered:
-/// it writes 400 for a malformed head, 414 for a request line past the
-/// buffer and 431 for a head past it, then ends the connection with the
-/// same error (hyper 1.x, `proto::h1::role::Server::on_error`). An HTTP/2
-/// preface, a time-out or an internal error get no answer.
-fn automatic_answer(e: &hyper::Error) -> Option<u16> {
-    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
-        return None;
-    }
-    let text = e.to_string();
-    if e.is_parse_too_large() {
-        Some(if text.starts_with("URI too long") {
-            414
-        } else {
-            431
-        })
-    } else if text.starts_with("internal error") {
-        None
-    } else {
-        Some(400)
-    }
-}
-
-/// RFC 9112 (3.2): an HTTP/1.1 request needs exactly one `Host` (HTTP/1.0
-/// at most one), and its value is a host with an optional port, or empty;
-/// a server answers 400 otherwise.
-fn host_is_valid(parts: &hyper::http::request::Parts) -> bool {
-    let mut hosts = parts.headers.get_all(hyper::header::HOST).iter();
-    let (first, second) = (hosts.next(), hosts.next());
-    if second.is_some() {
-        return false;
-    }
-    let Some(host) = first else {
-        return parts.version < hyper::Version::HTTP_11;
-    };
-    host.is_empty() || crate::config::is_host_and_port(host.as_bytes())
-}
-
-/// Past the connection cap: a 503 if the socket takes it at once, then close.
-fn refuse(stream: TcpStream) {
-    let _ = stream.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    );
-}
-
-/// A plain-text response that closes the connection (the request was not
-/// read to its end, or should not be retried on this connection).
-fn closing(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
-/// The whole body if it is at most [`MAX_BODY`]; `None` if it is larger
-/// (read and dropped up to [`DRAIN_CAP`], so the client can read the 413).
-async fn read_body(mut body: Incoming, capacity: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
-    let mut kept = Vec::with_capacity(capacity);
-    let mut seen: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        seen += data.len() as u64;
-        if seen <= MAX_BODY {
-            kept.extend_from_slice(&data);
-        } else {
-            kept = Vec::new();
-            if seen > DRAIN_CAP {
-                return Ok(None);
-            }
-        }
-    }
-    Ok((seen <= MAX_BODY).then_some(kept))
 }
 
 /// Reads the whole body (bounded in size and time), then runs the handler
