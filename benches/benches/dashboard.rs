@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use starpunk::config::PerfConfig;
-use starpunk::monitoring::snapshot::DatabaseView;
+use starpunk::monitoring::views::DatabaseView;
 use starpunk::monitoring::Monitor;
 use starpunk::web::dashboard;
 use starpunk_perf::{Category, MetricRecord, OpId};
@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-fn serde_json_len(s: &starpunk::monitoring::snapshot::PerfSnapshot) -> usize {
+fn serde_json_len(s: &starpunk::monitoring::views::PerfSnapshot) -> usize {
     starpunk::web::dashboard::json_body(s).len()
 }
 

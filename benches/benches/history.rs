@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use starpunk::config::PerfConfig;
-use starpunk::monitoring::history::{Cumulative, History, KIND_PATTERN, KIND_ROUTE};
-use starpunk::monitoring::range::Range;
-use starpunk::monitoring::snapshot::DatabaseView;
+use starpunk::monitoring::ticker::history::{Cumulative, History, KIND_PATTERN, KIND_ROUTE};
+use starpunk::monitoring::views::range::Range;
+use starpunk::monitoring::views::DatabaseView;
 use starpunk::monitoring::Monitor;
 use starpunk::web::dashboard;
 

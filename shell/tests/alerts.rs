@@ -90,7 +90,7 @@ fn a_slow_spell_fires_once_and_resolves_once_through_the_webhook() {
     let rule = "p99 > 30ms for 2s";
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
-        alerts: starpunk::monitoring::alerts::parse_rules(rule, &["GET /"]).unwrap(),
+        alerts: starpunk::monitoring::ticker::alerts::parse_rules(rule, &["GET /"]).unwrap(),
         alert_webhook: Some(starpunk::config::Secret(hook.url.clone())),
         // "The last minute" shortened to 3 s, evaluated every second.
         alert_window_seconds: 3.0,
@@ -172,7 +172,7 @@ fn range_views_show_the_rules_and_the_events_survive_a_restart() {
     let perf = starpunk::config::PerfConfig {
         monitoring_enabled: true,
         history_days: 1,
-        alerts: starpunk::monitoring::alerts::parse_rules(rule, &["GET /"]).unwrap(),
+        alerts: starpunk::monitoring::ticker::alerts::parse_rules(rule, &["GET /"]).unwrap(),
         alert_window_seconds: 3.0,
         alert_every_seconds: 1,
         ..starpunk::config::PerfConfig::default()

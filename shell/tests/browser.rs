@@ -209,7 +209,7 @@ fn dashboard_renders_in_headless_chromium() {
         monitoring_enabled: true,
         memory_tracking: true,
         history_days: 7,
-        alerts: starpunk::monitoring::alerts::parse_rules(rules, &[]).unwrap(),
+        alerts: starpunk::monitoring::ticker::alerts::parse_rules(rules, &[]).unwrap(),
         alert_window_seconds: 1.0,
         alert_every_seconds: 3600,
         ..starpunk::config::PerfConfig::default()
@@ -535,7 +535,7 @@ fn unix_now() -> i64 {
 /// per minute (Unix seconds at its start, RSS bytes), twenty requests of
 /// `GET /`.
 fn seed_history(dir: &Path, version: &str, minutes: &[(i64, u64)]) {
-    use starpunk::monitoring::history::{Cumulative, History, KIND_ROUTE};
+    use starpunk::monitoring::ticker::history::{Cumulative, History, KIND_ROUTE};
     std::fs::create_dir_all(dir).unwrap();
     let empty = starpunk_perf::new_hdr(&starpunk_perf::RecorderConfig::default().layout);
     let mut history = History::open(dir, 7, version, minutes[0].0, empty.clone()).unwrap();

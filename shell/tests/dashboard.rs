@@ -344,7 +344,7 @@ fn with_clear_on_logout_false_logout_clears_nothing() {
         .unwrap();
     assert_eq!(r.status(), 303);
     let after = dashboard::snapshot(blog.app());
-    let home = |s: &starpunk::monitoring::snapshot::PerfSnapshot| {
+    let home = |s: &starpunk::monitoring::views::PerfSnapshot| {
         s.endpoints
             .iter()
             .find(|e| e.name == "GET /")

@@ -242,7 +242,7 @@ fn an_unwritable_history_is_shown_the_blog_goes_on_and_writing_resumes() {
         blog.get("/feed.xml");
     }
     blog.app().monitor.close_minute();
-    let state = starpunk::monitoring::snapshot::HistoryView::of(&blog.app().monitor);
+    let state = starpunk::monitoring::views::HistoryView::of(&blog.app().monitor);
     let (code, _) = blog.get("/health");
     immutable(&files, false);
     assert_eq!(code, 200, "the blog goes on");
@@ -250,7 +250,7 @@ fn an_unwritable_history_is_shown_the_blog_goes_on_and_writing_resumes() {
     // Writable again: the next minute writes, and the failed minute's
     // requests were kept for it.
     blog.app().monitor.close_minute();
-    let state = starpunk::monitoring::snapshot::HistoryView::of(&blog.app().monitor);
+    let state = starpunk::monitoring::views::HistoryView::of(&blog.app().monitor);
     assert!(state.ok, "{state:?}");
     let (_, v) = range_json(&blog, "1h");
     assert_eq!(route(&v, "GET /feed.xml").unwrap()["count"], 5, "{v}");

@@ -72,7 +72,7 @@ fn enabled(sample_rate: f64, memory_tracking: bool) -> Monitor {
 /// the path every other request takes.
 fn settle(monitor: &Monitor) {
     let inner = monitor.inner().expect("enabled");
-    let window = starpunk::monitoring::kept::WINDOW_NS;
+    let window = starpunk::monitoring::request::kept::WINDOW_NS;
     let left = window - inner.recorder.now_ns() % window;
     if left < 30_000_000_000 {
         std::thread::sleep(std::time::Duration::from_nanos(left + 100_000_000));

@@ -326,7 +326,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         secret: false,
         boolean: false,
         apply: |c, v, known| {
-            c.perf.alerts = crate::monitoring::alerts::parse_rules(v, known.routes)?;
+            c.perf.alerts = crate::monitoring::ticker::alerts::parse_rules(v, known.routes)?;
             Ok(())
         },
     },

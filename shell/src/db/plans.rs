@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::monitoring::plans::{scanned_table, FullScan, Plan, PlanStep, FULL_SCAN_ROWS};
+use crate::monitoring::ticker::plans::{scanned_table, FullScan, Plan, PlanStep, FULL_SCAN_ROWS};
 
 /// Explains statements on one read-only connection to `path`.
 pub struct Explainer {

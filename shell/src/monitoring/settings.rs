@@ -30,7 +30,7 @@ pub struct PerfConfig {
     /// the headline figures (the default) or counted like readers'.
     pub own_traffic: super::own::OwnTraffic,
     /// `STARPUNK_PERF_ALERTS`, parsed.
-    pub alerts: Vec<super::alerts::Rule>,
+    pub alerts: Vec<super::ticker::alerts::Rule>,
     /// `STARPUNK_PERF_ALERT_WEBHOOK`: where firings and resolutions are
     /// POSTed. It may hold a secret token: exports show only whether it is
     /// set.

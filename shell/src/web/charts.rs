@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use maud::{html, Markup, PreEscaped, Render};
 
-use crate::monitoring::snapshot::WorstRequest;
+use crate::monitoring::views::WorstRequest;
 
 /// Width of every chart's coordinate system.
 const W: f64 = 360.0;

@@ -9,13 +9,13 @@ use super::charts::{bar_chart, sparkline, time_chart, timeline_chart, Axis, Line
 use super::ratelimit::RateLimiter;
 use super::views;
 use super::{App, WebError, WebResult};
-use crate::monitoring::alerts::RuleView;
-use crate::monitoring::range::{Compare, Range};
-use crate::monitoring::snapshot::{
+use crate::monitoring::ticker::alerts::RuleView;
+use crate::monitoring::ticker::trend::{MinutePoint, PeriodFigures};
+use crate::monitoring::views::range::{Compare, Range};
+use crate::monitoring::views::{
     rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot, PlanView, RoutePattern,
     RssDelta, SlowPattern, SlowQueryView, WorstRequest,
 };
-use crate::monitoring::trend::{MinutePoint, PeriodFigures};
 
 /// Seconds between automatic refreshes of the page.
 pub const REFRESH_SECS: u32 = 30;
@@ -1031,7 +1031,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 h3 { "Query plans" }
                 p.meta { "SQLite's plan of each pattern seen slow or in a kept request, explained off the request path on a "
                     "read-only connection, again after each migration. A full scan of a table of "
-                    (int(crate::monitoring::plans::FULL_SCAN_ROWS)) " rows or more is flagged." }
+                    (int(crate::monitoring::ticker::plans::FULL_SCAN_ROWS)) " rows or more is flagged." }
                 (long_table(&plan_head, &s.query_plans, TOP_ROWS, "plans", plan_row))
             }
         }
@@ -1044,7 +1044,7 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
         }
         section #worst-requests {
             h3 { "Where the slowest requests spent their time" }
-            p.meta { "The " (crate::monitoring::kept::PER_WINDOW) " slowest requests of each route and 5-minute window, kept with their "
+            p.meta { "The " (crate::monitoring::request::kept::PER_WINDOW) " slowest requests of each route and 5-minute window, kept with their "
                 "whole timelines for 10 to 15 minutes whatever the traffic (only a slower request of the same window replaces one)"
                 @if own_apart { "; your own pages are listed apart below" } "." }
             @if s.worst_requests.is_empty() { p { "No requests kept yet." } }
@@ -1188,7 +1188,7 @@ fn compare_section(c: &Compare) -> Markup {
 fn render_range(
     site_name: &str,
     s: &PerfSnapshot,
-    r: &crate::monitoring::range::RangeInfo,
+    r: &crate::monitoring::views::range::RangeInfo,
 ) -> String {
     let range = Range::parse(Some(&r.range)).unwrap_or(Range::Live);
     let pattern_head = html! { tr { th { "Pattern" } th { "Calls" } th { "Total ms" } th { "Mean ms" } th { "p99 ms" } th { "Rows" } } };
@@ -1210,7 +1210,7 @@ fn render_range(
         section #alerts { (alerts_section(s)) }
         section #worst-requests {
             h3 { "The slowest requests of each hour" }
-            p.meta { "Per route, the " (crate::monitoring::slow_history::PER_HOUR) " slowest requests of the range's hours, "
+            p.meta { "Per route, the " (crate::monitoring::ticker::slow_history::PER_HOUR) " slowest requests of the range's hours, "
                 "kept in the history with their timelines (patterns, durations and code locations, never values)." }
             @if s.worst_requests.is_empty() { p { "None stored for this range yet: requests are stored as each minute closes." } }
             @for w in s.worst_requests.iter().take(30) { (request_details(w, false)) }
@@ -1246,7 +1246,7 @@ fn render_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitoring::trend::PeriodFigures;
+    use crate::monitoring::ticker::trend::PeriodFigures;
 
     #[test]
     fn a_setting_breaks_only_after_an_underscore_or_at_its_value() {

@@ -148,7 +148,7 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "# TYPE starpunk_http_requests_total counter");
     for (_, e) in &http {
         for (status, n) in e.value.statuses() {
-            let status = crate::monitoring::snapshot::status_key(status);
+            let status = crate::monitoring::views::status_key(status);
             let _ = writeln!(
                 out,
                 "starpunk_http_requests_total{{{},status=\"{status}\"}} {n}",

@@ -6,7 +6,7 @@
 //! local (no destructor, so no registration on first use), written with
 //! plain stores: no lock, no allocation, no panic. It is read once, at the
 //! request's end, and copied out only when the request is kept
-//! ([`super::kept`]); the counting-allocator test
+//! ([`crate::monitoring::request::kept`]); the counting-allocator test
 //! (`shell/tests/hook_allocations.rs`) covers it.
 
 use std::cell::Cell;

@@ -428,7 +428,7 @@ impl Alerts {
                     since: s
                         .fired_at
                         .filter(|_| s.firing)
-                        .map(|t| super::snapshot::rfc3339((t * 1e9) as u64)),
+                        .map(|t| crate::monitoring::views::rfc3339((t * 1e9) as u64)),
                 }
             })
             .collect()
@@ -483,7 +483,7 @@ fn event(rule: &Rule, state: &'static str, value: f64, at: f64) -> AlertEvent {
         value: round3(value / scale),
         threshold: round3(rule.threshold / scale),
         unit: unit.into(),
-        at: super::snapshot::rfc3339((at * 1e9) as u64),
+        at: crate::monitoring::views::rfc3339((at * 1e9) as u64),
     }
 }
 
@@ -517,7 +517,7 @@ fn value_of(rule: &Rule, scopes: &[Option<String>], base: &Sample, now: &Sample)
 /// (ascending buckets of cumulative counts), as hdrhistogram computes it;
 /// 0 without requests.
 pub fn quantile_of_difference(before: &[(u64, u64)], after: &[(u64, u64)], q: f64) -> u64 {
-    let diff = super::history::difference(before, after);
+    let diff = crate::monitoring::ticker::history::difference(before, after);
     let total: u64 = diff.iter().map(|d| d.1).sum();
     if total == 0 {
         return 0;

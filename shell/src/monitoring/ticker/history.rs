@@ -119,7 +119,7 @@ pub struct History {
     /// The next hour boundary, when the roll-up and pruning run again.
     next_roll_up: i64,
     /// Whether the owner's requests are left out of the all-requests rows.
-    own: super::own::OwnTraffic,
+    own: crate::monitoring::own::OwnTraffic,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -180,8 +180,8 @@ impl History {
              ) WITHOUT ROWID;",
         )
         .map_err(err)?;
-        super::slow_history::create(&conn).map_err(err)?;
-        super::alert_history::create(&conn).map_err(err)?;
+        crate::monitoring::ticker::slow_history::create(&conn).map_err(err)?;
+        crate::monitoring::ticker::alert_history::create(&conn).map_err(err)?;
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(err)?;
@@ -200,7 +200,7 @@ impl History {
             last_slow: 0,
             empty,
             next_roll_up: 0,
-            own: super::own::OwnTraffic::Include,
+            own: crate::monitoring::own::OwnTraffic::Include,
         };
         h.roll_up_and_prune(now)?;
         Ok(h)
@@ -384,10 +384,17 @@ impl History {
                 params![now - i64::from(self.days.max(1)) * 86_400],
             )
             .map_err(err)?;
-        super::slow_history::prune(&self.conn, now - i64::from(self.days) * 86_400, now)
-            .map_err(err)?;
-        super::alert_history::prune(&self.conn, now - i64::from(self.days) * 86_400)
-            .map_err(err)?;
+        crate::monitoring::ticker::slow_history::prune(
+            &self.conn,
+            now - i64::from(self.days) * 86_400,
+            now,
+        )
+        .map_err(err)?;
+        crate::monitoring::ticker::alert_history::prune(
+            &self.conn,
+            now - i64::from(self.days) * 86_400,
+        )
+        .map_err(err)?;
         Ok(())
     }
 
@@ -424,7 +431,7 @@ impl History {
 
     /// The all-requests rows leave the owner's own requests out when
     /// `own` is `apart` (the overview's figures, as live).
-    pub fn with_own_traffic(mut self, own: super::own::OwnTraffic) -> History {
+    pub fn with_own_traffic(mut self, own: crate::monitoring::own::OwnTraffic) -> History {
         self.own = own;
         self
     }
@@ -433,22 +440,25 @@ impl History {
     /// seconds) per route and hour.
     pub fn write_slow_requests(
         &self,
-        requests: &[(i64, super::snapshot::WorstRequest)],
+        requests: &[(i64, crate::monitoring::views::WorstRequest)],
     ) -> Result<(), String> {
-        super::slow_history::write(&self.conn, requests).map_err(err)
+        crate::monitoring::ticker::slow_history::write(&self.conn, requests).map_err(err)
     }
 
     /// Appends alert firings and resolutions.
-    pub fn write_alert_events(&self, events: &[super::alerts::AlertEvent]) -> Result<(), String> {
-        super::alert_history::write(&self.conn, events).map_err(err)
+    pub fn write_alert_events(
+        &self,
+        events: &[crate::monitoring::ticker::alerts::AlertEvent],
+    ) -> Result<(), String> {
+        crate::monitoring::ticker::alert_history::write(&self.conn, events).map_err(err)
     }
 
     /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
     /// the starts stay (a version and a time are not traffic).
     pub fn clear(&mut self) -> Result<(), String> {
         self.conn.execute("DELETE FROM rows", []).map_err(err)?;
-        super::slow_history::clear(&self.conn).map_err(err)?;
-        super::alert_history::clear(&self.conn).map_err(err)?;
+        crate::monitoring::ticker::slow_history::clear(&self.conn).map_err(err)?;
+        crate::monitoring::ticker::alert_history::clear(&self.conn).map_err(err)?;
         // And out of the write-ahead log.
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -510,8 +520,8 @@ impl Reader<'_> {
         from: i64,
         to: i64,
         limit: usize,
-    ) -> Result<Vec<super::alerts::AlertEvent>, String> {
-        super::alert_history::read(self.conn, from, to, limit).map_err(err)
+    ) -> Result<Vec<crate::monitoring::ticker::alerts::AlertEvent>, String> {
+        crate::monitoring::ticker::alert_history::read(self.conn, from, to, limit).map_err(err)
     }
 
     /// The slowest requests stored for the hours of `from..to`.
@@ -519,8 +529,8 @@ impl Reader<'_> {
         &self,
         from: i64,
         to: i64,
-    ) -> Result<Vec<super::snapshot::WorstRequest>, String> {
-        super::slow_history::read(self.conn, from, to).map_err(err)
+    ) -> Result<Vec<crate::monitoring::views::WorstRequest>, String> {
+        crate::monitoring::ticker::slow_history::read(self.conn, from, to).map_err(err)
     }
 
     /// Rows of `resolution` with `from <= start < to`, of one kind or all.

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::history::{add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE};
-use super::own::is_own;
-use super::snapshot::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
-use super::trend::{MinutePoint, Overview, PeriodFigures};
-use super::Monitor;
+use crate::monitoring::own::is_own;
+use crate::monitoring::ticker::history::{
+    add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE,
+};
+use crate::monitoring::ticker::trend::{MinutePoint, Overview, PeriodFigures};
+use crate::monitoring::views::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
+use crate::monitoring::Monitor;
 
 /// A range the dashboard shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,7 +439,10 @@ impl Monitor {
                 });
             }
             (
-                super::snapshot::HistoryView::from_state(self.config().history_days, &state),
+                crate::monitoring::views::HistoryView::from_state(
+                    self.config().history_days,
+                    &state,
+                ),
                 state.dir.clone(),
             )
         };
@@ -533,7 +538,7 @@ impl Monitor {
         let mut s = PerfSnapshot {
             worst_request: worst_requests.first().cloned(),
             worst_requests,
-            own_traffic: super::snapshot::OwnView {
+            own_traffic: crate::monitoring::views::OwnView {
                 mode: own_traffic,
                 slowest: own_slowest,
                 requests: own_requests,
@@ -583,7 +588,7 @@ impl Monitor {
             s.memory.growth_bytes = b[1] as i64 - a[1] as i64;
             s.memory.window_seconds = b[0] - a[0];
         }
-        s.memory.rss_bytes = super::memory::read().rss_bytes;
+        s.memory.rss_bytes = crate::monitoring::memory::read().rss_bytes;
         s.overview = Overview {
             points,
             window,
@@ -593,9 +598,13 @@ impl Monitor {
         // The rules and their states are the live ones (they judge the
         // last minute); the events are the range's, from the history.
         let live = inner.alerts_view();
-        let mut events = store.alert_events(from, now + 1, super::alerts::EVENTS_KEPT)?;
+        let mut events = store.alert_events(
+            from,
+            now + 1,
+            crate::monitoring::ticker::alerts::EVENTS_KEPT,
+        )?;
         events.reverse();
-        s.alerts = super::snapshot::AlertsView {
+        s.alerts = crate::monitoring::views::AlertsView {
             rules: live.rules,
             events,
             webhook: live.webhook,
@@ -606,8 +615,8 @@ impl Monitor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::history::{Counts, HOUR, MINUTE};
     use super::*;
+    use crate::monitoring::ticker::history::{Counts, HOUR, MINUTE};
 
     fn row(start: i64, resolution: i64, count: u64) -> Row {
         let mut latency = hdrhistogram::Histogram::new(2).unwrap();

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use starpunk_perf::OpId;
 
-use super::trace::{Before, Overflow, SpanRec, MAX_SPANS};
-use super::MAX_ROUTES;
+use crate::monitoring::request::trace::{Before, Overflow, SpanRec, MAX_SPANS};
+use crate::monitoring::MAX_ROUTES;
 
 /// Slowest requests kept per route and window.
 pub const PER_WINDOW: usize = 3;
@@ -189,7 +189,7 @@ impl Kept {
     }
 
     /// Keeps `c` with `trace` (the spans and overflow of
-    /// [`super::trace::take`], the waits of [`super::trace::begin`]) where
+    /// [`crate::monitoring::request::trace::take`], the waits of [`crate::monitoring::request::trace::begin`]) where
     /// it qualifies: among its route's slowest, a 5xx, a slow statement's
     /// request.
     pub fn keep(&self, c: &Candidate, trace: (Vec<SpanRec>, Overflow), before: Before) {
@@ -513,7 +513,7 @@ mod tests {
                 start_ns: 0,
                 duration_ns: 1,
                 op: OpId(1),
-                kind: super::super::trace::SpanKind::Sql,
+                kind: crate::monitoring::request::trace::SpanKind::Sql,
                 depth: 0,
                 location: None,
             };

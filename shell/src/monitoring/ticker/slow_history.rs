@@ -2,7 +2,7 @@
 //! slow request is still explained in the morning, after a restart too.
 //!
 //! Ticker side: each closed minute offers the kept slowest requests (see
-//! [`super::kept`]) of every route; of each hour the [`PER_HOUR`] slowest
+//! [`crate::monitoring::request::kept`]) of every route; of each hour the [`PER_HOUR`] slowest
 //! readers' requests and the [`OWN_PER_HOUR`] slowest of the owner's own
 //! pages stay, for [`DAYS`] days at most. What is stored is what the
 //! dashboard shows of a request: its route template, literal-free patterns,
@@ -13,8 +13,8 @@
 
 use rusqlite::{params, Connection};
 
-use super::own::is_own;
-use super::snapshot::WorstRequest;
+use crate::monitoring::own::is_own;
+use crate::monitoring::views::WorstRequest;
 
 /// Readers' requests kept per hour.
 pub const PER_HOUR: usize = 5;
@@ -124,7 +124,7 @@ pub fn clear(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitoring::snapshot::Span;
+    use crate::monitoring::views::Span;
 
     fn request(id: &str, route: &str, ms: f64) -> WorstRequest {
         WorstRequest {

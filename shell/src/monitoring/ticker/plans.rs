@@ -1,4 +1,5 @@
-//! Query plans of the patterns seen slow, and where each pattern runs from.
+//! Query plans of the patterns seen slow (where each runs from is the
+//! request path's [`Sources`]).
 //!
 //! Off the request path: the ticker asks [`Plans::wanted`] which patterns
 //! need a plan (seen over the slow threshold or in a kept request, not yet
@@ -9,20 +10,16 @@
 //! The SQL text itself is program text (`&'static str`) and is never shown.
 
 use std::collections::HashMap;
-use std::panic::Location;
 use std::sync::Mutex;
 
 use serde::Serialize;
 use starpunk_perf::OpId;
 
+use crate::monitoring::request::sources::Sources;
+use crate::monitoring::Inner;
+
 /// A table this large or larger read by a full scan is flagged.
 pub const FULL_SCAN_ROWS: u64 = 1_000;
-/// Call sites remembered per pattern.
-pub const LOCATIONS_PER_PATTERN: usize = 4;
-/// Patterns whose source is remembered (the registry's own bound is
-/// larger; past this, new patterns have no plan or call site).
-pub const SOURCES: usize = 1_024;
-
 /// One step of a plan, as SQLite words it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PlanStep {
@@ -54,70 +51,21 @@ pub struct Plan {
     pub error: Option<String>,
 }
 
-/// Where a pattern's statements come from.
-struct Source {
-    sql: &'static str,
-    locations: Vec<&'static Location<'static>>,
-}
-
-/// Sources and plans per pattern.
+/// Plans per pattern.
 #[derive(Default)]
 pub struct Plans {
-    sources: Mutex<HashMap<OpId, Source>>,
     plans: Mutex<HashMap<OpId, Plan>>,
 }
 
-/// `file.rs:line` of a call site, the path from the workspace's root.
-pub fn location(l: &Location<'_>) -> String {
-    format!("{}:{}", l.file(), l.line())
-}
-
 impl Plans {
-    /// Remembers that `sql` (pattern `op`) runs from `at`. Called when a
-    /// thread first meets a statement text, and for slow statements.
-    pub fn note_source(&self, op: OpId, sql: &'static str, at: &'static Location<'static>) {
-        let Ok(mut sources) = self.sources.lock() else {
-            return;
-        };
-        if sources.len() >= SOURCES && !sources.contains_key(&op) {
-            return;
-        }
-        let s = sources.entry(op).or_insert_with(|| Source {
-            sql,
-            locations: Vec::new(),
-        });
-        if s.locations.len() < LOCATIONS_PER_PATTERN && !s.locations.contains(&at) {
-            s.locations.push(at);
-        }
-    }
-
-    /// Adds a call site of a pattern already known (a kept request's
-    /// statement: a text used from two places shows both).
-    pub fn note_location(&self, op: OpId, at: &'static Location<'static>) {
-        if let Ok(mut sources) = self.sources.lock() {
-            if let Some(s) = sources.get_mut(&op) {
-                if s.locations.len() < LOCATIONS_PER_PATTERN && !s.locations.contains(&at) {
-                    s.locations.push(at);
-                }
-            }
-        }
-    }
-
-    /// The call sites of `op`'s statements, `file.rs:line`.
-    pub fn locations(&self, op: OpId) -> Vec<String> {
-        self.sources
-            .lock()
-            .ok()
-            .and_then(|s| {
-                s.get(&op)
-                    .map(|s| s.locations.iter().map(|l| location(l)).collect())
-            })
-            .unwrap_or_default()
-    }
-
     /// Of `patterns`, those without a plan at `schema`, with their text.
-    pub fn wanted(&self, patterns: &[OpId], schema: i64) -> Vec<(OpId, &'static str)> {
-        let (Ok(sources), Ok(plans)) = (self.sources.lock(), self.plans.lock()) else {
+    pub fn wanted(
+        &self,
+        patterns: &[OpId],
+        schema: i64,
+        sources: &Sources,
+    ) -> Vec<(OpId, &'static str)> {
+        let Ok(plans) = self.plans.lock() else {
             return Vec::new();
         };
         let mut out: Vec<(OpId, &'static str)> = Vec::new();
@@ -125,9 +73,9 @@ impl Plans {
             if plans.get(op).is_some_and(|p| p.schema == schema) {
                 continue;
             }
-            if let Some(s) = sources.get(op) {
+            if let Some(sql) = sources.sql(*op) {
                 if !out.iter().any(|(o, _)| o == op) {
-                    out.push((*op, s.sql));
+                    out.push((*op, sql));
                 }
             }
         }
@@ -177,6 +125,31 @@ pub fn scanned_table(detail: &str) -> Option<&str> {
     Some(table)
 }
 
+impl Inner {
+    /// Patterns that deserve a plan: in the slow log or in a kept request.
+    pub fn plan_candidates(
+        &self,
+        slow_log: &[crate::monitoring::SlowQuery],
+        kept: &crate::monitoring::request::kept::KeptSet,
+    ) -> Vec<OpId> {
+        let mut ops: Vec<OpId> = Vec::new();
+        let spans = kept
+            .slowest
+            .iter()
+            .chain(&kept.errors)
+            .chain(&kept.slow_statements)
+            .flat_map(|k| k.spans.iter())
+            .filter(|sp| sp.kind == crate::monitoring::request::trace::SpanKind::Sql)
+            .map(|sp| sp.op);
+        for op in slow_log.iter().rev().map(|q| q.pattern).chain(spans) {
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+        ops
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,8 +172,9 @@ mod tests {
     #[test]
     fn a_plan_is_wanted_once_per_schema() {
         let p = Plans::default();
-        p.note_source(OpId(3), "SELECT 1", Location::caller());
-        assert_eq!(p.wanted(&[OpId(3), OpId(3), OpId(9)], 1).len(), 1);
+        let s = Sources::default();
+        s.note_source(OpId(3), "SELECT 1", std::panic::Location::caller());
+        assert_eq!(p.wanted(&[OpId(3), OpId(3), OpId(9)], 1, &s).len(), 1);
         p.set(
             OpId(3),
             Plan {
@@ -208,9 +182,9 @@ mod tests {
                 ..Plan::default()
             },
         );
-        assert!(p.wanted(&[OpId(3)], 1).is_empty());
+        assert!(p.wanted(&[OpId(3)], 1, &s).is_empty());
         // After a migration, explained again.
-        assert_eq!(p.wanted(&[OpId(3)], 2).len(), 1);
-        assert_eq!(p.locations(OpId(3)).len(), 1);
+        assert_eq!(p.wanted(&[OpId(3)], 2, &s).len(), 1);
+        assert_eq!(s.locations(OpId(3)).len(), 1);
     }
 }

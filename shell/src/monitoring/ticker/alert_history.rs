@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::alerts::AlertEvent;
+use crate::monitoring::ticker::alerts::AlertEvent;
 
 /// Creates the table.
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
@@ -54,7 +54,7 @@ pub fn read(
     let rows = stmt.query_map(params![from, to, limit as i64], |r| {
         let at: i64 = r.get(0)?;
         Ok(AlertEvent {
-            at: super::snapshot::rfc3339((at.max(0) as u64).saturating_mul(1_000_000_000)),
+            at: crate::monitoring::views::rfc3339((at.max(0) as u64).saturating_mul(1_000_000_000)),
             rule: r.get(1)?,
             state: r.get(2)?,
             value: r.get(3)?,
