@@ -54,7 +54,9 @@ pub fn read(
     let rows = stmt.query_map(params![from, to, limit as i64], |r| {
         let at: i64 = r.get(0)?;
         Ok(AlertEvent {
-            at: crate::monitoring::views::rfc3339((at.max(0) as u64).saturating_mul(1_000_000_000)),
+            at: crate::monitoring::evidence::rfc3339(
+                (at.max(0) as u64).saturating_mul(1_000_000_000),
+            ),
             rule: r.get(1)?,
             state: r.get(2)?,
             value: r.get(3)?,

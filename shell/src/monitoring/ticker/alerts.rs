@@ -428,7 +428,7 @@ impl Alerts {
                     since: s
                         .fired_at
                         .filter(|_| s.firing)
-                        .map(|t| crate::monitoring::views::rfc3339((t * 1e9) as u64)),
+                        .map(|t| crate::monitoring::evidence::rfc3339((t * 1e9) as u64)),
                 }
             })
             .collect()
@@ -483,7 +483,7 @@ fn event(rule: &Rule, state: &'static str, value: f64, at: f64) -> AlertEvent {
         value: round3(value / scale),
         threshold: round3(rule.threshold / scale),
         unit: unit.into(),
-        at: crate::monitoring::views::rfc3339((at * 1e9) as u64),
+        at: crate::monitoring::evidence::rfc3339((at * 1e9) as u64),
     }
 }
 

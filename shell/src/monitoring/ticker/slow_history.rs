@@ -13,8 +13,8 @@
 
 use rusqlite::{params, Connection};
 
+use crate::monitoring::evidence::WorstRequest;
 use crate::monitoring::own::is_own;
-use crate::monitoring::views::WorstRequest;
 
 /// Readers' requests kept per hour.
 pub const PER_HOUR: usize = 5;
@@ -124,7 +124,7 @@ pub fn clear(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitoring::views::Span;
+    use crate::monitoring::evidence::Span;
 
     fn request(id: &str, route: &str, ms: f64) -> WorstRequest {
         WorstRequest {
