@@ -1,11 +1,19 @@
 //! starpunk: a StarPunk-style blog server with built-in performance
 //! monitoring (ADR-053).
 //!
-//! - [`config`]: environment and flags, strictly parsed.
+//! - [`app`]: the wiring: builds the parts and starts them.
+//! - [`config`]: environment and flags, strictly parsed into each part's
+//!   own settings; nothing below imports it.
+//! - [`web`]: routes, pages, the dashboard and the exports.
+//! - [`http`]: the HTTP engine (hyper under rouille's types), knowing no
+//!   page, route or monitor.
 //! - [`db`]: the SQLite pool, migrations and every SQL statement.
-//! - [`web`]: routes, handlers, dashboard and the HTTP server.
-//! - [`monitoring`]: all instrumentation, in one place.
-//! - [`app`]: wiring them together and starting.
+//! - [`monitoring`]: all instrumentation, in three rooms by when code
+//!   runs: `request` (every request: no lock, allocation or panic),
+//!   `ticker` (once a second, off requests) and `views` (on demand).
+//!
+//! Layers go one way (`web` -> `db` -> `monitoring` -> the core), checked
+//! by `tests/layers.rs`; docs/ARCHITECTURE.md has the picture.
 //!
 //! No `unsafe` but one audited call (`db::cache_counts`, SQLite's
 //! `sqlite3_db_status`, which rusqlite does not wrap).

@@ -25,11 +25,11 @@
 //! Every accepted socket gets `TCP_NODELAY` (keep-alive responses never
 //! wait for a delayed ACK). No `unsafe`.
 //!
-//! - [`server`]: the listener, the accept loop, each connection's
+//! - `server`: the listener, the accept loop, each connection's
 //!   requests and the shutdown.
-//! - [`wire`]: what the front writes or refuses itself, and its checks of
+//! - `wire`: what the front writes or refuses itself, and its checks of
 //!   a request's head.
-//! - [`materialise`]: a handler's response read into bytes.
+//! - [`materialise()`]: a handler's response read into bytes.
 //!
 //! Nothing here knows a page, a route or the monitor: the app hands in a
 //! [`Handler`] and an [`Unhandled`] callback.

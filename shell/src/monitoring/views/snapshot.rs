@@ -1,6 +1,6 @@
 //! One typed snapshot of everything the monitor knows, built from the
 //! series, the ring, the kept store and the trend (its types in
-//! [`crate::monitoring::model`]).
+//! [`super::model`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
