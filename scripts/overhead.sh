@@ -7,6 +7,11 @@
 #   scripts/overhead.sh front OLD  throughput of another starpunk binary (OLD,
 #                                  say a build of an earlier commit) against
 #                                  this one, interleaved, monitoring on
+#   scripts/overhead.sh own [BIN]  the monitor's own instructions per request:
+#                                  callgrind self cost of every function of
+#                                  starpunk::monitoring, starpunk_perf and
+#                                  quanta over all threads, per request
+#                                  (OWN_REQUESTS, default 1000), by function
 #
 # A = monitoring off, B = on at sample rate 1.0 (memory tracking off),
 # C = on at 1.0 with memory tracking. Pages: /, a note, /feed.xml, a search.
@@ -29,7 +34,7 @@ need() {
     apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
   fi
 }
-need wrk wrk
+[ "${1:-}" = "own" ] || need wrk wrk
 need valgrind valgrind
 need curl curl
 
@@ -91,6 +96,34 @@ if [ "${1:-}" = "soak" ]; then
   wait "$wrkpid" || true
   grep -E "Requests/sec|Latency" "$WORK/soak.wrk"
   stop "$pid"
+  exit 0
+fi
+
+if [ "${1:-}" = "own" ]; then
+  # The monitor's own code per request (issue 20): rate 1.0, memory
+  # tracking off; counters zeroed after a warm-up, dumped after exactly
+  # OWN_REQUESTS requests of the four-page mix, one file per thread.
+  N=${OWN_REQUESTS:-1000}
+  OWNBIN=${2:-$BIN}
+  env STARPUNK_DATA_DIR="$WORK/data" STARPUNK_BIND="127.0.0.1:$PORT" \
+      STARPUNK_SITE_URL="http://127.0.0.1:$PORT" STARPUNK_ADMIN_PASSWORD="$PASSWORD" \
+      STARPUNK_MICROPUB_TOKEN="$TOKEN" STARPUNK_ACCESS_LOG=false "${ON[@]}" \
+      valgrind --tool=callgrind --separate-threads=yes \
+      --callgrind-out-file="$WORK/own.%p" "$OWNBIN" >"$WORK/own.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.2; done
+  for i in $(seq 1 80); do curl -s -o /dev/null "http://127.0.0.1:$PORT${URLS[$((i % 4))]}"; done
+  callgrind_control -z "$pid" >/dev/null
+  for i in $(seq 1 "$N"); do curl -s -o /dev/null "http://127.0.0.1:$PORT${URLS[$((i % 4))]}"; done
+  callgrind_control -d "$pid" >/dev/null
+  sleep 1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # Only the dump after the measured requests: `callgrind_control -d`
+  # writes part 1 of every thread (`own.PID.1-TID`); the zero before it
+  # dropped the warm-up, and what runs after it goes to the final dump.
+  files=$(ls "$WORK"/own.*.1-*)
+  if [ -n "${OWN_KEEP:-}" ]; then mkdir -p "$OWN_KEEP" && cp $files "$OWN_KEEP"/; fi
+  python3 scripts/callgrind_own.py "$N" $files
   exit 0
 fi
 

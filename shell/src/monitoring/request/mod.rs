@@ -43,30 +43,50 @@ pub(super) struct RequestCtx {
 }
 
 /// Where the request wrapper learns a response body's length (see
-/// [`Monitor::measure_body`]).
-#[derive(Clone, Copy)]
+/// [`Monitor::measure_body`]). Small on purpose: it is saved and restored
+/// around every request; the parked record itself waits in `PARKED`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum BodyLength {
     /// Nobody will report it: the wrapper finds it out itself.
     Unreported,
     /// `measure_body` of monitor `0` is running the app and will report it.
     Reported(u64),
-    /// The request's record, waiting in `measure_body` for the length.
-    Parked(ParkedRequest),
+    /// Monitor `0`'s request record waits in `PARKED` for the length.
+    Parked(u64),
 }
 
 /// A request record made by the wrapper, recorded once its body's length
 /// is known.
 #[derive(Clone, Copy)]
 pub(super) struct ParkedRequest {
-    monitor: u64,
     record: MetricRecord,
     /// Sampled or forced: the record goes to the ring, not only the series.
     to_ring: bool,
 }
 
+impl ParkedRequest {
+    const EMPTY: ParkedRequest = ParkedRequest {
+        record: MetricRecord {
+            timestamp_ns: 0,
+            duration_ns: 0,
+            bytes: 0,
+            rows: 0,
+            memory_delta: 0,
+            request_id: 0,
+            operation: OpId::NONE,
+            parent: OpId::NONE,
+            status: 0,
+            category: Category::Http,
+            forced: false,
+        },
+        to_ring: false,
+    };
+}
+
 thread_local! {
     static CURRENT: Cell<Option<RequestCtx>> = const { Cell::new(None) };
     static BODY_LENGTH: Cell<BodyLength> = const { Cell::new(BodyLength::Unreported) };
+    static PARKED: Cell<ParkedRequest> = const { Cell::new(ParkedRequest::EMPTY) };
     /// The last request id this thread gave (`u64::MAX` before the first).
     static LAST_REQUEST_ID: Cell<u64> = const { Cell::new(u64::MAX) };
     /// (monitor id, SQL text address, length) to pattern id: statement texts
@@ -74,6 +94,34 @@ thread_local! {
     /// never the text with values.
     static PATTERNS: RefCell<HashMap<(u64, usize, usize), OpId, KeyHash>> =
         const { RefCell::new(HashMap::with_hasher(KeyHash)) };
+    /// In front of `PATTERNS`: the last text seen in each of 64 slots
+    /// chosen by its address (a blog runs a few dozen statement texts, so
+    /// nearly every statement is found here: a load and three comparisons
+    /// instead of hashing and probing).
+    static RECENT_PATTERNS: [Cell<PatternSlot>; RECENT_SLOTS] =
+        const { [const { Cell::new(PatternSlot::EMPTY) }; RECENT_SLOTS] };
+}
+
+/// Slots of the per-thread recent-pattern cache (a power of two).
+const RECENT_SLOTS: usize = 64;
+
+/// A statement text's pattern id, keyed by the text's address and length
+/// and the monitor.
+#[derive(Clone, Copy)]
+pub(super) struct PatternSlot {
+    monitor: u64,
+    ptr: usize,
+    len: usize,
+    id: OpId,
+}
+
+impl PatternSlot {
+    const EMPTY: PatternSlot = PatternSlot {
+        monitor: 0,
+        ptr: 0,
+        len: 0,
+        id: OpId::NONE,
+    };
 }
 
 /// A multiply-xor hasher for the pattern cache's keys (a monitor id and an
@@ -127,18 +175,19 @@ pub(super) fn next_request_id() -> u64 {
     })
 }
 
-/// The body's length when the body knows it (every data body does), and the
-/// response with an equivalent body: a streamed body is passed through, not
-/// read, and counts as 0 bytes. It allocates (the reader is boxed again):
-/// only for the app called without the front, see [`Monitor::measure_body`].
-pub(super) fn with_body_len(mut response: rouille::Response) -> (rouille::Response, u64) {
+/// The body's length when the body knows it (every data body does); the
+/// response keeps an equivalent body: a streamed body is passed through,
+/// not read, and counts as 0 bytes. It allocates (the reader is boxed
+/// again): only for the app called without the front, see
+/// [`Monitor::measure_body`].
+pub(super) fn body_len(response: &mut rouille::Response) -> u64 {
     let body = std::mem::replace(&mut response.data, rouille::ResponseBody::empty());
     let (reader, size) = body.into_reader_and_size();
     response.data = match size {
         Some(n) => rouille::ResponseBody::from_reader_and_size(reader, n),
         None => rouille::ResponseBody::from_reader(reader),
     };
-    (response, size.unwrap_or(0) as u64)
+    size.unwrap_or(0) as u64
 }
 
 impl Monitor {
@@ -170,7 +219,7 @@ impl Monitor {
         });
         let before = trace::begin();
         let start = inner.recorder.now_ns();
-        let result = catch_unwind(AssertUnwindSafe(handler));
+        let mut result = catch_unwind(AssertUnwindSafe(handler));
         let end = inner.recorder.now_ns();
         let ran_slow = CURRENT.with(|c| c.take()).is_some_and(|c| c.ran_slow);
         // The front reads the body anyway and reports its length to
@@ -181,19 +230,13 @@ impl Monitor {
             BODY_LENGTH.with(Cell::get),
             BodyLength::Reported(id) if id == inner.id
         );
-        let (result, status, bytes) = match result {
-            Ok(response) if reported => {
-                let status = response.status_code;
-                (Ok(response), status, 0)
-            }
-            Ok(response) => {
-                let (response, bytes) = with_body_len(response);
-                let status = response.status_code;
-                (Ok(response), status, bytes)
-            }
-            Err(panic) => {
+        // In place: a response is ~100 bytes, and each move copies it.
+        let (status, bytes) = match &mut result {
+            Ok(response) if reported => (response.status_code, 0),
+            Ok(response) => (response.status_code, body_len(response)),
+            Err(_) => {
                 trace::close_open(end);
-                (Err(panic), 500, 0)
+                (500, 0)
             }
         };
         let memory_delta = if track_memory {
@@ -220,13 +263,8 @@ impl Monitor {
             inner.keep(route, &record, ran_slow, before);
         }
         if reported && result.is_ok() {
-            BODY_LENGTH.with(|b| {
-                b.set(BodyLength::Parked(ParkedRequest {
-                    monitor: inner.id,
-                    record,
-                    to_ring,
-                }))
-            });
+            PARKED.with(|p| p.set(ParkedRequest { record, to_ring }));
+            BODY_LENGTH.with(|b| b.set(BodyLength::Parked(inner.id)));
         } else {
             inner.record_request(record, to_ring);
         }
@@ -317,14 +355,13 @@ impl Monitor {
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
                 let mine = BODY_LENGTH.with(|b| b.replace(self.outer));
-                if let BodyLength::Parked(p) = mine {
-                    if p.monitor == self.inner.id {
-                        let record = MetricRecord {
-                            bytes: self.bytes,
-                            ..p.record
-                        };
-                        self.inner.record_request(record, p.to_ring);
-                    }
+                if mine == BodyLength::Parked(self.inner.id) {
+                    let p = PARKED.with(Cell::get);
+                    let record = MetricRecord {
+                        bytes: self.bytes,
+                        ..p.record
+                    };
+                    self.inner.record_request(record, p.to_ring);
                 }
             }
         }
@@ -504,8 +541,15 @@ impl Inner {
         sql: &'static str,
         location: &'static Location<'static>,
     ) -> OpId {
-        let key = (self.id, sql.as_ptr() as usize, sql.len());
-        PATTERNS.with(|cache| {
+        let (ptr, len) = (sql.as_ptr() as usize, sql.len());
+        // Monitor ids start at 1, so an empty slot never matches.
+        let slot = ((ptr >> 3) ^ (ptr >> 9)) & (RECENT_SLOTS - 1);
+        let recent = RECENT_PATTERNS.with(|r| r[slot].get());
+        if recent.ptr == ptr && recent.len == len && recent.monitor == self.id {
+            return recent.id;
+        }
+        let key = (self.id, ptr, len);
+        let id = PATTERNS.with(|cache| {
             if let Some(&id) = cache.borrow().get(&key) {
                 return id;
             }
@@ -519,7 +563,16 @@ impl Inner {
             }
             cache.insert(key, id);
             id
-        })
+        });
+        RECENT_PATTERNS.with(|r| {
+            r[slot].set(PatternSlot {
+                monitor: self.id,
+                ptr,
+                len,
+                id,
+            })
+        });
+        id
     }
 
     /// The id in `slot`, registering `name` the first time (the cold path:
@@ -549,5 +602,53 @@ impl Inner {
             .position(|g| *g == function)
             .unwrap_or(0);
         self.lazy(&self.function_ops[i], Category::Function, function.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitoring::PerfConfig;
+
+    #[test]
+    fn the_recent_pattern_cache_gives_each_text_its_own_id_whatever_shares_a_slot() {
+        let enabled = || {
+            Monitor::new(&PerfConfig {
+                monitoring_enabled: true,
+                ..PerfConfig::default()
+            })
+        };
+        let (a, b) = (enabled(), enabled());
+        let here = Location::caller();
+        // 300 texts of 20 patterns (more texts than the 64 slots, so
+        // slots are shared and overwritten), plus a text and its own
+        // prefix (the same address).
+        let texts: Vec<&'static str> = (0..300)
+            .map(|i| &*Box::leak(format!("SELECT {i} FROM t{}", i % 20).into_boxed_str()))
+            .collect();
+        let long: &'static str = Box::leak("SELECT a FROM notes".to_string().into_boxed_str());
+        let prefix = &long[..8];
+        // Monitor b's ids are shifted by one, so a cache that mixed the
+        // monitors up would name the wrong pattern.
+        b.inner()
+            .unwrap()
+            .pattern_id("SELECT shift FROM first", here);
+        for round in 0..3 {
+            for (m, other) in [(&a, &b), (&b, &a)] {
+                let inner = m.inner().unwrap();
+                let ids: Vec<OpId> = texts.iter().map(|t| inner.pattern_id(t, here)).collect();
+                let names: Vec<String> = ids.iter().map(|&id| inner.name(id)).collect();
+                for (i, name) in names.iter().enumerate() {
+                    assert_eq!(name, &format!("SELECT ? FROM t{}", i % 20), "round {round}");
+                }
+                let (l, p) = (inner.pattern_id(long, here), inner.pattern_id(prefix, here));
+                assert_ne!(l, p);
+                assert_eq!(inner.name(l), "SELECT a FROM notes");
+                assert_eq!(inner.name(p), "SELECT a");
+                // The other monitor's ids are its own.
+                let o = other.inner().unwrap();
+                assert_eq!(o.name(o.pattern_id(texts[7], here)), "SELECT ? FROM t7");
+            }
+        }
     }
 }
