@@ -94,34 +94,6 @@ thread_local! {
     /// never the text with values.
     static PATTERNS: RefCell<HashMap<(u64, usize, usize), OpId, KeyHash>> =
         const { RefCell::new(HashMap::with_hasher(KeyHash)) };
-    /// In front of `PATTERNS`: the last text seen in each of 64 slots
-    /// chosen by its address (a blog runs a few dozen statement texts, so
-    /// nearly every statement is found here: a load and three comparisons
-    /// instead of hashing and probing).
-    static RECENT_PATTERNS: [Cell<PatternSlot>; RECENT_SLOTS] =
-        const { [const { Cell::new(PatternSlot::EMPTY) }; RECENT_SLOTS] };
-}
-
-/// Slots of the per-thread recent-pattern cache (a power of two).
-const RECENT_SLOTS: usize = 64;
-
-/// A statement text's pattern id, keyed by the text's address and length
-/// and the monitor.
-#[derive(Clone, Copy)]
-pub(super) struct PatternSlot {
-    monitor: u64,
-    ptr: usize,
-    len: usize,
-    id: OpId,
-}
-
-impl PatternSlot {
-    const EMPTY: PatternSlot = PatternSlot {
-        monitor: 0,
-        ptr: 0,
-        len: 0,
-        id: OpId::NONE,
-    };
 }
 
 /// A multiply-xor hasher for the pattern cache's keys (a monitor id and an
@@ -541,15 +513,8 @@ impl Inner {
         sql: &'static str,
         location: &'static Location<'static>,
     ) -> OpId {
-        let (ptr, len) = (sql.as_ptr() as usize, sql.len());
-        // Monitor ids start at 1, so an empty slot never matches.
-        let slot = ((ptr >> 3) ^ (ptr >> 9)) & (RECENT_SLOTS - 1);
-        let recent = RECENT_PATTERNS.with(|r| r[slot].get());
-        if recent.ptr == ptr && recent.len == len && recent.monitor == self.id {
-            return recent.id;
-        }
-        let key = (self.id, ptr, len);
-        let id = PATTERNS.with(|cache| {
+        let key = (self.id, sql.as_ptr() as usize, sql.len());
+        PATTERNS.with(|cache| {
             if let Some(&id) = cache.borrow().get(&key) {
                 return id;
             }
@@ -563,16 +528,7 @@ impl Inner {
             }
             cache.insert(key, id);
             id
-        });
-        RECENT_PATTERNS.with(|r| {
-            r[slot].set(PatternSlot {
-                monitor: self.id,
-                ptr,
-                len,
-                id,
-            })
-        });
-        id
+        })
     }
 
     /// The id in `slot`, registering `name` the first time (the cold path:
@@ -611,7 +567,7 @@ mod tests {
     use crate::monitoring::PerfConfig;
 
     #[test]
-    fn the_recent_pattern_cache_gives_each_text_its_own_id_whatever_shares_a_slot() {
+    fn the_pattern_cache_gives_each_text_its_own_id() {
         let enabled = || {
             Monitor::new(&PerfConfig {
                 monitoring_enabled: true,
@@ -620,9 +576,8 @@ mod tests {
         };
         let (a, b) = (enabled(), enabled());
         let here = Location::caller();
-        // 300 texts of 20 patterns (more texts than the 64 slots, so
-        // slots are shared and overwritten), plus a text and its own
-        // prefix (the same address).
+        // 300 texts of 20 patterns, plus a text and its own prefix (the
+        // same address).
         let texts: Vec<&'static str> = (0..300)
             .map(|i| &*Box::leak(format!("SELECT {i} FROM t{}", i % 20).into_boxed_str()))
             .collect();
