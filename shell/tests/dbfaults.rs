@@ -147,3 +147,43 @@ fn the_writer_never_goes_back_inside_a_transaction() {
     assert_eq!(conn.count_notes().unwrap(), 1);
     assert!(conn.note_by_slug("never-committed").unwrap().is_none());
 }
+
+#[test]
+fn a_full_disk_is_reported_as_a_full_disk_and_nothing_stored_is_lost() {
+    let blog = start("disk-full");
+    blog.micropub_form("before the disk filled");
+    // SQLite's own ceiling stands in for the device's: past it, a write
+    // gets SQLITE_FULL, as on a full disk.
+    {
+        let w = blog.app().db.writer().unwrap();
+        let pages: i64 = w
+            .query("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+            .pop()
+            .unwrap();
+        w.query(
+            &*format!("PRAGMA max_page_count = {pages}").leak(),
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+    }
+    let big = "a long note that needs new pages ".repeat(2_500);
+    let r = blog
+        .agent()
+        .post(&blog.url("/micropub"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_form(&[("h", "entry"), ("content", &big)]);
+    let r = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.status(), 503);
+    assert!(r.header("Retry-After").is_some());
+    let body = r.into_string().unwrap();
+    assert!(body.contains("disk is full"), "{body}");
+    assert!(!body.contains("busy"), "{body}");
+    // What was stored before is still there, and readers are served.
+    assert_eq!(blog.app().db.conn().unwrap().count_notes().unwrap(), 1);
+    assert_eq!(blog.get("/").0, 200);
+}

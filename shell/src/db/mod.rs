@@ -48,6 +48,8 @@ pub enum DbError {
     Io(std::io::Error),
     /// The database or its directory cannot be written.
     ReadOnly(String),
+    /// The device holding the data directory has no space left.
+    NoSpace(PathBuf),
 }
 
 impl DbError {
@@ -64,11 +66,22 @@ impl DbError {
         }
     }
 
+    /// The disk is full: SQLite's `SQLITE_FULL`, or an I/O error that is
+    /// `ENOSPC`. Writes get 503 with `Retry-After` and say so.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            DbError::NoSpace(_) => true,
+            DbError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            DbError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            _ => false,
+        }
+    }
+
     /// The database cannot be written (read-only file or directory, full
     /// disk): 503, and `/health` says so.
     pub fn is_unwritable(&self) -> bool {
         match self {
-            DbError::ReadOnly(_) => true,
+            DbError::ReadOnly(_) | DbError::NoSpace(_) => true,
             DbError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
                 Some(
@@ -95,6 +108,11 @@ impl fmt::Display for DbError {
             ),
             DbError::Io(e) => write!(f, "cannot create the data directory: {e}"),
             DbError::ReadOnly(what) => write!(f, "{what}"),
+            DbError::NoSpace(dir) => write!(
+                f,
+                "no space left on the device holding {}; free some space and start again",
+                dir.display()
+            ),
         }
     }
 }
@@ -224,11 +242,55 @@ fn create_private(path: &Path) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Logs a write refused for a full disk: one line a minute at most, not
+/// one per request (the disk stays full for a while).
+pub fn log_disk_full(e: &DbError) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last.saturating_add(60)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        crate::elog!(
+            "starpunk: the disk is full; writes are refused with 503 until space is freed ({e})"
+        );
+    }
+}
+
+/// Below this much free space, a failure to open the database is put down
+/// to the full disk.
+const LOW_SPACE: u64 = 64 * 1024;
+
+/// Bytes free to this process on the device holding `dir` (or its nearest
+/// existing ancestor), if the system says.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let at = dir.ancestors().find(|a| a.exists())?;
+    let s = rustix::fs::statvfs(at).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 impl Db {
     /// Opens (creating if needed) `dir/starpunk.db` with private
     /// permissions, checks that it can be written and how its integrity
     /// is, migrates it, and fills the pools.
     pub fn open(dir: &Path, monitor: Arc<Monitor>) -> Result<Db, DbError> {
+        // A full disk shows as many things on the way (a file that cannot
+        // be created, SQLite's FULL or a failed write of the WAL): name
+        // the real cause.
+        Db::open_checked(dir, monitor).map_err(|e| {
+            if e.is_disk_full() || free_bytes(dir).is_some_and(|b| b < LOW_SPACE) {
+                DbError::NoSpace(dir.to_path_buf())
+            } else {
+                e
+            }
+        })
+    }
+
+    fn open_checked(dir: &Path, monitor: Arc<Monitor>) -> Result<Db, DbError> {
         if !dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()

@@ -182,6 +182,15 @@ pub fn post(app: &App, req: &Request) -> Response {
         Ok(note) => Response::empty_204()
             .with_status_code(201)
             .with_unique_header("Location", app.url(&format!("/notes/{}", note.slug))),
+        Err(e) if e.is_disk_full() => {
+            crate::db::log_disk_full(&e);
+            error(
+                503,
+                "temporarily_unavailable",
+                "The server's disk is full: the note was not stored; try again later",
+            )
+            .with_unique_header("Retry-After", "60")
+        }
         Err(e) if e.is_busy() || e.is_unwritable() => {
             // Micropub clients retry a 503 that says when.
             error(

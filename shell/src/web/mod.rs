@@ -115,6 +115,14 @@ impl WebError {
             WebError::BadRequest(m) => (400, m.clone()),
             WebError::NotFound => (404, "Not found".to_string()),
             WebError::Db(e) if e.is_busy() => (503, "Busy, try again in a moment".to_string()),
+            WebError::Db(e) if e.is_disk_full() => {
+                crate::db::log_disk_full(e);
+                (
+                    503,
+                    "The disk is full: nothing was saved. Try again once space is freed"
+                        .to_string(),
+                )
+            }
             WebError::Db(e) if e.is_unwritable() => {
                 crate::elog!("starpunk: {e}");
                 (503, "The database cannot be written right now".to_string())
