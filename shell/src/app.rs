@@ -11,7 +11,7 @@ use crate::http::{HttpSettings, Server};
 use crate::monitoring::Monitor;
 use crate::web::auth::{hash_password, random_token, sha256_hex, MICROPUB_KEY, PASSWORD_KEY};
 use crate::web::ratelimit::RateLimiter;
-use crate::web::routes::{match_route, Route};
+use crate::web::routes::Route;
 use crate::web::{App, Site};
 
 /// Settings key: set once the generated credentials were printed.
@@ -211,14 +211,9 @@ pub fn serve_on(
             monitor.note_arrival(arrival.body, arrival.queued);
             monitor.measure_body(|| handler_app.handle(req), materialise)
         }),
-        Arc::new(move |head, status, bytes, took| {
-            // Decoded as rouille's `Request::url` decodes a handled one.
-            let route = head.map_or(Route::Unmatched, |(method, path)| {
-                let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-                match_route(method, &path).route
-            });
-            monitor.record_unhandled(route.key(), status, bytes, took.as_nanos() as u64);
-        }),
+        // What the front refused or timed out: counted by reason, apart
+        // from the routes.
+        Arc::new(move |_head, status, _bytes, _took| monitor.record_refused(status)),
     )
     .map_err(StartError::Bind)?;
     app.monitor.set_site(&app.site.url);

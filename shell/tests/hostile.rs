@@ -284,6 +284,19 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
 
 /// `starpunk_http_requests_total` of one route and status, 0 when absent.
 fn requests_total(blog: &Blog, route: &str, status: &str) -> Option<f64> {
+    sample_sum(
+        blog,
+        "starpunk_http_requests_total",
+        &[("route", route), ("status", status)],
+    )
+}
+
+/// `starpunk_http_refused_total` of `reason`, through the reference parser.
+fn refused_total(blog: &Blog, reason: &str) -> Option<f64> {
+    sample_sum(blog, "starpunk_http_refused_total", &[("reason", reason)])
+}
+
+fn sample_sum(blog: &Blog, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let (code, text) = blog.get_with(
         &blog.agent(),
         "/metrics",
@@ -295,9 +308,10 @@ fn requests_total(blog: &Blog, route: &str, status: &str) -> Option<f64> {
         samples
             .iter()
             .filter(|s| {
-                s.name == "starpunk_http_requests_total"
-                    && s.labels["route"] == route
-                    && s.labels["status"] == status
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|s| s.value)
             .sum(),
@@ -305,7 +319,7 @@ fn requests_total(blog: &Blog, route: &str, status: &str) -> Option<f64> {
 }
 
 #[test]
-fn requests_the_front_answers_itself_are_counted_at_any_sample_rate() {
+fn requests_the_front_refuses_are_counted_by_reason_apart_from_routes_at_any_sample_rate() {
     let perf = starpunk::config::PerfConfig {
         sample_rate: 0.1,
         ..monitoring()
@@ -321,8 +335,7 @@ fn requests_the_front_answers_itself_are_counted_at_any_sample_rate() {
         "a".repeat(20 * 1024)
     );
     for i in 0..5 {
-        // A body declared past the drain cap: refused before reading it;
-        // its path decoded as a handled request's is (one percent-encoded).
+        // A body declared past the drain cap: refused before reading it.
         let path = if i == 0 { "/micro%70ub" } else { "/micropub" };
         let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 9000000\r\n\r\nx");
         assert_eq!(send(head.as_bytes()), Some(413));
@@ -332,16 +345,128 @@ fn requests_the_front_answers_itself_are_counted_at_any_sample_rate() {
     // hyper answers a head it cannot read; its connection ends just after.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let Some(heads) = requests_total(&blog, "(unmatched)", "431") else {
+        let Some(heads) = refused_total(&blog, "head_too_large") else {
             return;
         };
-        let bad = requests_total(&blog, "(unmatched)", "400").unwrap();
-        let large = requests_total(&blog, "/micropub", "413").unwrap();
+        let bad = refused_total(&blog, "bad_request").unwrap();
+        let large = refused_total(&blog, "body_too_large").unwrap();
         if (heads, bad, large) == (5.0, 5.0, 5.0) || Instant::now() > deadline {
             assert_eq!((heads, bad, large), (5.0, 5.0, 5.0));
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // None of them is a route's request (before: under POST /micropub and
+    // the unmatched series).
+    for (route, status) in [
+        ("(unmatched)", "431"),
+        ("(unmatched)", "400"),
+        ("/micropub", "413"),
+    ] {
+        assert_eq!(
+            requests_total(&blog, route, status),
+            Some(0.0),
+            "{route} {status}"
+        );
+    }
+}
+
+/// The attack of issue 21: bodies that never finish, answered 408 after
+/// the body timeout, beside ordinary traffic. Before, each was recorded as
+/// a request of its route lasting the whole timeout: p99 went to the
+/// timeout and `p99 > 500ms` fired (30,064.8 ms at the defaults).
+#[test]
+fn slow_bodies_refused_by_the_front_move_no_latency_error_rate_or_alert_but_their_own() {
+    let perf = starpunk::config::PerfConfig {
+        alerts: starpunk::monitoring::ticker::alerts::parse_rules(
+            "p99 > 500ms for 0s; error_rate > 1% for 0s; refused > 5 for 0s",
+            &["GET /"],
+        )
+        .unwrap(),
+        alert_window_seconds: 3.0,
+        alert_every_seconds: 1,
+        ..monitoring()
+    };
+    let blog = start_with("slow-bodies", perf, |b| {
+        b.http.body_timeout = Duration::from_millis(800);
+    });
+    for _ in 0..20 {
+        assert_eq!(blog.get("/").0, 200);
+    }
+    // The rules judge "the last window" once one has passed since start.
+    std::thread::sleep(Duration::from_secs(4));
+    let held: Vec<_> = (0..10)
+        .map(|_| {
+            let mut s = connect(&blog);
+            let _ = s.write_all(
+                b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nh=entry",
+            );
+            s
+        })
+        .collect();
+    for s in held {
+        assert_eq!(status_of(&drain(s).0), Some(408));
+    }
+    let cookie = blog.login();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let v = loop {
+        let v = perf_json(&blog, &cookie, "");
+        let fired = v["alerts"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["rule"] == "refused > 5 for 0s" && e["state"] == "firing");
+        if fired || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let events: Vec<String> = v["alerts"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["rule"], e["state"]))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("refused > 5") && e.contains("firing")),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains("p99") || e.contains("error_rate")),
+        "{events:?}"
+    );
+    assert!(
+        v["p99_response_ms"].as_f64().unwrap() < 500.0,
+        "{}",
+        v["p99_response_ms"]
+    );
+    assert_eq!(v["error_rate"].as_f64().unwrap(), 0.0);
+    assert_eq!(v["refused"]["total"], 10);
+    let reason = |name: &str| {
+        v["refused"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["reason"] == name)
+            .map(|r| (r["status"].as_u64().unwrap(), r["count"].as_u64().unwrap()))
+    };
+    assert_eq!(reason("body_timeout"), Some((408, 10)));
+    // No route counts them; the dashboard shows them in their own section.
+    let micropub = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POST /micropub");
+    assert!(micropub.is_none_or(|e| e["count"] == 0), "{micropub:?}");
+    let (code, page) = blog.get_with(&blog.agent(), "/admin/performance", &[("Cookie", &cookie)]);
+    assert_eq!(code, 200);
+    assert!(page.contains("Refused by the HTTP front") && page.contains("body timeout"));
+    if let Some(n) = refused_total(&blog, "body_timeout") {
+        assert_eq!(n, 10.0);
     }
 }
 

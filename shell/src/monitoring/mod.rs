@@ -152,6 +152,8 @@ pub struct Inner {
     pub kept: request::kept::Kept,
     /// Call sites per pattern (fed by the request path, cold).
     pub sources: request::sources::Sources,
+    /// Requests the HTTP front refused, by reason.
+    pub refusals: request::refusals::Refusals,
     /// Query plans per pattern (the ticker's).
     pub plans: ticker::plans::Plans,
     /// `STARPUNK_PERF_OWN_TRAFFIC`.
@@ -209,6 +211,7 @@ impl Monitor {
             kept: request::kept::Kept::default(),
             sources: request::sources::Sources::default(),
             plans: ticker::plans::Plans::default(),
+            refusals: request::refusals::Refusals::default(),
             own_traffic: config.own_traffic,
             recorder,
         };
@@ -275,6 +278,7 @@ impl Monitor {
         inner.slow_total.store(0, Ordering::Relaxed);
         inner.kept.clear();
         inner.plans.clear();
+        inner.refusals.clear();
         inner.restart_trend();
         if let Some(Ok(mut a)) = inner.alerts.as_ref().map(Mutex::lock) {
             a.restart();
@@ -369,25 +373,38 @@ mod recover_tests {
     use std::panic::AssertUnwindSafe;
 
     #[test]
-    fn a_5xx_the_front_answered_is_listed_with_the_errors_not_the_slowest() {
+    fn a_refusal_of_the_front_is_counted_apart_from_routes_errors_and_kept_requests() {
         let m = Monitor::new(&PerfConfig {
             monitoring_enabled: true,
             ..PerfConfig::default()
         });
-        let route = RouteKey {
-            index: 3,
-            template: "POST /micropub",
-        };
-        m.record_unhandled(route, 503, 40, 5_000_000);
+        for status in [503, 408, 408, 413] {
+            m.record_refused(status);
+        }
         let s = m.snapshot(views::DatabaseView::default());
-        assert_eq!(s.recent_errors.len(), 1);
-        let e = &s.recent_errors[0];
-        assert_eq!((e.route.as_str(), e.status), ("POST /micropub", 503));
-        assert_eq!(e.duration_ms, 5.0);
-        assert_eq!(e.parts.front_ms, 5.0);
-        assert_eq!(e.parts.own_code_ms, 0.0);
-        assert_eq!(e.kept_because, ["error", "answered_by_the_front"]);
+        assert!(s.recent_errors.is_empty(), "{:?}", s.recent_errors);
         assert!(s.worst_requests.is_empty(), "{:?}", s.worst_requests);
+        assert_eq!(s.requests_total, 0);
+        assert_eq!(s.errors_5xx, 0);
+        assert_eq!(s.refused.total, 4);
+        let count = |reason: &str| {
+            s.refused
+                .reasons
+                .iter()
+                .find(|r| r.reason == reason)
+                .map_or(0, |r| r.count)
+        };
+        assert_eq!(
+            (
+                count("busy"),
+                count("body_timeout"),
+                count("body_too_large")
+            ),
+            (1, 2, 1)
+        );
+        m.clear();
+        let s = m.snapshot(views::DatabaseView::default());
+        assert_eq!(s.refused.total, 0);
     }
 
     #[test]

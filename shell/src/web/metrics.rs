@@ -115,6 +115,19 @@ pub fn render(app: &App) -> String {
         inner.slow_queries_total(),
     );
 
+    out.push_str(
+        "# HELP starpunk_http_refused_total Requests the HTTP front refused or timed out before any handler ran (not in starpunk_http_requests_total).\n\
+         # TYPE starpunk_http_refused_total counter\n",
+    );
+    for (reason, count) in inner.refusals.counts() {
+        let _ = writeln!(
+            out,
+            "starpunk_http_refused_total{{reason=\"{}\",status=\"{}\"}} {count}",
+            reason.name(),
+            reason.status()
+        );
+    }
+
     let with_data = |category: Category| -> Vec<_> {
         reg.iter()
             .filter(|(_, e)| e.category == category && e.value.count() > 0)

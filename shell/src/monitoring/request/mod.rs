@@ -17,6 +17,7 @@
 //! Nothing here reads the ticker's or the views' modules.
 
 pub mod kept;
+pub mod refusals;
 pub mod sources;
 pub mod sql_pattern;
 pub mod trace;
@@ -261,42 +262,13 @@ impl Monitor {
         }
     }
 
-    /// Records a request the HTTP front answered without running a handler
-    /// (a body too large or too slow, a malformed or oversized head, a
-    /// full server): counted like any other, with the time the front took
-    /// from the request's head to its answer (0 when no head was read).
-    pub fn record_unhandled(&self, route: RouteKey, status: u16, bytes: u64, duration_ns: u64) {
-        let Some(inner) = &self.inner else { return };
-        let route_op = inner.route_op(route);
-        let sampled = inner.recorder.sampler().decide_local(false);
-        let start = inner.recorder.now_ns().saturating_sub(duration_ns);
-        let record = MetricRecord {
-            timestamp_ns: start,
-            duration_ns,
-            bytes,
-            request_id: next_request_id(),
-            operation: route_op,
-            parent: OpId::NONE,
-            status,
-            category: Category::Http,
-            forced: !sampled && status >= 500,
-            ..MetricRecord::default()
-        };
-        inner.record_request(record, sampled || record.forced);
-        if status >= 500 {
-            // Listed with the failed requests (no handler ran: no
-            // timeline, its time the front's), never among its route's
-            // slowest.
-            let candidate = kept::Candidate {
-                route_index: route.index,
-                route: route_op,
-                request_id: record.request_id,
-                start_ns: start,
-                duration_ns,
-                status,
-                ran_slow: false,
-            };
-            inner.kept.keep_error(&candidate);
+    /// Counts a request the HTTP front refused or timed out without
+    /// running a handler (answered with `status`: see [`refusals`]): by
+    /// reason, apart from every route, so it moves no route's latency, the
+    /// error rate or an alert rule that does not name `refused`.
+    pub fn record_refused(&self, status: u16) {
+        if let Some(inner) = &self.inner {
+            inner.refusals.add(status);
         }
     }
 

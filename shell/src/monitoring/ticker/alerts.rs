@@ -28,6 +28,8 @@ pub enum Metric {
     Rss,
     /// Statements over the slow threshold.
     SlowQueries,
+    /// Requests the HTTP front refused or timed out (no handler ran).
+    Refused,
 }
 
 /// One parsed rule.
@@ -107,13 +109,14 @@ fn parse_rule(text: &str, routes: &[&str]) -> Result<Rule, String> {
         "p99" => Metric::Quantile(0.99),
         "rss" => Metric::Rss,
         "slow_queries" => Metric::SlowQueries,
+        "refused" => Metric::Refused,
         other => {
             return Err(format!(
-                "unknown metric \"{other}\" (request_rate, error_rate, p50, p95, p99, rss, slow_queries)"
+                "unknown metric \"{other}\" (request_rate, error_rate, p50, p95, p99, rss, slow_queries, refused)"
             ))
         }
     };
-    if route.is_some() && matches!(metric, Metric::Rss | Metric::SlowQueries) {
+    if route.is_some() && matches!(metric, Metric::Rss | Metric::SlowQueries | Metric::Refused) {
         return Err(format!("{name} has no route label"));
     }
     let (threshold, duration) = right
@@ -141,7 +144,7 @@ fn parse_threshold(metric: Metric, t: &str) -> Result<f64, String> {
     };
     match metric {
         Metric::RequestRate => number(t.strip_suffix("/s").unwrap_or(t)),
-        Metric::SlowQueries => number(t),
+        Metric::SlowQueries | Metric::Refused => number(t),
         Metric::ErrorRate => t
             .strip_suffix('%')
             .ok_or_else(|| format!("error_rate takes a percentage, such as 1% (got \"{t}\")"))
@@ -217,6 +220,8 @@ pub struct Sample {
     pub scopes: Vec<ScopeTotals>,
     /// Slow statements since start or the last clear.
     pub slow_queries: u64,
+    /// Requests the front refused since start or the last clear.
+    pub refused: u64,
     /// Resident memory now, bytes.
     pub rss_bytes: u64,
 }
@@ -300,7 +305,10 @@ impl Alerts {
         let mut scopes: Vec<Option<String>> = Vec::new();
         let mut scope_latency = Vec::new();
         for r in &rules {
-            if matches!(r.metric, Metric::Rss | Metric::SlowQueries) {
+            if matches!(
+                r.metric,
+                Metric::Rss | Metric::SlowQueries | Metric::Refused
+            ) {
                 continue;
             }
             let i = match scopes.iter().position(|s| *s == r.route) {
@@ -453,6 +461,7 @@ impl Alerts {
 
 fn went_down(before: &Sample, after: &Sample) -> bool {
     after.slow_queries < before.slow_queries
+        || after.refused < before.refused
         || before
             .scopes
             .iter()
@@ -472,6 +481,7 @@ fn units(metric: Metric) -> (f64, &'static str) {
         Metric::Quantile(_) => (1e6, "ms"),
         Metric::Rss => (1024.0 * 1024.0, "MiB"),
         Metric::SlowQueries => (1.0, "statements"),
+        Metric::Refused => (1.0, "requests"),
     }
 }
 
@@ -495,6 +505,7 @@ fn value_of(rule: &Rule, scopes: &[Option<String>], base: &Sample, now: &Sample)
     match (rule.metric, pair) {
         (Metric::Rss, _) => now.rss_bytes as f64,
         (Metric::SlowQueries, _) => now.slow_queries.saturating_sub(base.slow_queries) as f64,
+        (Metric::Refused, _) => now.refused.saturating_sub(base.refused) as f64,
         (_, None) => 0.0,
         (Metric::RequestRate, Some((b, n))) => {
             n.requests.saturating_sub(b.requests) as f64 / seconds
@@ -598,6 +609,7 @@ mod tests {
                     .collect(),
             }],
             slow_queries: 0,
+            refused: 0,
             rss_bytes: 0,
         }
     }
@@ -693,5 +705,21 @@ mod tests {
         assert!(a.evaluate(sample(1.0, 5, 0, &[])).is_empty());
         assert!(a.evaluate(sample(2.0, 10, 0, &[])).is_empty());
         assert_eq!(a.view()[0].value, 5.0);
+    }
+
+    #[test]
+    fn refused_is_a_count_over_the_last_minute_without_a_route() {
+        let rules = parse_rules("refused > 100 for 0s", &["GET /"]).unwrap();
+        assert_eq!(rules[0].metric, Metric::Refused);
+        assert!(parse_rules("refused{route=\"GET /\"} > 1 for 0s", &["GET /"]).is_err());
+        let base = Sample {
+            refused: 40,
+            ..sample(0.0, 0, 0, &[])
+        };
+        let now = Sample {
+            refused: 190,
+            ..sample(60.0, 0, 0, &[])
+        };
+        assert_eq!(value_of(&rules[0], &[None], &base, &now), 150.0);
     }
 }

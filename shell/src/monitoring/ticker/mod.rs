@@ -438,6 +438,7 @@ impl Inner {
             at: self.unix_now(),
             scopes,
             slow_queries: self.slow_total.load(Ordering::Relaxed),
+            refused: self.refusals.total(),
             rss_bytes: memory::read().rss_bytes,
         }
     }

@@ -345,6 +345,9 @@ pub struct PerfSnapshot {
     pub error_rate: f64,
     /// 4xx responses over all responses.
     pub client_error_rate: f64,
+    /// Requests the HTTP front refused or timed out (no handler ran): not
+    /// in `requests_total`, the latency figures or the error rates.
+    pub refused: RefusedView,
     /// The last fifteen minutes, minute by minute, and their figures.
     pub overview: Overview,
     /// Alert rules and events.
@@ -406,5 +409,45 @@ pub fn status_key(code: u16) -> String {
         0 => "other".into(),
         1..=9 => format!("{code}xx"),
         _ => code.to_string(),
+    }
+}
+
+/// Requests the HTTP front refused, since start or the last clear.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RefusedView {
+    /// All of them.
+    pub total: u64,
+    /// By reason, every reason listed (zeros too).
+    pub reasons: Vec<RefusedReason>,
+}
+
+/// Refusals of one reason.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RefusedReason {
+    /// `bad_request`, `body_timeout`, `body_too_large`, `uri_too_long`,
+    /// `head_too_large`, `busy` or `other`.
+    pub reason: String,
+    /// The status answered (0 for `other`).
+    pub status: u16,
+    /// How many.
+    pub count: u64,
+}
+
+impl RefusedView {
+    /// The view of `refusals`.
+    pub fn of(refusals: &crate::monitoring::request::refusals::Refusals) -> RefusedView {
+        let reasons: Vec<RefusedReason> = refusals
+            .counts()
+            .iter()
+            .map(|&(r, count)| RefusedReason {
+                reason: r.name().to_string(),
+                status: r.status(),
+                count,
+            })
+            .collect();
+        RefusedView {
+            total: reasons.iter().map(|r| r.count).sum(),
+            reasons,
+        }
     }
 }

@@ -399,6 +399,7 @@ impl Inner {
             errors_5xx,
             client_errors_4xx,
             error_rate: share(head_5xx),
+            refused: RefusedView::of(&self.refusals),
             client_error_rate: share(head_4xx),
             endpoints,
             endpoints_recent,

@@ -208,6 +208,23 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 @for w in s.own_traffic.slowest.iter().take(5) { (details(w, false)) }
             }
         }
+        section #refused {
+            h3 { "Refused by the HTTP front" }
+            @if s.refused.total == 0 {
+                p.meta { "None " (since) ": every request reached a handler." }
+            } @else {
+                p.meta { (int(s.refused.total)) " requests " (since) " were refused or timed out before any handler ran "
+                    "(a body too large or too slow, a head too large or unreadable, no room for more bodies). "
+                    "They are not readers' requests: they are left out of the request counts, latency and error rates above "
+                    "and of alert rules, unless a rule names " code { "refused" } "." }
+                div.scroll { table {
+                    thead { tr { th { "Reason" } th.num { "Status" } th.num { "Requests" } } }
+                    tbody { @for r in s.refused.reasons.iter().filter(|r| r.count > 0) {
+                        tr { td { (r.reason.replace('_', " ")) } td.num { @if r.status > 0 { (r.status) } } td.num { (int(r.count)) } }
+                    } }
+                } }
+            }
+        }
         section #memory {
             h3 { "Memory" }
             @if s.memory.tracking {
