@@ -668,7 +668,7 @@ fn damaged_rows_are_kept_aside_or_skipped_and_counted_never_a_panic() {
     // A blob of the new form damaged, and a count gone negative: each
     // row skipped and counted; the view is served.
     conn.execute_batch(
-        "UPDATE aggregates SET latency = x'01ffffffff'
+        "UPDATE aggregates SET figures = x'0001ffffffff'
          WHERE resolution = 60 AND start = (SELECT max(start) FROM aggregates WHERE resolution = 60)
          AND series = (SELECT id FROM series WHERE kind = 0);
          UPDATE aggregates SET count = -5

@@ -181,6 +181,12 @@ impl Merged {
     /// Adds a row; a damaged blob adds nothing (and says so).
     fn add(&mut self, h: &Head, blob: &[u8], layouts: &Layouts) -> Result<(), Damaged> {
         self.latency.add_blob(blob, layouts)?;
+        self.add_head(h);
+        Ok(())
+    }
+
+    /// Adds a row's figures but its distribution.
+    fn add_head(&mut self, h: &Head) {
         self.counts.add(&h.counts);
         self.slow = self.slow.saturating_add(h.slow);
         match self.first_start {
@@ -194,7 +200,6 @@ impl Merged {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -507,6 +512,9 @@ impl<'a> Chart<'a> {
             b.rss = m.rss;
             b.p50_ns = m.latency.value_at_quantile(0.5);
             b.p99_ns = m.latency.value_at_quantile(0.99);
+            // The point's counters into the whole range's (no second
+            // decoding of its rows).
+            self.all.latency.merge(&m.latency);
             self.closed.push(b);
             m.latency.clear();
             self.spare = m.latency;
@@ -540,9 +548,9 @@ impl<'a> Chart<'a> {
             return;
         }
         open.rows_end = open.rows_end.max(h.start + h.resolution);
-        // The accumulator of the whole range takes the same row (it was
-        // just decoded without fault).
-        let _ = self.all.add(h, blob, layouts);
+        // The whole range's figures; its distribution takes the point's
+        // when the point closes.
+        self.all.add_head(h);
         self.rows.see(h);
     }
 

@@ -243,6 +243,11 @@ impl Latency {
         w.finish()
     }
 
+    /// Appends the stored form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>, layout_id: i64) {
+        out.extend_from_slice(&self.encode(layout_id));
+    }
+
     /// Decodes a stored blob.
     pub fn decode(blob: &[u8], layouts: &Layouts) -> Result<Latency, Damaged> {
         let (layout, mut entries) = Entries::open(blob, layouts)?;
@@ -251,6 +256,85 @@ impl Latency {
             counts.push(e?);
         }
         Ok(Latency { layout, counts })
+    }
+}
+
+/// A row's figures besides its count and distribution, stored at the
+/// start of its `figures` blob: one byte saying which are not zero (bit
+/// `i` for field `i` in the order below), then those as LEB128. Fields
+/// that are zero (every route's slow statements and RSS, most errors)
+/// take no byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// Sum of latencies, ns (wraps as the series' does).
+    pub sum_ns: u64,
+    /// 5xx responses.
+    pub errors_5xx: u64,
+    /// 4xx responses.
+    pub errors_4xx: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Rows returned or changed.
+    pub rows: u64,
+    /// Slow statements.
+    pub slow: u64,
+    /// Resident memory at the row's end, bytes.
+    pub rss: u64,
+}
+
+impl Fields {
+    fn all(&self) -> [u64; 7] {
+        [
+            self.sum_ns,
+            self.errors_5xx,
+            self.errors_4xx,
+            self.bytes,
+            self.rows,
+            self.slow,
+            self.rss,
+        ]
+    }
+
+    /// Appends the stored form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let all = self.all();
+        let mask = all
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (i, v)| if *v != 0 { m | 1 << i } else { m });
+        out.push(mask);
+        for v in all.into_iter().filter(|v| *v != 0) {
+            put_varint(out, v);
+        }
+    }
+
+    /// The fields at the start of `blob`, and the rest of it.
+    pub fn decode(blob: &[u8]) -> Result<(Fields, &[u8]), Damaged> {
+        let (&mask, mut rest) = blob.split_first().ok_or(Damaged::Truncated)?;
+        if mask & 0x80 != 0 {
+            return Err(Damaged::OutOfRange);
+        }
+        let mut all = [0u64; 7];
+        for (i, v) in all.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                let (x, r) = get_varint(rest)?;
+                *v = x;
+                rest = r;
+            }
+        }
+        let [sum_ns, errors_5xx, errors_4xx, bytes, rows, slow, rss] = all;
+        Ok((
+            Fields {
+                sum_ns,
+                errors_5xx,
+                errors_4xx,
+                bytes,
+                rows,
+                slow,
+                rss,
+            },
+            rest,
+        ))
     }
 }
 

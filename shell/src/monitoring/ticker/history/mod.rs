@@ -26,7 +26,7 @@ pub mod codec;
 mod read;
 pub mod schema;
 
-pub use codec::{Accumulator, Damaged, Latency, Layouts};
+pub use codec::{Accumulator, Damaged, Fields, Latency, Layouts};
 pub use read::{Head, Piece, ReadOnly, Reader, Scan, SeriesName};
 
 /// Row kinds.
@@ -583,10 +583,21 @@ fn insert(
     };
     let layout_id = schema::layout_id(conn, layouts, &r.latency.layout()).map_err(err)?;
     let c = &r.counts;
+    let mut figures = Vec::new();
+    codec::Fields {
+        sum_ns: c.sum_ns,
+        errors_5xx: c.errors_5xx,
+        errors_4xx: c.errors_4xx,
+        bytes: c.bytes,
+        rows: c.rows,
+        slow: r.slow,
+        rss: r.rss,
+    }
+    .encode_into(&mut figures);
+    r.latency.encode_into(&mut figures, layout_id);
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO aggregates (resolution, series, start, count, sum_ns,
-         errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT OR REPLACE INTO aggregates (resolution, series, start, count, figures)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut q| {
         q.execute(params![
@@ -594,14 +605,7 @@ fn insert(
             series,
             r.start,
             c.count as i64,
-            c.sum_ns as i64,
-            c.errors_5xx as i64,
-            c.errors_4xx as i64,
-            c.bytes as i64,
-            c.rows as i64,
-            r.slow as i64,
-            r.rss as i64,
-            r.latency.encode(layout_id),
+            figures
         ])
     })
     .map(|_| ())

@@ -190,8 +190,7 @@ impl<'a> Reader<'a> {
         which: Scan,
         f: &mut dyn FnMut(&Head, &[u8]),
     ) -> Result<(), String> {
-        const COLUMNS: &str = "SELECT series, start, count, sum_ns, errors_5xx, errors_4xx,
-             bytes, rows, slow, rss, latency FROM aggregates
+        const COLUMNS: &str = "SELECT series, start, count, figures FROM aggregates
              WHERE resolution = ?1 AND start >= ?2 AND start < ?3";
         let (sql, a, b) = match which {
             Scan::Series(id) => (
@@ -226,27 +225,29 @@ impl<'a> Reader<'a> {
             .query(params![piece.resolution, piece.from, piece.to, a, b])
             .map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let head = (|| {
-                Ok::<_, rusqlite::Error>(Head {
-                    series: r.get(0)?,
-                    start: r.get(1)?,
+            let row = (|| {
+                let blob = r.get_ref(3).ok()?.as_blob().ok()?;
+                let (fields, latency) = Fields::decode(blob).ok()?;
+                let head = Head {
+                    series: r.get(0).ok()?,
+                    start: r.get(1).ok()?,
                     resolution: piece.resolution,
                     counts: Counts {
-                        count: count(r, 2)?,
-                        sum_ns: r.get::<_, i64>(3)? as u64,
-                        errors_5xx: count(r, 4)?,
-                        errors_4xx: count(r, 5)?,
-                        bytes: count(r, 6)?,
-                        rows: count(r, 7)?,
+                        count: count(r, 2).ok()?,
+                        sum_ns: fields.sum_ns,
+                        errors_5xx: fields.errors_5xx,
+                        errors_4xx: fields.errors_4xx,
+                        bytes: fields.bytes,
+                        rows: fields.rows,
                     },
-                    slow: count(r, 8)?,
-                    rss: count(r, 9)?,
-                })
+                    slow: fields.slow,
+                    rss: fields.rss,
+                };
+                Some((head, latency))
             })();
-            let blob = r.get_ref(10).ok().and_then(|v| v.as_blob().ok());
-            match (head, blob) {
-                (Ok(head), Some(blob)) => f(&head, blob),
-                _ => self.skip(),
+            match row {
+                Some((head, latency)) => f(&head, latency),
+                None => self.skip(),
             }
         }
         Ok(())
@@ -319,18 +320,28 @@ impl<'a> Reader<'a> {
         let mut q = self
             .conn
             .prepare_cached(&format!(
-                "SELECT start + resolution AS at, rss FROM aggregates
-                 WHERE series = ?1 AND resolution IN (60, 3600) AND rss > 0
+                "SELECT start + resolution AS at, figures FROM aggregates
+                 WHERE series = ?1 AND resolution IN (60, 3600)
                  AND start + resolution > ?2 AND start + resolution <= ?3
                  AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?3))
                  ORDER BY at"
             ))
             .map_err(err)?;
-        let samples = q
-            .query_map(params![all, from, to], |r| Ok((r.get(0)?, count(r, 1)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let mut rows = q.query(params![all, from, to]).map_err(err)?;
+        let mut samples = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let rss = r
+                .get_ref(1)
+                .ok()
+                .and_then(|v| v.as_blob().ok())
+                .and_then(|b| Fields::decode(b).ok())
+                .map(|(f, _)| f.rss);
+            match (r.get::<_, i64>(0), rss) {
+                (Ok(at), Some(rss)) if rss > 0 => samples.push((at, rss)),
+                (Ok(_), Some(_)) => {}
+                _ => self.skip(),
+            }
+        }
         Ok(samples)
     }
 

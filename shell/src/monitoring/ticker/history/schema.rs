@@ -8,11 +8,14 @@
 //! - `layouts (id, lowest, highest, digits)`: the histogram layouts blobs
 //!   name.
 //! - `aggregates`: one row per (resolution, series, start), `WITHOUT
-//!   ROWID` so the key is stored once, the latency in the compact form of
-//!   [`super::codec`]. Keyed series first: every read is "these series
-//!   over a time range", one contiguous run per series.
-//! - `rows`: a view with the old table's columns (kind and name joined
-//!   back; `latency` is the new blob), for anyone who queried the file.
+//!   ROWID` so the key is stored once: the count, and a `figures` blob
+//!   holding the other counts ([`super::codec::Fields`], zeros take no
+//!   byte) and the distribution in the compact form of [`super::codec`].
+//!   Keyed series first: every read is "these series over a time range",
+//!   one contiguous run per series.
+//! - `rows`: a view with the old table's key columns and count (kind and
+//!   name joined back) and the `figures` blob, for anyone who queried the
+//!   file.
 //!
 //! The upgrade runs at start, in one transaction: every old row is copied
 //! with its integers as they were and its V2 histogram re-encoded (the same
@@ -26,7 +29,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::codec::{layout_of, Latency, Layouts};
+use super::codec::{layout_of, Fields, Latency, Layouts};
 
 /// `PRAGMA user_version` of this schema.
 pub const VERSION: i64 = 2;
@@ -50,19 +53,11 @@ const TABLES: &str = "
         series INTEGER NOT NULL,
         start INTEGER NOT NULL,
         count INTEGER NOT NULL,
-        sum_ns INTEGER NOT NULL,
-        errors_5xx INTEGER NOT NULL,
-        errors_4xx INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        rows INTEGER NOT NULL,
-        slow INTEGER NOT NULL,
-        rss INTEGER NOT NULL,
-        latency BLOB NOT NULL,
+        figures BLOB NOT NULL,
         PRIMARY KEY (resolution, series, start)
     ) WITHOUT ROWID;
     CREATE VIEW IF NOT EXISTS rows AS
-        SELECT a.resolution, a.start, s.kind, s.name, a.count, a.sum_ns, a.errors_5xx,
-               a.errors_4xx, a.bytes, a.rows, a.slow, a.rss, a.latency
+        SELECT a.resolution, a.start, s.kind, s.name, a.count, a.figures
         FROM aggregates a JOIN series s ON s.id = a.series;";
 
 /// What opening found.
@@ -213,7 +208,16 @@ fn upgrade(conn: &mut Connection) -> rusqlite::Result<Upgrade> {
                 .and_then(|h: Histogram<u64>| Some((layout_of(&h)?, Latency::from_histogram(&h)?)));
             let values: Vec<rusqlite::types::Value> =
                 (0..12).map(|i| r.get(i)).collect::<Result<_, _>>()?;
-            let Some((layout, latency)) = decoded else {
+            let int = |i: usize| match values[i] {
+                rusqlite::types::Value::Integer(v) => Some(v),
+                _ => None,
+            };
+            // Counts the old reader refused (negative; the latency sum
+            // wraps and may be) make the row damaged as well.
+            let ints: Option<Vec<i64>> = (4..12).map(int).collect();
+            let ints = ints.filter(|v| v.iter().enumerate().all(|(i, x)| i == 1 || *x >= 0));
+            let decoded = decoded.zip(ints);
+            let Some(((layout, latency), ints)) = decoded else {
                 done.damaged += 1;
                 let mut all = values;
                 all.push(r.get(12)?);
@@ -228,25 +232,23 @@ fn upgrade(conn: &mut Connection) -> rusqlite::Result<Upgrade> {
             let kind: i64 = r.get(2)?;
             let name: String = r.get(3)?;
             let series = series_id(&tx, kind, &name)?;
+            let mut figures = Vec::new();
+            Fields {
+                sum_ns: ints[1] as u64,
+                errors_5xx: ints[2] as u64,
+                errors_4xx: ints[3] as u64,
+                bytes: ints[4] as u64,
+                rows: ints[5] as u64,
+                slow: ints[6] as u64,
+                rss: ints[7] as u64,
+            }
+            .encode_into(&mut figures);
+            latency.encode_into(&mut figures, id);
             tx.prepare_cached(
-                "INSERT INTO aggregates (resolution, start, series, count, sum_ns, errors_5xx,
-                 errors_4xx, bytes, rows, slow, rss, latency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO aggregates (resolution, start, series, count, figures)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![
-                values[0],
-                values[1],
-                series,
-                values[4],
-                values[5],
-                values[6],
-                values[7],
-                values[8],
-                values[9],
-                values[10],
-                values[11],
-                latency.encode(id),
-            ])?;
+            .execute(params![values[0], values[1], series, ints[0], figures])?;
         }
     }
     tx.execute_batch("DROP TABLE rows_v1;")?;
