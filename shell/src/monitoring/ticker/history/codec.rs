@@ -574,9 +574,9 @@ impl<'a> Entries<'a> {
         Ok(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn exp_golomb(&mut self, k: u32) -> Result<u64, Damaged> {
-        if self.bits < 57 {
+        if self.bits < 40 {
             self.refill();
         }
         // The common case: the whole code is in the buffer.
@@ -705,9 +705,57 @@ impl Accumulator {
 
     /// Adds a stored blob; a damaged one adds nothing.
     pub fn add_blob(&mut self, blob: &[u8], layouts: &Layouts) -> Result<(), Damaged> {
-        let (layout, entries) = Entries::open(blob, layouts)?;
+        let (layout, mut entries) = Entries::open(blob, layouts)?;
         if self.layout.is_none() {
             self.adopt(layout);
+        }
+        if self.layout == Some(layout) && self.counts.len() == layout.counts_len() {
+            // The common case, one tight loop: the same layout, indices
+            // straight into the counters.
+            let (kg, kc) = (entries.kg, entries.kc);
+            let mut added = 0usize;
+            let mut failed = None;
+            let (mut first, mut next) = (usize::MAX, 0usize);
+            let mut total = self.total;
+            while entries.remaining > 0 {
+                entries.remaining -= 1;
+                let decoded = entries
+                    .exp_golomb(kg)
+                    .and_then(|gap| Ok((gap, entries.exp_golomb(kc)?)));
+                let (gap, count) = match decoded {
+                    Ok(v) => v,
+                    Err(d) => {
+                        failed = Some(d);
+                        break;
+                    }
+                };
+                let i = (next as u64).saturating_add(gap);
+                let (Some(c), Some(n)) = (
+                    usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)),
+                    count.checked_add(1),
+                ) else {
+                    failed = Some(Damaged::OutOfRange);
+                    break;
+                };
+                *c = c.saturating_add(n);
+                total = total.saturating_add(n);
+                let i = i as usize;
+                first = first.min(i);
+                next = i + 1;
+                added += 1;
+            }
+            if added > 0 {
+                self.low = self.low.min(first);
+                self.high = self.high.max(next);
+            }
+            self.total = total;
+            return match failed {
+                None => Ok(()),
+                Some(d) => {
+                    self.take_back(blob, layouts, added, layout);
+                    Err(d)
+                }
+            };
         }
         let mine = self.layout.unwrap_or(layout);
         let map = |i: u32| -> usize {
@@ -734,18 +782,27 @@ impl Accumulator {
         let Some(d) = failed else {
             return Ok(());
         };
-        // Take back what was added of the damaged blob (its first `added`
-        // counters decode again the same way).
+        self.take_back(blob, layouts, added, layout);
+        Err(d)
+    }
+
+    /// Takes back the first `added` counters of a damaged blob of
+    /// `layout` (they decode again the same way).
+    fn take_back(&mut self, blob: &[u8], layouts: &Layouts, added: usize, layout: HistogramLayout) {
+        let mine = self.layout.unwrap_or(layout);
         if let Ok((_, entries)) = Entries::open(blob, layouts) {
             for (i, n) in entries.take(added).flatten() {
-                let i = map(i);
+                let i = if mine == layout {
+                    i as usize
+                } else {
+                    mine.index_for(layout.value_for(i as usize))
+                };
                 if let Some(c) = self.counts.get_mut(i) {
                     *c = c.saturating_sub(n);
                     self.total = self.total.saturating_sub(n);
                 }
             }
         }
-        Err(d)
     }
 
     /// Adds a decoded distribution.
