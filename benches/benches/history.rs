@@ -5,8 +5,12 @@
 //! `cargo bench -p starpunk-benches --bench history`
 //!
 //! Prints bytes per day of minute rows and of hour rows, the file's size,
-//! the ceiling for a retention, the time per minute's write, and the server
-//! time of the 7-day view (snapshot from the history + render).
+//! the ceiling for a retention (25 hours of minute rows + that many days
+//! of hour rows), the time per minute's write, and the server time of the
+//! 24-hour and 7-day views (snapshot from the history + render, median of
+//! 5). With `STARPUNK_HISTORY_BENCH_DIR=<dir>` the file is kept there, and
+//! a later run finding it skips the load and measures the views only (for
+//! a profiler, or `sqlite3 <dir>/perf-history.sqlite3`).
 
 use std::time::{Duration, Instant};
 

@@ -137,7 +137,7 @@ fn random_row(
     let mut ints = [0i64; 8];
     for _ in 0..events {
         let r = rng.next();
-        let ns = if r % 97 == 0 {
+        let ns = if r.is_multiple_of(97) {
             2_000_000_000 + r % 5_000_000_000
         } else {
             100_000 + (r % 1_000) * (r % 1_000) * 50
@@ -145,7 +145,7 @@ fn random_row(
         h.saturating_record(ns);
         ints[0] += 1;
         ints[1] = ints[1].wrapping_add(ns as i64);
-        ints[2] += i64::from(r % 40 == 0);
+        ints[2] += i64::from(r.is_multiple_of(40));
         ints[3] += i64::from(r % 25 == 1);
         ints[4] += (r % 9_000) as i64;
         ints[5] += (r % 7) as i64;
@@ -179,15 +179,15 @@ fn write_old_history(dir: &Path, now: i64) -> Vec<OldRow> {
         let mut all = empty();
         let mut all_ints = [0i64; 8];
         for (kind, name) in SERIES {
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 continue;
             }
             let events = 60 + rng.next() % 600;
             let r = random_row(&mut rng, HOUR, h, kind, name, events);
             if kind == KIND_ROUTE {
                 all.add(&r.latency).unwrap();
-                for i in 0..5 {
-                    all_ints[i] = all_ints[i].wrapping_add(r.ints[i]);
+                for (a, x) in all_ints.iter_mut().zip(&r.ints).take(5) {
+                    *a = a.wrapping_add(*x);
                 }
             }
             rows.push(r);
@@ -211,15 +211,15 @@ fn write_old_history(dir: &Path, now: i64) -> Vec<OldRow> {
         let mut all = empty();
         let mut all_ints = [0i64; 8];
         for (kind, name) in SERIES {
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 continue;
             }
             let events = 1 + rng.next() % 20;
             let r = random_row(&mut rng, MINUTE, m, kind, name, events);
             if kind == KIND_ROUTE {
                 all.add(&r.latency).unwrap();
-                for i in 0..5 {
-                    all_ints[i] = all_ints[i].wrapping_add(r.ints[i]);
+                for (a, x) in all_ints.iter_mut().zip(&r.ints).take(5) {
+                    *a = a.wrapping_add(*x);
                 }
             }
             minutes.push(r);

@@ -22,11 +22,13 @@ use hdrhistogram::Histogram;
 use rusqlite::{params, Connection};
 use starpunk_perf::HistogramLayout;
 
+mod accumulator;
 pub mod codec;
 mod read;
 pub mod schema;
 
-pub use codec::{Accumulator, Damaged, Fields, Latency, Layouts};
+pub use accumulator::Accumulator;
+pub use codec::{Damaged, Fields, Latency, Layouts};
 pub use read::{Head, Piece, ReadOnly, Reader, Scan, SeriesName};
 
 /// Row kinds.
