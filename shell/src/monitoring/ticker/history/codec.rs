@@ -472,6 +472,53 @@ impl BitWriter {
     }
 }
 
+/// Bits a [`pair_table`] looks at.
+const PAIR_BITS: u32 = 12;
+
+/// For one pair of orders (gaps', counts'), what each window of the next
+/// [`PAIR_BITS`] bits decodes to when a whole pair fits in it: the bits
+/// used (low 4 bits, 1 to 12), the gap (next 14 bits) and `count - 1`
+/// (high 14 bits); 0 where a pair does not fit (the bit-by-bit decoder
+/// then takes it). One lookup instead of two codes for the common pair
+/// (an hour row's counters take 4 bits on average). Built once per pair
+/// of orders used, 16 KiB each.
+pub(super) fn pair_table(kg: u32, kc: u32) -> &'static [u32] {
+    static TABLES: [std::sync::OnceLock<Box<[u32]>>; 256] =
+        [const { std::sync::OnceLock::new() }; 256];
+    let slot = ((kg & 15) << 4 | (kc & 15)) as usize;
+    TABLES[slot].get_or_init(|| {
+        (0..1u32 << PAIR_BITS)
+            .map(|w| {
+                // Decodes one code of order k from bit `at` of the window
+                // (most significant first); None if it does not fit.
+                let code = |at: u32, k: u32| -> Option<(u32, u32)> {
+                    // A whole code takes at least one bit.
+                    let rest = PAIR_BITS.checked_sub(at).filter(|r| *r > 0)?;
+                    let bits = w & ((1 << rest) - 1);
+                    if bits == 0 {
+                        return None;
+                    }
+                    // Leading zeros within the `rest` bits.
+                    let zeros = bits.leading_zeros() - (32 - rest);
+                    let len = zeros + k + 1;
+                    if zeros + len > rest {
+                        return None;
+                    }
+                    let v = (bits >> (rest - zeros - len)) & ((1 << len) - 1);
+                    Some((v - (1 << k), at + zeros + len))
+                };
+                match code(0, kg).and_then(|(gap, at)| {
+                    let (count, end) = code(at, kc)?;
+                    Some((gap, count, end))
+                }) {
+                    Some((gap, count, used)) => used | gap << 4 | count << 18,
+                    None => 0,
+                }
+            })
+            .collect()
+    })
+}
+
 /// The counters of a blob, one at a time.
 pub struct Entries<'a> {
     data: &'a [u8],
@@ -597,6 +644,25 @@ impl<'a> Entries<'a> {
             return Ok(w - (1u64 << k));
         }
         self.exp_golomb_slow(k)
+    }
+
+    /// The next pair (gap, `count - 1`) by one lookup in `table` (a
+    /// [`pair_table`] of this blob's orders), when it fits in the table's
+    /// window.
+    #[inline(always)]
+    pub(super) fn pair(&mut self, table: &[u32]) -> Option<(u64, u64)> {
+        if self.bits < PAIR_BITS {
+            self.refill();
+            if self.bits < PAIR_BITS {
+                return None;
+            }
+        }
+        let t = *table.get((self.buf >> (64 - PAIR_BITS)) as usize)?;
+        if t == 0 {
+            return None;
+        }
+        self.consume(t & 15);
+        Some((u64::from((t >> 4) & 0x3fff), u64::from(t >> 18)))
     }
 
     /// Codes longer than the buffer, or near the end of the data.
