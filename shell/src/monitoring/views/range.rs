@@ -310,14 +310,102 @@ fn point(bucket_start: i64, seconds: f64, b: &ChartBucket) -> MinutePoint {
     }
 }
 
+/// A route's requests, p50 and p99 (ms) and 5xx rate over a run.
+type RunFigures = BTreeMap<String, (u64, f64, f64, f64)>;
+
+fn run_figures(name: &str, r: &Merged) -> (u64, f64, f64, f64) {
+    let e = endpoint(name, r);
+    let rate = if r.counts.count > 0 {
+        r.counts.errors_5xx as f64 / r.counts.count as f64
+    } else {
+        0.0
+    };
+    (r.counts.count, e.p50_ms, e.p99_ms, rate)
+}
+
+/// The previous version's figures, as read from the rows of `pieces`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PreviousRun {
+    routes: RunFigures,
+    damaged: u64,
+}
+
+/// What the previous version's figures were read from: the file, the
+/// pieces, and the number of all-requests rows in each piece. Its run is
+/// closed, so the history changes its rows only by pruning (which moves
+/// the pieces' minute part or deletes rows: fewer all-requests rows), a
+/// late roll-up of an hour (an all-requests hour row more) or a clear
+/// (none left); a minute is only ever written or added to at the present,
+/// after the run. Every minute written and every hour rolled up has an
+/// all-requests row, so the counts see each of those changes.
+#[derive(Clone, Debug, PartialEq)]
+struct RunKey {
+    dir: std::path::PathBuf,
+    pieces: Vec<Piece>,
+    all_rows: Vec<i64>,
+}
+
+/// The last previous run read, per process (views of several blogs in
+/// one process have their own directories, so their own keys).
+static PREVIOUS_RUN: std::sync::Mutex<Option<(RunKey, PreviousRun)>> = std::sync::Mutex::new(None);
+
+/// The previous version's routes over `pieces`: kept from the last view
+/// when the key (see [`RunKey`]) is unchanged, else read and kept.
+fn previous_run(
+    store: &Reader<'_>,
+    names: &HashMap<i64, SeriesName>,
+    layouts: &Layouts,
+    pieces: Vec<Piece>,
+    kept: Option<(&std::path::Path, i64)>,
+) -> Result<PreviousRun, String> {
+    let read = |pieces: &[Piece]| -> Result<PreviousRun, String> {
+        let mut g = Gather::new(layouts);
+        g.read(store, pieces, Scan::Kind(KIND_ROUTE))?;
+        Ok(PreviousRun {
+            routes: g
+                .of_kind(names, KIND_ROUTE)
+                .into_iter()
+                .map(|(name, r)| (name.to_string(), run_figures(name, r)))
+                .collect(),
+            damaged: g.damaged,
+        })
+    };
+    let Some((dir, all_id)) = kept else {
+        return read(&pieces);
+    };
+    let key = RunKey {
+        dir: dir.to_path_buf(),
+        all_rows: pieces
+            .iter()
+            .map(|p| store.count_rows(*p, all_id))
+            .collect::<Result<_, _>>()?,
+        pieces,
+    };
+    let lock = || {
+        PREVIOUS_RUN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((k, run)) = lock().as_ref() {
+        if *k == key {
+            return Ok(run.clone());
+        }
+    }
+    let run = read(&key.pieces)?;
+    *lock() = Some((key, run.clone()));
+    Ok(run)
+}
+
 /// The current version's routes against the previous version's, over
-/// the whole history.
+/// the whole history. `kept`: the history's directory and all-requests
+/// series, to keep the previous version's figures between views.
 fn compare(
     store: &Reader<'_>,
     names: &HashMap<i64, SeriesName>,
     layouts: &Layouts,
     starts: &[(i64, String)],
     now: i64,
+    kept: Option<(&std::path::Path, i64)>,
 ) -> Result<(Option<Compare>, u64), String> {
     let Some((_, current)) = starts.last() else {
         return Ok((None, 0));
@@ -341,16 +429,12 @@ fn compare(
     // A minute row is written when its minute ends, by the run that was
     // up then: it belongs to the run its end falls in.
     let ends_in = |from: i64| from - 59;
-    let mut before = Gather::new(layouts);
-    before.read(
-        store,
-        &store.plan_coarse(
-            ends_in(previous_from),
-            ends_in(current_from),
-            Some(KIND_ROUTE),
-        )?,
-        Scan::Kind(KIND_ROUTE),
+    let pieces = store.plan_coarse(
+        ends_in(previous_from),
+        ends_in(current_from),
+        Some(KIND_ROUTE),
     )?;
+    let before = previous_run(store, names, layouts, pieces, kept)?;
     let mut after = Gather::new(layouts);
     after.read(
         store,
@@ -358,30 +442,26 @@ fn compare(
         Scan::Kind(KIND_ROUTE),
     )?;
     let damaged = before.damaged + after.damaged;
-    let (before, after) = (
-        before.of_kind(names, KIND_ROUTE),
-        after.of_kind(names, KIND_ROUTE),
-    );
-    let mut all_names: Vec<&str> = before.iter().chain(&after).map(|r| r.0).collect();
+    let after: RunFigures = after
+        .of_kind(names, KIND_ROUTE)
+        .into_iter()
+        .map(|(name, r)| (name.to_string(), run_figures(name, r)))
+        .collect();
+    let mut all_names: Vec<&str> = before
+        .routes
+        .keys()
+        .chain(after.keys())
+        .map(String::as_str)
+        .collect();
     all_names.sort_unstable();
     all_names.dedup();
-    let figures = |rows: &[(&str, &Merged)], name: &str| -> (u64, f64, f64, f64) {
-        rows.iter()
-            .find(|r| r.0 == name)
-            .map_or((0, 0.0, 0.0, 0.0), |&(_, r)| {
-                let e = endpoint(name, r);
-                let rate = if r.counts.count > 0 {
-                    r.counts.errors_5xx as f64 / r.counts.count as f64
-                } else {
-                    0.0
-                };
-                (r.counts.count, e.p50_ms, e.p99_ms, rate)
-            })
+    let figures = |rows: &RunFigures, name: &str| -> (u64, f64, f64, f64) {
+        rows.get(name).copied().unwrap_or((0, 0.0, 0.0, 0.0))
     };
     let mut routes: Vec<CompareRow> = all_names
         .into_iter()
         .map(|name| {
-            let (b, a) = (figures(&before, name), figures(&after, name));
+            let (b, a) = (figures(&before.routes, name), figures(&after, name));
             CompareRow {
                 route: name.to_string(),
                 requests: [b.0, a.0],
@@ -638,7 +718,8 @@ impl Monitor {
         let to = now + 60;
         let bucket = range.bucket_seconds();
         let mut chart = Chart::new(&layouts, bucket);
-        if let Some(all_id) = store.all_series()? {
+        let all_id = store.all_series()?;
+        if let Some(all_id) = all_id {
             let pieces = if range.seconds() <= 86_400 {
                 store.plan_fine(from, to)?
             } else {
@@ -712,7 +793,8 @@ impl Monitor {
                 version: version.clone(),
             })
             .collect();
-        let (compare, compare_damaged) = compare(store, &names, &layouts, &all_starts, now)?;
+        let kept = all_id.map(|id| (dir.as_path(), id));
+        let (compare, compare_damaged) = compare(store, &names, &layouts, &all_starts, now, kept)?;
         let damaged_rows = chart.damaged + tables.damaged + compare_damaged + store.damaged();
         if damaged_rows > 0 {
             crate::elog!(

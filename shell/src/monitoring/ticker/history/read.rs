@@ -253,6 +253,22 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// How many rows of series `series` lie in `piece` (no blob read).
+    pub fn count_rows(&self, piece: Piece, series: i64) -> Result<i64, String> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM aggregates
+                 WHERE resolution = ?1 AND series = ?2 AND start >= ?3 AND start < ?4",
+            )
+            .and_then(|mut q| {
+                q.query_row(
+                    params![piece.resolution, series, piece.from, piece.to],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(err)
+    }
+
     /// Rows of `resolution` with `from <= start < to`, of one kind or all,
     /// in the order of their start. A damaged row is skipped and counted.
     pub fn rows_between(
