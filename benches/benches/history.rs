@@ -5,8 +5,12 @@
 //! `cargo bench -p starpunk-benches --bench history`
 //!
 //! Prints bytes per day of minute rows and of hour rows, the file's size,
-//! the ceiling for a retention, the time per minute's write, and the server
-//! time of the 7-day view (snapshot from the history + render).
+//! the ceiling for a retention (25 hours of minute rows + that many days
+//! of hour rows), the time per minute's write, and the server time of the
+//! 24-hour and 7-day views (snapshot from the history + render, median of
+//! 5). With `STARPUNK_HISTORY_BENCH_DIR=<dir>` the file is kept there, and
+//! a later run finding it skips the load and measures the views only (for
+//! a profiler, or `sqlite3 <dir>/perf-history.sqlite3`).
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +33,16 @@ struct Series {
 }
 
 fn main() {
-    let dir = std::env::temp_dir().join(format!("starpunk-history-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // STARPUNK_HISTORY_BENCH_DIR keeps the file (for a profiler or
+    // sqlite3): a run finding one there skips the load and measures views.
+    let kept = std::env::var_os("STARPUNK_HISTORY_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("starpunk-history-bench-{}", std::process::id()))
+    });
+    let reuse = kept.is_some() && dir.join("perf-history.sqlite3").exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&dir).unwrap();
     let layout = starpunk_perf::RecorderConfig::default().layout;
     let empty = starpunk_perf::new_hdr(&layout);
@@ -40,6 +52,7 @@ fn main() {
         .as_secs() as i64;
     let start = now - now % 60 - DAYS * 86_400;
     let mut history = History::open(&dir, 30, "bench", start, empty.clone()).unwrap();
+    let minutes = if reuse { 0 } else { DAYS * 1_440 };
     let mut series: Vec<Series> = (0..SERIES)
         .map(|i| Series {
             kind: if i < SERIES / 2 {
@@ -63,7 +76,6 @@ fn main() {
         x ^= x << 17;
         x
     };
-    let minutes = DAYS * 1_440;
     let mut write_time = Duration::ZERO;
     let mut day_one_bytes = 0;
     for m in 0..minutes {
@@ -182,7 +194,9 @@ fn main() {
             "  {label} view: snapshot {snapshot:.1} ms, render {render:.1} ms (median of {runs})"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// The file's size once the write-ahead log is folded in.

@@ -77,7 +77,7 @@ fn earlier_minutes_survive_a_restart_and_versions_are_compared() {
         .unwrap()
         .execute_batch(
             "UPDATE starts SET version = '0.0.9', at = at - 7200;
-             UPDATE rows SET start = start - 7200;",
+             UPDATE aggregates SET start = start - 7200;",
         )
         .unwrap();
 

@@ -3,13 +3,14 @@
 //! built from stored aggregates; starts (deploys) marked; the current
 //! version compared with the previous one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::monitoring::own::is_own;
 use crate::monitoring::ticker::history::{
-    add_row, ReadOnly, Reader, Row, KIND_ALL, KIND_PATTERN, KIND_ROUTE,
+    Accumulator, Counts, Damaged, Head, Layouts, Piece, ReadOnly, Reader, Scan, SeriesName,
+    KIND_ALL, KIND_PATTERN, KIND_ROUTE,
 };
 use crate::monitoring::ticker::trend::{MinutePoint, Overview, PeriodFigures};
 use crate::monitoring::views::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
@@ -154,14 +155,56 @@ pub struct RangeInfo {
     /// Seconds of history the range really covers (less when the history
     /// is younger than the range).
     pub covered_seconds: i64,
+    /// Stored rows left out because they could not be read (a damaged
+    /// file; each is also logged).
+    pub damaged_rows: u64,
 }
 
 fn ms(ns: f64) -> f64 {
     (ns / 1e3).round() / 1e3
 }
 
+/// A series' rows of a range merged: what a table line shows. Rows are
+/// added straight from their stored blobs (no histogram per row).
+#[derive(Clone, Debug, Default)]
+struct Merged {
+    counts: Counts,
+    slow: u64,
+    /// The latest RSS known (rows after the first one replace it when
+    /// they know it).
+    rss: u64,
+    first_start: Option<i64>,
+    latency: Accumulator,
+}
+
+impl Merged {
+    /// Adds a row; a damaged blob adds nothing (and says so).
+    fn add(&mut self, h: &Head, blob: &[u8], layouts: &Layouts) -> Result<(), Damaged> {
+        self.latency.add_blob(blob, layouts)?;
+        self.add_head(h);
+        Ok(())
+    }
+
+    /// Adds a row's figures but its distribution.
+    fn add_head(&mut self, h: &Head) {
+        self.counts.add(&h.counts);
+        self.slow = self.slow.saturating_add(h.slow);
+        match self.first_start {
+            None => {
+                self.first_start = Some(h.start);
+                self.rss = h.rss;
+            }
+            Some(first) => {
+                if h.rss > 0 && h.start >= first {
+                    self.rss = h.rss;
+                }
+            }
+        }
+    }
+}
+
 /// The figures of merged rows of one series.
-fn endpoint(name: &str, r: &Row) -> EndpointStats {
+fn endpoint(name: &str, r: &Merged) -> EndpointStats {
     let h = &r.latency;
     let q = |q: f64| ms(h.value_at_quantile(q) as f64);
     let mut status = BTreeMap::new();
@@ -202,51 +245,170 @@ fn endpoint(name: &str, r: &Row) -> EndpointStats {
     }
 }
 
-/// Rows merged per (kind, name).
-fn merged(rows: &[Row], kind: i64) -> Vec<Row> {
-    let mut out: Vec<Row> = Vec::new();
-    for r in rows.iter().filter(|r| r.kind == kind) {
-        match out.iter_mut().find(|m| m.name == r.name) {
-            Some(m) => add_row(m, r),
-            None => out.push(r.clone()),
-        }
-    }
-    out
+/// What reading a range's rows gathers: per series their merged figures,
+/// the span the rows cover, rows skipped as damaged.
+struct Gather<'a> {
+    layouts: &'a Layouts,
+    series: BTreeMap<i64, Merged>,
+    rows: Rows,
+    damaged: u64,
 }
 
-fn point(bucket_start: i64, seconds: f64, r: &Row) -> MinutePoint {
-    let has = r.counts.count > 0;
+impl<'a> Gather<'a> {
+    fn new(layouts: &'a Layouts) -> Gather<'a> {
+        Gather {
+            layouts,
+            series: BTreeMap::new(),
+            rows: Rows::default(),
+            damaged: 0,
+        }
+    }
+
+    /// Reads `pieces` of the series `which` selects into `self.series`.
+    fn read(&mut self, store: &Reader<'_>, pieces: &[Piece], which: Scan) -> Result<(), String> {
+        for &p in pieces {
+            store.scan(p, which, &mut |h, blob| {
+                let m = self.series.entry(h.series).or_default();
+                match m.add(h, blob, self.layouts) {
+                    Ok(()) => self.rows.see(h),
+                    Err(_) => self.damaged += 1,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The merged series of `kind`, with their names.
+    fn of_kind<'n>(
+        &self,
+        names: &'n HashMap<i64, SeriesName>,
+        kind: i64,
+    ) -> Vec<(&'n str, &Merged)> {
+        self.series
+            .iter()
+            .filter_map(|(id, m)| {
+                let n = names.get(id)?;
+                (n.kind == kind).then_some((n.name.as_str(), m))
+            })
+            .collect()
+    }
+}
+
+fn point(bucket_start: i64, seconds: f64, b: &ChartBucket) -> MinutePoint {
+    let has = b.counts.count > 0;
     MinutePoint {
         start_unix: bucket_start.max(0) as u64,
         seconds,
-        requests: r.counts.count,
-        requests_per_second: r.counts.count as f64 / seconds.max(1.0),
-        errors_5xx: r.counts.errors_5xx,
-        client_errors_4xx: r.counts.errors_4xx,
-        p50_ms: if has {
-            ms(r.latency.value_at_quantile(0.5) as f64)
-        } else {
-            0.0
-        },
-        p99_ms: if has {
-            ms(r.latency.value_at_quantile(0.99) as f64)
-        } else {
-            0.0
-        },
-        slow_queries: r.slow,
-        rss_bytes: r.rss,
+        requests: b.counts.count,
+        requests_per_second: b.counts.count as f64 / seconds.max(1.0),
+        errors_5xx: b.counts.errors_5xx,
+        client_errors_4xx: b.counts.errors_4xx,
+        p50_ms: if has { ms(b.p50_ns as f64) } else { 0.0 },
+        p99_ms: if has { ms(b.p99_ns as f64) } else { 0.0 },
+        slow_queries: b.slow,
+        rss_bytes: b.rss,
     }
 }
 
+/// A route's requests, p50 and p99 (ms) and 5xx rate over a run.
+type RunFigures = BTreeMap<String, (u64, f64, f64, f64)>;
+
+fn run_figures(name: &str, r: &Merged) -> (u64, f64, f64, f64) {
+    let e = endpoint(name, r);
+    let rate = if r.counts.count > 0 {
+        r.counts.errors_5xx as f64 / r.counts.count as f64
+    } else {
+        0.0
+    };
+    (r.counts.count, e.p50_ms, e.p99_ms, rate)
+}
+
+/// The previous version's figures, as read from the rows of `pieces`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PreviousRun {
+    routes: RunFigures,
+    damaged: u64,
+}
+
+/// What the previous version's figures were read from: the file, the
+/// pieces, and the number of all-requests rows in each piece. Its run is
+/// closed, so the history changes its rows only by pruning (which moves
+/// the pieces' minute part or deletes rows: fewer all-requests rows), a
+/// late roll-up of an hour (an all-requests hour row more) or a clear
+/// (none left); a minute is only ever written or added to at the present,
+/// after the run. Every minute written and every hour rolled up has an
+/// all-requests row, so the counts see each of those changes.
+#[derive(Clone, Debug, PartialEq)]
+struct RunKey {
+    dir: std::path::PathBuf,
+    pieces: Vec<Piece>,
+    all_rows: Vec<i64>,
+}
+
+/// The last previous run read, per process (views of several blogs in
+/// one process have their own directories, so their own keys).
+static PREVIOUS_RUN: std::sync::Mutex<Option<(RunKey, PreviousRun)>> = std::sync::Mutex::new(None);
+
+/// The previous version's routes over `pieces`: kept from the last view
+/// when the key (see [`RunKey`]) is unchanged, else read and kept.
+fn previous_run(
+    store: &Reader<'_>,
+    names: &HashMap<i64, SeriesName>,
+    layouts: &Layouts,
+    pieces: Vec<Piece>,
+    kept: Option<(&std::path::Path, i64)>,
+) -> Result<PreviousRun, String> {
+    let read = |pieces: &[Piece]| -> Result<PreviousRun, String> {
+        let mut g = Gather::new(layouts);
+        g.read(store, pieces, Scan::Kind(KIND_ROUTE))?;
+        Ok(PreviousRun {
+            routes: g
+                .of_kind(names, KIND_ROUTE)
+                .into_iter()
+                .map(|(name, r)| (name.to_string(), run_figures(name, r)))
+                .collect(),
+            damaged: g.damaged,
+        })
+    };
+    let Some((dir, all_id)) = kept else {
+        return read(&pieces);
+    };
+    let key = RunKey {
+        dir: dir.to_path_buf(),
+        all_rows: pieces
+            .iter()
+            .map(|p| store.count_rows(*p, all_id))
+            .collect::<Result<_, _>>()?,
+        pieces,
+    };
+    let lock = || {
+        PREVIOUS_RUN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((k, run)) = lock().as_ref() {
+        if *k == key {
+            return Ok(run.clone());
+        }
+    }
+    let run = read(&key.pieces)?;
+    *lock() = Some((key, run.clone()));
+    Ok(run)
+}
+
 /// The current version's routes against the previous version's, over
-/// the whole history.
+/// the whole history. `kept`: the history's directory and all-requests
+/// series, to keep the previous version's figures between views.
 fn compare(
     store: &Reader<'_>,
+    names: &HashMap<i64, SeriesName>,
+    layouts: &Layouts,
     starts: &[(i64, String)],
     now: i64,
-) -> Result<Option<Compare>, String> {
+    kept: Option<(&std::path::Path, i64)>,
+) -> Result<(Option<Compare>, u64), String> {
     let Some((_, current)) = starts.last() else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     // The current version's run: back to the first of its latest
     // consecutive starts; the previous version's run before that.
@@ -255,7 +417,7 @@ fn compare(
         i -= 1;
     }
     if i == 0 {
-        return Ok(None);
+        return Ok((None, 0));
     }
     let current_from = starts[i].0;
     let previous = starts[i - 1].1.clone();
@@ -267,37 +429,39 @@ fn compare(
     // A minute row is written when its minute ends, by the run that was
     // up then: it belongs to the run its end falls in.
     let ends_in = |from: i64| from - 59;
-    let before = store.rows_for_range_coarse(
+    let pieces = store.plan_coarse(
         ends_in(previous_from),
         ends_in(current_from),
         Some(KIND_ROUTE),
     )?;
-    let after = store.rows_for_range_coarse(ends_in(current_from), now + 60, Some(KIND_ROUTE))?;
-    let (before, after) = (merged(&before, KIND_ROUTE), merged(&after, KIND_ROUTE));
-    let mut names: Vec<&str> = before
-        .iter()
-        .chain(&after)
-        .map(|r| r.name.as_str())
+    let before = previous_run(store, names, layouts, pieces, kept)?;
+    let mut after = Gather::new(layouts);
+    after.read(
+        store,
+        &store.plan_coarse(ends_in(current_from), now + 60, Some(KIND_ROUTE))?,
+        Scan::Kind(KIND_ROUTE),
+    )?;
+    let damaged = before.damaged + after.damaged;
+    let after: RunFigures = after
+        .of_kind(names, KIND_ROUTE)
+        .into_iter()
+        .map(|(name, r)| (name.to_string(), run_figures(name, r)))
         .collect();
-    names.sort_unstable();
-    names.dedup();
-    let figures = |rows: &[Row], name: &str| -> (u64, f64, f64, f64) {
-        rows.iter()
-            .find(|r| r.name == name)
-            .map_or((0, 0.0, 0.0, 0.0), |r| {
-                let e = endpoint(name, r);
-                let rate = if r.counts.count > 0 {
-                    r.counts.errors_5xx as f64 / r.counts.count as f64
-                } else {
-                    0.0
-                };
-                (r.counts.count, e.p50_ms, e.p99_ms, rate)
-            })
+    let mut all_names: Vec<&str> = before
+        .routes
+        .keys()
+        .chain(after.keys())
+        .map(String::as_str)
+        .collect();
+    all_names.sort_unstable();
+    all_names.dedup();
+    let figures = |rows: &RunFigures, name: &str| -> (u64, f64, f64, f64) {
+        rows.get(name).copied().unwrap_or((0, 0.0, 0.0, 0.0))
     };
-    let mut routes: Vec<CompareRow> = names
+    let mut routes: Vec<CompareRow> = all_names
         .into_iter()
         .map(|name| {
-            let (b, a) = (figures(&before, name), figures(&after, name));
+            let (b, a) = (figures(&before.routes, name), figures(&after, name));
             CompareRow {
                 route: name.to_string(),
                 requests: [b.0, a.0],
@@ -308,12 +472,34 @@ fn compare(
         })
         .collect();
     routes.sort_by(|x, y| (y.requests[0] + y.requests[1]).cmp(&(x.requests[0] + x.requests[1])));
-    Ok(Some(Compare {
-        previous,
-        current: current.clone(),
-        current_since: rfc3339((current_from as u64).saturating_mul(1_000_000_000)),
-        routes,
-    }))
+    Ok((
+        Some(Compare {
+            previous,
+            current: current.clone(),
+            current_since: rfc3339((current_from as u64).saturating_mul(1_000_000_000)),
+            routes,
+        }),
+        damaged,
+    ))
+}
+
+/// Where the rows a view read lie: the first row (the earliest start,
+/// the first read among equal ones) and where the last one ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Rows {
+    /// `(start, resolution)` of the first row.
+    first: Option<(i64, i64)>,
+    last_end: Option<i64>,
+}
+
+impl Rows {
+    fn see(&mut self, h: &Head) {
+        if self.first.is_none_or(|(s, _)| h.start < s) {
+            self.first = Some((h.start, h.resolution));
+        }
+        let end = h.start + h.resolution;
+        self.last_end = Some(self.last_end.map_or(end, |e| e.max(end)));
+    }
 }
 
 /// The time the history's rows really cover within a range: from the
@@ -327,11 +513,11 @@ struct Span {
 }
 
 impl Span {
-    fn of(rows: &[Row], starts: &[(i64, String)], range_from: i64, now: i64) -> Span {
-        let Some(first) = rows.iter().min_by_key(|r| r.start) else {
+    fn of(rows: &Rows, starts: &[(i64, String)], range_from: i64, now: i64) -> Span {
+        let Some((first_start, first_resolution)) = rows.first else {
             return Span { from: now, to: now };
         };
-        let first_end = first.start + first.resolution;
+        let first_end = first_start + first_resolution;
         // The blog's very first start inside the first row: nothing was
         // served before it. A later start (a deploy) says nothing of the
         // row's earlier part, served by the run before.
@@ -339,13 +525,9 @@ impl Span {
             .iter()
             .map(|&(at, _)| at)
             .min()
-            .filter(|&at| at >= first.start && at < first_end)
-            .unwrap_or(first.start);
-        let last_end = rows
-            .iter()
-            .map(|r| r.start + r.resolution)
-            .max()
-            .unwrap_or(first_end);
+            .filter(|&at| at >= first_start && at < first_end)
+            .unwrap_or(first_start);
+        let last_end = rows.last_end.unwrap_or(first_end);
         let from = started.max(range_from).min(now);
         Span {
             from,
@@ -358,41 +540,114 @@ impl Span {
     }
 }
 
-/// Chart points of the all-requests rows, one per `bucket` seconds
-/// aligned on the clock (so a point's time does not move between views),
-/// each from where the span starts in it to where the span ends in it;
-/// and all of those rows merged.
-fn chart(rows: &[Row], bucket: i64, span: Span) -> (Vec<MinutePoint>, Option<Row>) {
-    // Per bucket: its rows merged, and where the last of them ends (an
-    // hour row in a minute's bucket covers its whole hour).
-    let mut buckets: BTreeMap<i64, (Row, i64)> = BTreeMap::new();
-    let mut all: Option<Row> = None;
-    for r in rows.iter().filter(|r| r.kind == KIND_ALL) {
-        let b = r.start - r.start.rem_euclid(bucket);
-        let end = r.start + r.resolution;
-        match buckets.get_mut(&b) {
-            Some((m, e)) => {
-                add_row(m, r);
-                *e = (*e).max(end);
-            }
-            None => {
-                buckets.insert(b, (r.clone(), end));
-            }
-        }
-        match all.as_mut() {
-            Some(a) => add_row(a, r),
-            None => all = Some(r.clone()),
+/// One chart point's rows merged (its quantiles taken when it closed).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ChartBucket {
+    /// Its start on the clock.
+    start: i64,
+    counts: Counts,
+    slow: u64,
+    rss: u64,
+    /// Where the last of its rows ends (an hour row in a minute's bucket
+    /// covers its whole hour).
+    rows_end: i64,
+    p50_ns: u64,
+    p99_ns: u64,
+}
+
+/// The all-requests rows, in the order of their start, into chart
+/// points of `bucket` seconds aligned on the clock (so a point's time
+/// does not move between views), and all of them merged. One accumulator
+/// for the open point, one for the whole range.
+struct Chart<'a> {
+    layouts: &'a Layouts,
+    bucket: i64,
+    closed: Vec<ChartBucket>,
+    open: Option<(ChartBucket, Merged)>,
+    all: Merged,
+    /// Reused by each point in turn.
+    spare: Accumulator,
+    rows: Rows,
+    damaged: u64,
+}
+
+impl<'a> Chart<'a> {
+    fn new(layouts: &'a Layouts, bucket: i64) -> Chart<'a> {
+        Chart {
+            layouts,
+            bucket,
+            closed: Vec::new(),
+            open: None,
+            all: Merged::default(),
+            spare: Accumulator::new(),
+            rows: Rows::default(),
+            damaged: 0,
         }
     }
-    let points = buckets
-        .iter()
-        .map(|(&b, (r, rows_end))| {
-            let start = b.max(span.from);
-            let end = (b + bucket).max(*rows_end).min(span.to);
-            point(start, (end - start).max(1) as f64, r)
-        })
-        .collect();
-    (points, all)
+
+    fn close(&mut self) {
+        if let Some((mut b, mut m)) = self.open.take() {
+            b.counts = m.counts;
+            b.slow = m.slow;
+            b.rss = m.rss;
+            b.p50_ns = m.latency.value_at_quantile(0.5);
+            b.p99_ns = m.latency.value_at_quantile(0.99);
+            // The point's counters into the whole range's (no second
+            // decoding of its rows).
+            self.all.latency.merge(&m.latency);
+            self.closed.push(b);
+            m.latency.clear();
+            self.spare = m.latency;
+        }
+    }
+
+    fn add(&mut self, h: &Head, blob: &[u8]) {
+        let b = h.start - h.start.rem_euclid(self.bucket);
+        // Rows come in the order of their start (pieces in order, each
+        // ordered by start), so a point closes when the next begins.
+        debug_assert!(self.open.as_ref().is_none_or(|(o, _)| o.start <= b));
+        if self.open.as_ref().is_some_and(|(o, _)| o.start != b) {
+            self.close();
+        }
+        let layouts = self.layouts;
+        let (open, m) = self.open.get_or_insert_with(|| {
+            let latency = std::mem::take(&mut self.spare);
+            (
+                ChartBucket {
+                    start: b,
+                    ..ChartBucket::default()
+                },
+                Merged {
+                    latency,
+                    ..Merged::default()
+                },
+            )
+        });
+        if m.add(h, blob, layouts).is_err() {
+            self.damaged += 1;
+            return;
+        }
+        open.rows_end = open.rows_end.max(h.start + h.resolution);
+        // The whole range's figures; its distribution takes the point's
+        // when the point closes.
+        self.all.add_head(h);
+        self.rows.see(h);
+    }
+
+    /// The points, each from where the span starts in it to where the
+    /// span ends in it.
+    fn points(&mut self, span: Span) -> Vec<MinutePoint> {
+        self.close();
+        let bucket = self.bucket;
+        self.closed
+            .iter()
+            .map(|b| {
+                let start = b.start.max(span.from);
+                let end = (b.start + bucket).max(b.rows_end).min(span.to);
+                point(start, (end - start).max(1) as f64, b)
+            })
+            .collect()
+    }
 }
 
 /// The memory samples a range view draws, from the history's `rss`
@@ -454,41 +709,71 @@ impl Monitor {
         let now =
             inner.recorder.anchor().to_unix_ns(inner.recorder.now_ns()) as i64 / 1_000_000_000;
         let from = now - range.seconds();
+        let layouts = store.layouts()?;
+        let names = store.series()?;
         // Charts: all requests' rows, by the minute up to a day (15-minute
         // points need them), by the hour beyond. Tables: the fewest rows.
-        let mut rows = if range.seconds() <= 86_400 {
-            store.rows_for_range(from, now + 60, Some(KIND_ALL))?
-        } else {
-            store.rows_for_range_coarse(from, now + 60, Some(KIND_ALL))?
-        };
-        for kind in [KIND_ROUTE, KIND_PATTERN] {
-            rows.extend(store.rows_for_range_coarse(from, now + 60, Some(kind))?);
-        }
+        // Every row is added straight from its blob into one accumulator
+        // per series (and per chart point): no histogram per row.
+        let to = now + 60;
         let bucket = range.bucket_seconds();
+        let mut chart = Chart::new(&layouts, bucket);
+        let all_id = store.all_series()?;
+        if let Some(all_id) = all_id {
+            let pieces = if range.seconds() <= 86_400 {
+                store.plan_fine(from, to)?
+            } else {
+                store.plan_coarse(from, to, Some(KIND_ALL))?
+            };
+            for p in pieces {
+                store.scan(p, Scan::Series(all_id), &mut |h, blob| chart.add(h, blob))?;
+            }
+        }
+        let mut tables = Gather::new(&layouts);
+        tables.rows = chart.rows;
+        let (routes, patterns) = (
+            store.plan_coarse(from, to, Some(KIND_ROUTE))?,
+            store.plan_coarse(from, to, Some(KIND_PATTERN))?,
+        );
+        if routes == patterns {
+            // One read for both kinds.
+            tables.read(store, &routes, Scan::Kinds(KIND_ROUTE, KIND_PATTERN))?;
+        } else {
+            tables.read(store, &routes, Scan::Kind(KIND_ROUTE))?;
+            tables.read(store, &patterns, Scan::Kind(KIND_PATTERN))?;
+        }
         let all_starts = store.starts(0)?;
-        let span = Span::of(&rows, &all_starts, from, now);
+        let span = Span::of(&tables.rows, &all_starts, from, now);
         let covered = span.seconds();
-        let (points, all) = chart(&rows, bucket, span);
-        let mut window = match &all {
-            Some(a) => PeriodFigures::of(&points, &a.latency),
-            None => PeriodFigures::default(),
+        let points = chart.points(span);
+        let all = &chart.all;
+        let mut window = match all.latency.to_histogram() {
+            Some(h) if all.first_start.is_some() => PeriodFigures::of(&points, &h),
+            _ => PeriodFigures::default(),
         };
         window.seconds = covered as f64;
         if covered > 0 {
             window.requests_per_second = window.requests as f64 / covered as f64;
         }
-        let mut endpoints: Vec<EndpointStats> = merged(&rows, KIND_ROUTE)
-            .iter()
-            .map(|r| endpoint(&r.name, r))
+        // Table lines in the order their series first appear (the earliest
+        // row, then the name), then by p99 or total time (ties keep it).
+        let in_order = |kind| {
+            let mut v = tables.of_kind(&names, kind);
+            v.sort_by(|a, b| (a.1.first_start, a.0).cmp(&(b.1.first_start, b.0)));
+            v
+        };
+        let mut endpoints: Vec<EndpointStats> = in_order(KIND_ROUTE)
+            .into_iter()
+            .map(|(name, r)| endpoint(name, r))
             .collect();
         endpoints.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms));
-        let mut query_patterns: Vec<PatternStats> = merged(&rows, KIND_PATTERN)
-            .iter()
-            .map(|r| {
-                let e = endpoint(&r.name, r);
+        let mut query_patterns: Vec<PatternStats> = in_order(KIND_PATTERN)
+            .into_iter()
+            .map(|(name, r)| {
+                let e = endpoint(name, r);
                 PatternStats {
                     pattern_id: 0,
-                    pattern: r.name.clone(),
+                    pattern: name.to_string(),
                     calls: r.counts.count,
                     total_ms: ms(r.counts.sum_ns as f64),
                     mean_ms: e.mean_ms,
@@ -508,7 +793,15 @@ impl Monitor {
                 version: version.clone(),
             })
             .collect();
-        let compare = compare(store, &all_starts, now)?;
+        let kept = all_id.map(|id| (dir.as_path(), id));
+        let (compare, compare_damaged) = compare(store, &names, &layouts, &all_starts, now, kept)?;
+        let damaged_rows = chart.damaged + tables.damaged + compare_damaged + store.damaged();
+        if damaged_rows > 0 {
+            crate::elog!(
+                "starpunk: performance history: {damaged_rows} damaged rows left out of the {} view",
+                range.name()
+            );
+        }
         let mut status_codes = BTreeMap::new();
         for e in &endpoints {
             for (k, n) in &e.status {
@@ -551,10 +844,11 @@ impl Monitor {
             requests_total,
             requests_per_second: window.requests_per_second,
             window_seconds: covered as f64,
-            mean_response_ms: all
-                .as_ref()
-                .filter(|a| a.counts.count > 0)
-                .map_or(0.0, |a| ms(a.counts.sum_ns as f64 / a.counts.count as f64)),
+            mean_response_ms: if all.counts.count > 0 {
+                ms(all.counts.sum_ns as f64 / all.counts.count as f64)
+            } else {
+                0.0
+            },
             p99_response_ms: window.p99_ms,
             errors_5xx,
             client_errors_4xx,
@@ -576,6 +870,7 @@ impl Monitor {
                 starts,
                 compare,
                 covered_seconds: covered,
+                damaged_rows,
             }),
             ..PerfSnapshot::default()
         };
@@ -616,24 +911,51 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitoring::ticker::history::{Counts, HOUR, MINUTE};
+    use crate::monitoring::ticker::history::{Latency, HOUR, MINUTE};
 
-    fn row(start: i64, resolution: i64, count: u64) -> Row {
-        let mut latency = hdrhistogram::Histogram::new(2).unwrap();
-        latency.record_n(1_000_000, count).unwrap();
-        Row {
-            start,
-            resolution,
-            kind: KIND_ALL,
-            name: String::new(),
-            counts: Counts {
-                count,
-                ..Counts::default()
+    fn layouts() -> Layouts {
+        let mut l = Layouts::default();
+        l.insert(1, starpunk_perf::RecorderConfig::default().layout);
+        l
+    }
+
+    /// An all-requests row of `count` requests of 1 ms, and its blob.
+    fn row(start: i64, resolution: i64, count: u64) -> (Head, Vec<u8>) {
+        let layout = starpunk_perf::RecorderConfig::default().layout;
+        (
+            Head {
+                start,
+                resolution,
+                series: 1,
+                counts: Counts {
+                    count,
+                    ..Counts::default()
+                },
+                slow: 0,
+                rss: 0,
             },
-            slow: 0,
-            rss: 0,
-            latency,
+            Latency::from_values(layout, &[(1_000_000, count)]).encode(1),
+        )
+    }
+
+    fn span_of(rows: &[(Head, Vec<u8>)], starts: &[(i64, String)], from: i64, now: i64) -> Span {
+        let mut r = Rows::default();
+        for (h, _) in rows {
+            r.see(h);
         }
+        Span::of(&r, starts, from, now)
+    }
+
+    /// The chart's points and the requests of all its rows.
+    fn chart(rows: &[(Head, Vec<u8>)], bucket: i64, span: Span) -> (Vec<MinutePoint>, u64) {
+        let layouts = layouts();
+        let mut c = Chart::new(&layouts, bucket);
+        for (h, blob) in rows {
+            c.add(h, blob);
+        }
+        let points = c.points(span);
+        assert_eq!(c.all.latency.total(), c.all.counts.count);
+        (points, c.all.counts.count)
     }
 
     #[test]
@@ -666,7 +988,7 @@ mod tests {
         ];
         let starts = [(start, "1".to_string())];
         let now = start + 145;
-        let span = Span::of(&rows, &starts, now - 3_600, now);
+        let span = span_of(&rows, &starts, now - 3_600, now);
         assert_eq!(
             span,
             Span {
@@ -676,13 +998,13 @@ mod tests {
         );
         assert_eq!(span.seconds(), 75);
         let (points, all) = chart(&rows, 60, span);
-        assert_eq!(all.unwrap().counts.count, 67);
+        assert_eq!(all, 67);
         let at: Vec<(u64, f64)> = points.iter().map(|p| (p.start_unix, p.seconds)).collect();
         assert_eq!(at, [(start as u64, 15.0), (1_795_784_100, 60.0)]);
         assert_eq!(points[0].requests_per_second, 2.0);
         // No point starts before the blog did, and a later view puts the
         // points at the same times.
-        let later = Span::of(&rows, &starts, now + 4 - 3_600, now + 4);
+        let later = span_of(&rows, &starts, now + 4 - 3_600, now + 4);
         let (again, _) = chart(&rows, 60, later);
         assert_eq!(
             again.iter().map(|p| p.start_unix).collect::<Vec<_>>(),
@@ -698,7 +1020,7 @@ mod tests {
         let rows = [row(h9, HOUR, 1_200), row(h10, MINUTE, 60)];
         let starts = [(h9 + 2_400, "1".to_string())];
         let now = h10 + 1_800;
-        let span = Span::of(&rows, &starts, now - 3_600, now);
+        let span = span_of(&rows, &starts, now - 3_600, now);
         assert_eq!(span.from, h9 + 2_400);
         let (points, _) = chart(&rows, 60, span);
         let at: Vec<(i64, f64, f64)> = points
@@ -710,7 +1032,7 @@ mod tests {
         // the row's earlier part was served, and counts.
         let deploy = [(0, "0".to_string()), (h10 + 45, "1".to_string())];
         let rows = [row(h10, MINUTE, 60), row(h10 + 60, MINUTE, 60)];
-        let span = Span::of(&rows, &deploy, h10 - 600, h10 + 130);
+        let span = span_of(&rows, &deploy, h10 - 600, h10 + 130);
         assert_eq!(
             span,
             Span {
@@ -725,7 +1047,7 @@ mod tests {
         // Hour rows older than the range's start; a minute written in
         // the middle of itself (a shutdown) ends at now.
         let rows = [row(0, HOUR, 10), row(7_200, MINUTE, 1)];
-        let span = Span::of(&rows, &[], 1_800, 7_230);
+        let span = span_of(&rows, &[], 1_800, 7_230);
         assert_eq!(
             span,
             Span {
@@ -734,8 +1056,8 @@ mod tests {
             }
         );
         // A start before the first row changes nothing; none at all: empty.
-        assert_eq!(Span::of(&rows, &[(-5, "0".into())], 0, 7_230).from, 0);
-        assert_eq!(Span::of(&[], &[], 0, 100).seconds(), 0);
+        assert_eq!(span_of(&rows, &[(-5, "0".into())], 0, 7_230).from, 0);
+        assert_eq!(span_of(&[], &[], 0, 100).seconds(), 0);
         // Two-hour points, on the clock: the hour row and the minute.
         let (points, _) = chart(&rows, 7_200, span);
         let at: Vec<(u64, f64)> = points.iter().map(|p| (p.start_unix, p.seconds)).collect();

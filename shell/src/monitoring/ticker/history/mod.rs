@@ -3,24 +3,33 @@
 //!
 //! Once a minute the ticker writes, in one transaction, a row per route and
 //! per query pattern that saw traffic in that minute (counts, 5xx and 4xx,
-//! bytes, rows, the exact sum of latencies and the latency distribution as
-//! an hdrhistogram V2 blob), plus a row for all requests with the slow
-//! statements and RSS. Minute rows are kept 24 hours; each complete hour is
-//! rolled up into hour rows (histograms merged, so percentiles over any
-//! range are exact merges), kept for the configured days. Each start
-//! records the version. Nothing here runs on the request path, and a
-//! failing history file never stops the blog: the error is kept and shown.
+//! bytes, rows, the exact sum of latencies and the latency distribution,
+//! its nonzero counters in the compact form of [`codec`]), plus a row for
+//! all requests with the slow statements and RSS. Minute rows are kept 25
+//! hours; each complete hour is rolled up into hour rows (distributions
+//! merged, so percentiles over any range are exact merges), kept for the
+//! configured days. Each start records the version. Nothing here runs on
+//! the request path, and a failing history file never stops the blog: the
+//! error is kept and shown.
+//!
+//! The file's tables, and the upgrade of a file written before issue 20,
+//! are [`schema`]'s; reading is [`read`]'s.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use hdrhistogram::serialization::{Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use rusqlite::{params, Connection};
+use starpunk_perf::HistogramLayout;
 
+mod accumulator;
+pub mod codec;
 mod read;
+pub mod schema;
 
-pub use read::{ReadOnly, Reader};
+pub use accumulator::Accumulator;
+pub use codec::{Damaged, Fields, Latency, Layouts};
+pub use read::{Head, Piece, ReadOnly, Reader, Scan, SeriesName};
 
 /// Row kinds.
 pub const KIND_ALL: i64 = 0;
@@ -108,7 +117,7 @@ pub struct Row {
     /// unknown).
     pub rss: u64,
     /// The latency distribution.
-    pub latency: Histogram<u64>,
+    pub latency: Latency,
 }
 
 /// The history file and what the last minute's write left behind.
@@ -118,8 +127,12 @@ pub struct History {
     /// Cumulative figures at the last write, per (kind, name).
     last: HashMap<(i64, String), Cumulative>,
     last_slow: u64,
-    /// An empty histogram of the series' layout.
-    empty: Histogram<u64>,
+    /// The series' layout.
+    layout: HistogramLayout,
+    /// The layouts the file knows (ids cached).
+    layouts: Layouts,
+    /// Series ids by (kind, name), as committed.
+    series: HashMap<(i64, String), i64>,
     /// The next hour boundary, when the roll-up and pruning run again.
     next_roll_up: i64,
     /// Whether the owner's requests are left out of the all-requests rows.
@@ -131,8 +144,10 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl History {
-    /// Opens (or creates) the history in `dir`, records this start of
-    /// `version` at `now` and prunes what is past retention.
+    /// Opens (or creates) the history in `dir`, upgrades a file of the
+    /// version before (see [`schema`]), records this start of `version` at
+    /// `now` and prunes what is past retention. `empty` gives the
+    /// distributions' layout.
     pub fn open(
         dir: &Path,
         days: u32,
@@ -140,6 +155,8 @@ impl History {
         now: i64,
         empty: Histogram<u64>,
     ) -> Result<History, String> {
+        let layout = codec::layout_of(&empty)
+            .ok_or_else(|| "the latency layout is not one hdrhistogram makes".to_string())?;
         let path = dir.join(FILE);
         if !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
@@ -150,7 +167,7 @@ impl History {
                 .open(&path)
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         }
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_millis(500))
             .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -161,48 +178,51 @@ impl History {
         // pages.
         conn.pragma_update(None, "secure_delete", "ON")
             .map_err(err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS starts (
-                 at INTEGER NOT NULL,
-                 version TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS rows (
-                 resolution INTEGER NOT NULL,
-                 start INTEGER NOT NULL,
-                 kind INTEGER NOT NULL,
-                 name TEXT NOT NULL,
-                 count INTEGER NOT NULL,
-                 sum_ns INTEGER NOT NULL,
-                 errors_5xx INTEGER NOT NULL,
-                 errors_4xx INTEGER NOT NULL,
-                 bytes INTEGER NOT NULL,
-                 rows INTEGER NOT NULL,
-                 slow INTEGER NOT NULL,
-                 rss INTEGER NOT NULL,
-                 latency BLOB NOT NULL,
-                 PRIMARY KEY (resolution, start, kind, name)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(err)?;
-        crate::monitoring::ticker::slow_history::create(&conn).map_err(err)?;
-        crate::monitoring::ticker::alert_history::create(&conn).map_err(err)?;
+        // A damaged file is refused before anything is written to it.
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(err)?;
         if integrity != "ok" {
             return Err(format!("{} is damaged ({integrity})", path.display()));
         }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS starts (
+                 at INTEGER NOT NULL,
+                 version TEXT NOT NULL
+             );",
+        )
+        .map_err(err)?;
+        if let Some(up) = schema::open(&mut conn)? {
+            crate::elog!(
+                "starpunk: performance history: upgraded {} rows to the compact form{}",
+                up.rows,
+                if up.damaged > 0 {
+                    format!(
+                        "; {} rows with an unreadable histogram kept as they were in damaged_rows",
+                        up.damaged
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        crate::monitoring::ticker::slow_history::create(&conn).map_err(err)?;
+        crate::monitoring::ticker::alert_history::create(&conn).map_err(err)?;
         conn.execute(
             "INSERT INTO starts (at, version) VALUES (?1, ?2)",
             params![now, version],
         )
         .map_err(err)?;
+        let mut layouts = schema::layouts(&conn).map_err(err)?;
+        schema::layout_id(&conn, &mut layouts, &layout).map_err(err)?;
         let mut h = History {
             conn,
             days,
             last: HashMap::new(),
             last_slow: 0,
-            empty,
+            layout,
+            layouts,
+            series: HashMap::new(),
             next_roll_up: 0,
             own: crate::monitoring::own::OwnTraffic::Include,
         };
@@ -221,7 +241,7 @@ impl History {
         slow_total: u64,
         rss: u64,
     ) -> Result<(), String> {
-        let mut all = self.empty.clone();
+        let mut all = Latency::empty(self.layout);
         let mut total = Cumulative::default();
         let mut rows = Vec::new();
         // What this minute leaves behind, kept only once it is committed:
@@ -244,12 +264,9 @@ impl History {
             if delta.counts.count == 0 {
                 continue;
             }
-            let mut latency = self.empty.clone();
-            for &(v, n) in &delta.buckets {
-                latency.saturating_record_n(v, n);
-            }
+            let latency = Latency::from_values(self.layout, &delta.buckets);
             if kind == KIND_ROUTE && !self.own.sets_apart(&name) {
-                let _ = all.add(&latency);
+                all.add(&latency);
                 // Rows are the patterns' figure, not the requests'.
                 total.counts.add(&Counts {
                     rows: 0,
@@ -276,7 +293,7 @@ impl History {
                 .find(|(k, n, _, _)| *k == old.kind && *n == old.name)
             {
                 d.counts.add(&old.counts);
-                let _ = latency.add(&old.latency);
+                latency.add(&old.latency);
                 if old.kind == KIND_ALL {
                     slow_extra = slow_extra.saturating_add(old.slow);
                 }
@@ -293,15 +310,19 @@ impl History {
         let hour = start - start.rem_euclid(HOUR);
         // The hour's all-requests row against its minutes': equal when all
         // of them are still kept.
+        let all = match self.series.get(&(KIND_ALL, String::new())) {
+            Some(id) => Some(*id),
+            None => self.reader().all_series()?,
+        };
         let (hour_count, minutes_count): (Option<i64>, i64) = self
             .conn
             .query_row(
-                "SELECT (SELECT count FROM rows
-                         WHERE resolution = 3600 AND start = ?1 AND kind = ?2),
-                        (SELECT coalesce(sum(count), 0) FROM rows
-                         WHERE resolution = 60 AND start >= ?1 AND start < ?1 + 3600
-                         AND kind = ?2)",
-                params![hour, KIND_ALL],
+                "SELECT (SELECT count FROM aggregates
+                         WHERE resolution = 3600 AND series = ?2 AND start = ?1),
+                        (SELECT coalesce(sum(count), 0) FROM aggregates
+                         WHERE resolution = 60 AND series = ?2
+                         AND start >= ?1 AND start < ?1 + 3600)",
+                params![hour, all],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(err)?;
@@ -309,11 +330,12 @@ impl History {
         let tx = self.conn.transaction().map_err(err)?;
         if reroll {
             tx.execute(
-                "DELETE FROM rows WHERE resolution = 3600 AND start = ?1",
+                "DELETE FROM aggregates WHERE resolution = 3600 AND start = ?1",
                 [hour],
             )
             .map_err(err)?;
         }
+        let mut new_series = Vec::new();
         for (kind, name, d, latency) in rows {
             let (slow, rss) = if kind == KIND_ALL {
                 (slow + slow_extra, rss)
@@ -322,6 +344,9 @@ impl History {
             };
             insert(
                 &tx,
+                &mut self.layouts,
+                &self.series,
+                &mut new_series,
                 &Row {
                     start,
                     resolution: MINUTE,
@@ -335,6 +360,7 @@ impl History {
             )?;
         }
         tx.commit().map_err(err)?;
+        self.series.extend(new_series);
         self.last.extend(next_last);
         self.last_slow = slow_total;
         if reroll {
@@ -352,21 +378,28 @@ impl History {
     fn roll_up_and_prune(&mut self, now: i64) -> Result<(), String> {
         let current_hour = now - now.rem_euclid(HOUR);
         self.next_roll_up = current_hour + HOUR;
-        let hours: Vec<i64> = {
-            let mut q = self
-                .conn
-                .prepare_cached(
-                    "SELECT DISTINCT start - (start % 3600) AS h FROM rows
-                     WHERE resolution = 60 AND start < ?1
-                     AND h NOT IN (SELECT start FROM rows WHERE resolution = 3600)",
-                )
-                .map_err(err)?;
-            let hours = q
-                .query_map([current_hour], |r| r.get(0))
-                .map_err(err)?
-                .collect::<Result<_, _>>()
-                .map_err(err)?;
-            hours
+        // Every minute written has an all-requests row, and every hour
+        // rolled up an all-requests hour row: that series alone says which
+        // hours are due.
+        let hours: Vec<i64> = match self.reader().all_series()? {
+            None => Vec::new(),
+            Some(all) => {
+                let mut q = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT DISTINCT start - (start % 3600) AS h FROM aggregates
+                         WHERE resolution = 60 AND series = ?2 AND start < ?1
+                         AND h NOT IN (SELECT start FROM aggregates
+                                       WHERE resolution = 3600 AND series = ?2)",
+                    )
+                    .map_err(err)?;
+                let hours = q
+                    .query_map([current_hour, all], |r| r.get(0))
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                hours
+            }
         };
         for hour in hours {
             // An hour that cannot be rolled up (a damaged row) is logged and
@@ -375,13 +408,24 @@ impl History {
                 crate::elog!("starpunk: performance history: hour {hour} not rolled up ({e})");
             }
         }
-        self.conn
+        let pruned = self
+            .conn
             .execute(
-                "DELETE FROM rows WHERE (resolution = 60 AND start < ?1)
+                "DELETE FROM aggregates WHERE (resolution = 60 AND start < ?1)
                  OR (resolution = 3600 AND start < ?2)",
                 params![now - MINUTES_KEPT, now - i64::from(self.days) * 86_400],
             )
             .map_err(err)?;
+        if pruned > 0 {
+            // Names no row uses any more go too (and their cached ids).
+            self.conn
+                .execute(
+                    "DELETE FROM series WHERE id NOT IN (SELECT DISTINCT series FROM aggregates)",
+                    [],
+                )
+                .map_err(err)?;
+            self.series.clear();
+        }
         self.conn
             .execute(
                 "DELETE FROM starts WHERE at < ?1",
@@ -404,9 +448,14 @@ impl History {
 
     /// Merges the minute rows of `hour` into hour rows, in one transaction.
     fn roll_up(&mut self, hour: i64) -> Result<(), String> {
-        let minutes = self
-            .reader()
-            .rows_between(MINUTE, hour, hour + HOUR, None)?;
+        let reader = self.reader();
+        let minutes = reader.rows_between(MINUTE, hour, hour + HOUR, None)?;
+        if reader.damaged() > 0 {
+            return Err(format!(
+                "{} of its minute rows are damaged",
+                reader.damaged()
+            ));
+        }
         let mut merged: Vec<Row> = Vec::new();
         for m in minutes {
             match merged
@@ -422,15 +471,18 @@ impl History {
             }
         }
         let tx = self.conn.transaction().map_err(err)?;
+        let mut new_series = Vec::new();
         for r in &merged {
-            insert(&tx, r)?;
+            insert(&tx, &mut self.layouts, &self.series, &mut new_series, r)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        self.series.extend(new_series);
+        Ok(())
     }
 
     /// Its reader.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { conn: &self.conn }
+        Reader::new(&self.conn)
     }
 
     /// The all-requests rows leave the owner's own requests out when
@@ -460,13 +512,30 @@ impl History {
     /// Deletes every row (logout with `STARPUNK_PERF_CLEAR_ON_LOGOUT`);
     /// the starts stay (a version and a time are not traffic).
     pub fn clear(&mut self) -> Result<(), String> {
-        self.conn.execute("DELETE FROM rows", []).map_err(err)?;
+        self.conn
+            .execute_batch("DELETE FROM aggregates; DELETE FROM series;")
+            .map_err(err)?;
+        // A file upgraded with unreadable rows kept them aside: traffic too.
+        let aside: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'damaged_rows')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if aside {
+            self.conn
+                .execute("DELETE FROM damaged_rows", [])
+                .map_err(err)?;
+        }
         crate::monitoring::ticker::slow_history::clear(&self.conn).map_err(err)?;
         crate::monitoring::ticker::alert_history::clear(&self.conn).map_err(err)?;
         // And out of the write-ahead log.
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(err)?;
+        self.series.clear();
         self.last.clear();
         self.last_slow = 0;
         Ok(())
@@ -487,45 +556,62 @@ pub fn add_row(r: &mut Row, m: &Row) {
     if m.rss > 0 && m.start >= r.start {
         r.rss = m.rss;
     }
-    let _ = r.latency.add(&m.latency);
+    r.latency.add(&m.latency);
 }
 
-/// Stores `r` (replacing a row of the same resolution, start, kind and
-/// name).
-fn insert(conn: &Connection, r: &Row) -> Result<(), String> {
+/// Stores `r` (replacing a row of the same resolution, start and series).
+/// Series ids made in this transaction go to `new_series`, to be cached
+/// once it commits.
+fn insert(
+    conn: &Connection,
+    layouts: &mut Layouts,
+    known: &HashMap<(i64, String), i64>,
+    new_series: &mut Vec<((i64, String), i64)>,
+    r: &Row,
+) -> Result<(), String> {
+    let key = (r.kind, r.name.clone());
+    let series = match known.get(&key).copied().or_else(|| {
+        new_series
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, id)| *id)
+    }) {
+        Some(id) => id,
+        None => {
+            let id = schema::series_id(conn, r.kind, &r.name).map_err(err)?;
+            new_series.push((key, id));
+            id
+        }
+    };
+    let layout_id = schema::layout_id(conn, layouts, &r.latency.layout()).map_err(err)?;
     let c = &r.counts;
+    let mut figures = Vec::new();
+    codec::Fields {
+        sum_ns: c.sum_ns,
+        errors_5xx: c.errors_5xx,
+        errors_4xx: c.errors_4xx,
+        bytes: c.bytes,
+        rows: c.rows,
+        slow: r.slow,
+        rss: r.rss,
+    }
+    .encode_into(&mut figures);
+    r.latency.encode_into(&mut figures, layout_id);
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO rows (resolution, start, kind, name, count, sum_ns,
-         errors_5xx, errors_4xx, bytes, rows, slow, rss, latency)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT OR REPLACE INTO aggregates (resolution, series, start, count, figures)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut q| {
         q.execute(params![
             r.resolution,
+            series,
             r.start,
-            r.kind,
-            r.name,
             c.count as i64,
-            c.sum_ns as i64,
-            c.errors_5xx as i64,
-            c.errors_4xx as i64,
-            c.bytes as i64,
-            c.rows as i64,
-            r.slow as i64,
-            r.rss as i64,
-            serialize(&r.latency).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+            figures
         ])
     })
     .map(|_| ())
     .map_err(err)
-}
-
-fn serialize(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    V2Serializer::new()
-        .serialize(h, &mut out)
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(out)
 }
 
 /// `after - before` of ascending cumulative buckets (counts that did not
@@ -645,7 +731,7 @@ mod tests {
         // An hour whose minutes are pruned (a clock set back a day): its
         // hour row holds more than its minutes and is kept as it is.
         h.conn
-            .execute("DELETE FROM rows WHERE resolution = 60", [])
+            .execute("DELETE FROM aggregates WHERE resolution = 60", [])
             .unwrap();
         h.write_minute(
             last,
@@ -698,8 +784,8 @@ mod tests {
         );
         assert_eq!(hours[1].counts.sum_ns, 600 * 100_000_000);
         // The merged distribution of both hours: half 1 ms, half 100 ms.
-        let mut both = hours[0].latency.clone();
-        both.add(&hours[1].latency).unwrap();
+        let mut both = hours[0].latency.to_histogram();
+        both.add(hours[1].latency.to_histogram()).unwrap();
         assert!((both.value_at_quantile(0.25) as f64 / 1e6 - 1.0).abs() < 0.01);
         assert!((both.value_at_quantile(0.75) as f64 / 1e6 - 100.0).abs() < 1.0);
         // Ranges starting inside the minute rows read minutes; ranges

@@ -1,11 +1,20 @@
 //! Reading the history: the writer's own connection or a read-only one of
 //! a dashboard view (a long view never holds up the ticker's writes; WAL
 //! lets both run at once).
+//!
+//! Two ways to read. [`Reader::scan`] hands each row's figures and its
+//! stored latency blob to the caller, which adds the blob straight into an
+//! [`Accumulator`](super::Accumulator) per series: no histogram and no
+//! allocation per row (the range views). [`Reader::rows_between`] and the
+//! `rows_for_range*` functions return decoded [`Row`]s (the writer's
+//! roll-up, tests). Both read the same [`Piece`]s, so both see the same
+//! rows. A row whose blob cannot be decoded is skipped and counted
+//! ([`Reader::damaged`]), never a panic.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::Path;
 
-use hdrhistogram::serialization::Deserializer;
-use hdrhistogram::Histogram;
 use rusqlite::{params, Connection};
 
 use super::*;
@@ -14,7 +23,9 @@ use super::*;
 /// read-only one of a dashboard view (so a long view never holds up the
 /// ticker's writes; WAL lets both run at once).
 pub struct Reader<'a> {
-    pub(super) conn: &'a Connection,
+    conn: &'a Connection,
+    /// Rows skipped because their blob could not be decoded.
+    damaged: Cell<u64>,
 }
 
 /// A read-only connection to the history file.
@@ -37,9 +48,69 @@ impl ReadOnly {
 
     /// Its reader.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { conn: &self.conn }
+        Reader::new(&self.conn)
     }
 }
+
+/// A part of a range read at one resolution: the rows of `resolution`
+/// with `from <= start < to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// [`MINUTE`] or [`HOUR`].
+    pub resolution: i64,
+    /// Unix seconds.
+    pub from: i64,
+    /// Unix seconds.
+    pub to: i64,
+}
+
+/// A stored row's figures but its distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Head {
+    /// Unix seconds at the row's start.
+    pub start: i64,
+    /// [`MINUTE`] or [`HOUR`].
+    pub resolution: i64,
+    /// The series' id (see [`Reader::series`]).
+    pub series: i64,
+    /// The counts.
+    pub counts: Counts,
+    /// Slow statements ([`KIND_ALL`] only).
+    pub slow: u64,
+    /// Resident memory at the row's end ([`KIND_ALL`] only; 0: unknown).
+    pub rss: u64,
+}
+
+/// A series' kind and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesName {
+    /// [`KIND_ALL`], [`KIND_ROUTE`] or [`KIND_PATTERN`].
+    pub kind: i64,
+    /// Route template or pattern; empty for [`KIND_ALL`].
+    pub name: String,
+}
+
+/// Which series a [`Reader::scan`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// One series, rows in the order of their start.
+    Series(i64),
+    /// Every series of one kind (any order).
+    Kind(i64),
+    /// Every series of either kind (any order).
+    Kinds(i64, i64),
+    /// Every series (any order).
+    All,
+}
+
+/// The oldest minute row's start, found per series (the key is series
+/// first: one index seek each, not a scan of every minute row).
+const OLDEST_MINUTE: &str = "(SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
+     WHERE resolution = 60 AND series = s.id) AS m FROM series s))";
+
+/// Where the newest hour row ends, found per series.
+const ROLLED_END: &str = "(SELECT max(m) + 3600 FROM (SELECT (SELECT max(start) FROM aggregates
+     WHERE resolution = 3600 AND series = s.id) AS m FROM series s))";
 
 /// A stored integer as a count: a negative one is a damaged row.
 fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -47,7 +118,24 @@ fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub(super) fn new(conn: &'a Connection) -> Reader<'a> {
+        Reader {
+            conn,
+            damaged: Cell::new(0),
+        }
+    }
+
+    /// Rows skipped so far because their latency blob or a count could
+    /// not be read.
+    pub fn damaged(&self) -> u64 {
+        self.damaged.get()
+    }
+
+    fn skip(&self) {
+        self.damaged.set(self.damaged.get().saturating_add(1));
+    }
+
     /// The newest `limit` alert events with `from <= at < to`, oldest
     /// first.
     pub fn alert_events(
@@ -68,7 +156,121 @@ impl Reader<'_> {
         crate::monitoring::ticker::slow_history::read(self.conn, from, to).map_err(err)
     }
 
-    /// Rows of `resolution` with `from <= start < to`, of one kind or all.
+    /// The layouts the file's blobs name.
+    pub fn layouts(&self) -> Result<Layouts, String> {
+        schema::layouts(self.conn).map_err(err)
+    }
+
+    /// Every series by id.
+    pub fn series(&self) -> Result<HashMap<i64, SeriesName>, String> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT id, kind, name FROM series")
+            .map_err(err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SeriesName {
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Hands every row of `piece` that `which` selects to `f`, with its
+    /// stored latency blob. A row whose counts cannot be read is skipped
+    /// and counted in [`damaged`](Self::damaged).
+    pub fn scan(
+        &self,
+        piece: Piece,
+        which: Scan,
+        f: &mut dyn FnMut(&Head, &[u8]),
+    ) -> Result<(), String> {
+        const COLUMNS: &str = "SELECT series, start, count, figures FROM aggregates
+             WHERE resolution = ?1 AND start >= ?2 AND start < ?3";
+        let (sql, a, b) = match which {
+            Scan::Series(id) => (
+                format!("{COLUMNS} AND series = ?4 AND ?5 IS NULL ORDER BY start"),
+                Some(id),
+                None,
+            ),
+            Scan::Kind(k) => (
+                format!(
+                    "{COLUMNS} AND series IN (SELECT id FROM series WHERE kind = ?4)
+                     AND ?5 IS NULL"
+                ),
+                Some(k),
+                None,
+            ),
+            Scan::Kinds(k, l) => (
+                format!("{COLUMNS} AND series IN (SELECT id FROM series WHERE kind IN (?4, ?5))"),
+                Some(k),
+                Some(l),
+            ),
+            // Every series, one seek each (the key is series first).
+            Scan::All => (
+                format!(
+                    "{COLUMNS} AND series IN (SELECT id FROM series) AND ?4 IS NULL AND ?5 IS NULL"
+                ),
+                None,
+                None,
+            ),
+        };
+        let mut q = self.conn.prepare_cached(&sql).map_err(err)?;
+        let mut rows = q
+            .query(params![piece.resolution, piece.from, piece.to, a, b])
+            .map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let row = (|| {
+                let blob = r.get_ref(3).ok()?.as_blob().ok()?;
+                let (fields, latency) = Fields::decode(blob).ok()?;
+                let head = Head {
+                    series: r.get(0).ok()?,
+                    start: r.get(1).ok()?,
+                    resolution: piece.resolution,
+                    counts: Counts {
+                        count: count(r, 2).ok()?,
+                        sum_ns: fields.sum_ns,
+                        errors_5xx: fields.errors_5xx,
+                        errors_4xx: fields.errors_4xx,
+                        bytes: fields.bytes,
+                        rows: fields.rows,
+                    },
+                    slow: fields.slow,
+                    rss: fields.rss,
+                };
+                Some((head, latency))
+            })();
+            match row {
+                Some((head, latency)) => f(&head, latency),
+                None => self.skip(),
+            }
+        }
+        Ok(())
+    }
+
+    /// How many rows of series `series` lie in `piece` (no blob read).
+    pub fn count_rows(&self, piece: Piece, series: i64) -> Result<i64, String> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM aggregates
+                 WHERE resolution = ?1 AND series = ?2 AND start >= ?3 AND start < ?4",
+            )
+            .and_then(|mut q| {
+                q.query_row(
+                    params![piece.resolution, series, piece.from, piece.to],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(err)
+    }
+
+    /// Rows of `resolution` with `from <= start < to`, of one kind or all,
+    /// in the order of their start. A damaged row is skipped and counted.
     pub fn rows_between(
         &self,
         resolution: i64,
@@ -76,50 +278,51 @@ impl Reader<'_> {
         to: i64,
         kind: Option<i64>,
     ) -> Result<Vec<Row>, String> {
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT start, kind, name, count, sum_ns, errors_5xx, errors_4xx, bytes, rows,
-                 slow, rss, latency FROM rows
-                 WHERE resolution = ?1 AND start >= ?2 AND start < ?3 AND (?4 IS NULL OR kind = ?4)
-                 ORDER BY start",
-            )
-            .map_err(err)?;
-        let rows = q
-            .query_map(params![resolution, from, to, kind], |r| {
-                let blob: Vec<u8> = r.get(11)?;
-                Ok((
-                    Row {
-                        start: r.get(0)?,
-                        resolution,
-                        kind: r.get(1)?,
-                        name: r.get(2)?,
-                        counts: Counts {
-                            count: count(r, 3)?,
-                            sum_ns: r.get::<_, i64>(4)? as u64,
-                            errors_5xx: count(r, 5)?,
-                            errors_4xx: count(r, 6)?,
-                            bytes: count(r, 7)?,
-                            rows: count(r, 8)?,
-                        },
-                        slow: count(r, 9)?,
-                        rss: count(r, 10)?,
-                        latency: Histogram::new(1).expect("a 1-significant-figure histogram"),
-                    },
-                    blob,
-                ))
-            })
-            .map_err(err)?;
+        let names = self.series()?;
+        let layouts = self.layouts()?;
         let mut out = Vec::new();
-        let mut de = Deserializer::new();
-        for row in rows {
-            let (mut row, blob) = row.map_err(err)?;
-            row.latency = de
-                .deserialize(&mut blob.as_slice())
-                .map_err(|e| format!("a damaged histogram in the history: {e:?}"))?;
-            out.push(row);
-        }
+        let which = kind.map_or(Scan::All, Scan::Kind);
+        self.scan(
+            Piece {
+                resolution,
+                from,
+                to,
+            },
+            which,
+            &mut |h, blob| {
+                let (Some(name), Ok(latency)) =
+                    (names.get(&h.series), Latency::decode(blob, &layouts))
+                else {
+                    self.skip();
+                    return;
+                };
+                out.push(Row {
+                    start: h.start,
+                    resolution,
+                    kind: name.kind,
+                    name: name.name.clone(),
+                    counts: h.counts,
+                    slow: h.slow,
+                    rss: h.rss,
+                    latency,
+                });
+            },
+        )?;
+        out.sort_by_key(|r| r.start);
         Ok(out)
+    }
+
+    /// The id of the all-requests series (`None`: no row written yet).
+    pub fn all_series(&self) -> Result<Option<i64>, String> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT id FROM series WHERE kind = ?1 AND name = ''",
+                [KIND_ALL],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)
     }
 
     /// The RSS the all-requests rows know (`(Unix seconds at the row's
@@ -127,119 +330,161 @@ impl Reader<'_> {
     /// the finest resolution kept: minute rows, and hour rows for the
     /// hours before the oldest minute row. No histogram is read.
     pub fn rss_samples(&self, from: i64, to: i64) -> Result<Vec<(i64, u64)>, String> {
+        let Some(all) = self.all_series()? else {
+            return Ok(Vec::new());
+        };
         let mut q = self
             .conn
-            .prepare_cached(
-                "SELECT start + resolution AS at, rss FROM rows
-                 WHERE kind = ?1 AND rss > 0 AND start + resolution > ?2 AND start + resolution <= ?3
-                 AND (resolution = 60 OR start + 3600 <= coalesce(
-                     (SELECT min(start) FROM rows WHERE resolution = 60), ?3))
-                 ORDER BY at",
-            )
+            .prepare_cached(&format!(
+                "SELECT start + resolution AS at, figures FROM aggregates
+                 WHERE series = ?1 AND resolution IN (60, 3600)
+                 AND start + resolution > ?2 AND start + resolution <= ?3
+                 AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?3))
+                 ORDER BY at"
+            ))
             .map_err(err)?;
-        let samples = q
-            .query_map(params![KIND_ALL, from, to], |r| {
-                Ok((r.get(0)?, count(r, 1)?))
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let mut rows = q.query(params![all, from, to]).map_err(err)?;
+        let mut samples = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let rss = r
+                .get_ref(1)
+                .ok()
+                .and_then(|v| v.as_blob().ok())
+                .and_then(|b| Fields::decode(b).ok())
+                .map(|(f, _)| f.rss);
+            match (r.get::<_, i64>(0), rss) {
+                (Ok(at), Some(rss)) if rss > 0 => samples.push((at, rss)),
+                (Ok(_), Some(_)) => {}
+                _ => self.skip(),
+            }
+        }
         Ok(samples)
     }
 
-    /// The rows covering `from..to` (Unix seconds): hour rows where a
+    fn oldest_minute(&self) -> Result<Option<i64>, String> {
+        self.conn
+            .query_row(&format!("SELECT {OLDEST_MINUTE}"), [], |r| r.get(0))
+            .map_err(err)
+    }
+
+    /// The pieces covering `from..to` (Unix seconds): hour rows where a
     /// whole hour is rolled up and older than a day, minute rows for the
     /// rest.
+    pub fn plan_fine(&self, from: i64, to: i64) -> Result<Vec<Piece>, String> {
+        let piece = |resolution, from, to| Piece {
+            resolution,
+            from,
+            to,
+        };
+        // Minute rows wherever the range starts inside them (1 h and 24 h
+        // views: exact); otherwise hour rows up to where minute rows take
+        // over (the hour of the oldest minute row comes from its hour row
+        // once rolled up, as that row holds the pruned minutes too; the
+        // hour the range starts in is counted whole).
+        let Some(oldest) = self.oldest_minute()?.filter(|m| from < *m) else {
+            return Ok(vec![piece(MINUTE, from, to)]);
+        };
+        let hour = oldest - oldest.rem_euclid(HOUR);
+        let rolled: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
+                 AND series IN (SELECT id FROM series) AND start = ?1)",
+                [hour],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let split = if rolled { hour + HOUR } else { hour };
+        Ok(vec![
+            piece(HOUR, from - from.rem_euclid(HOUR), split),
+            piece(MINUTE, split, to),
+        ])
+    }
+
+    /// The rows covering `from..to` (see [`plan_fine`](Self::plan_fine)).
     pub fn rows_for_range(
         &self,
         from: i64,
         to: i64,
         kind: Option<i64>,
     ) -> Result<Vec<Row>, String> {
-        let oldest_minute: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT min(start) FROM rows WHERE resolution = 60",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        // Minute rows wherever the range starts inside them (1 h and 24 h
-        // views: exact); otherwise hour rows up to where minute rows take
-        // over (the hour of the oldest minute row comes from its hour row
-        // once rolled up, as that row holds the pruned minutes too; the
-        // hour the range starts in is counted whole).
-        let Some(oldest) = oldest_minute.filter(|m| from < *m) else {
-            return self.rows_between(MINUTE, from, to, kind);
-        };
-        let hour = oldest - oldest.rem_euclid(HOUR);
-        let rolled: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM rows WHERE resolution = 3600 AND start = ?1)",
-                [hour],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        let split = if rolled { hour + HOUR } else { hour };
-        let mut rows = self.rows_between(HOUR, from - from.rem_euclid(HOUR), split, kind)?;
-        rows.extend(self.rows_between(MINUTE, split, to, kind)?);
+        let mut rows = Vec::new();
+        for p in self.plan_fine(from, to)? {
+            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
+        }
         Ok(rows)
     }
 
-    /// The rows covering `from..to` with as few rows as possible: hour
+    /// The pieces covering `from..to` with as few rows as possible: hour
     /// rows for every rolled-up hour inside the range, minute rows for the
     /// rest (the part of the first hour, and the hours not yet rolled up).
     /// Where a partial hour's minutes are pruned (ranges past a day), its
     /// hour row counts whole in the range its start falls in, so two
-    /// adjacent ranges never count it twice. For totals over long ranges; charts that need
-    /// minutes use [`rows_for_range`](Self::rows_for_range).
-    pub fn rows_for_range_coarse(
-        &self,
-        from: i64,
-        to: i64,
-        kind: Option<i64>,
-    ) -> Result<Vec<Row>, String> {
+    /// adjacent ranges never count it twice; whether that hour row exists
+    /// is asked of the series of `kind` (or all). For totals over long
+    /// ranges; charts that need minutes use
+    /// [`plan_fine`](Self::plan_fine).
+    pub fn plan_coarse(&self, from: i64, to: i64, kind: Option<i64>) -> Result<Vec<Piece>, String> {
         let (oldest_minute, rolled_end): (Option<i64>, Option<i64>) = self
             .conn
-            .query_row(
-                "SELECT (SELECT min(start) FROM rows WHERE resolution = 60),
-                        (SELECT max(start) + 3600 FROM rows WHERE resolution = 3600)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row(&format!("SELECT {OLDEST_MINUTE}, {ROLLED_END}"), [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(err)?;
+        let piece = |resolution, from, to| Piece {
+            resolution,
+            from,
+            to,
+        };
         let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
         let last_full_end = to - to.rem_euclid(HOUR);
         let kept = |t: i64| oldest_minute.is_some_and(|m| m <= t);
-        let mut rows = Vec::new();
+        let mut pieces = Vec::new();
         // The part of the first hour: its minutes where they are kept. A
         // pruned partial hour belongs to the range its start falls in.
         let head_end = first_full.min(to);
         if let Some(m) = oldest_minute.filter(|m| *m < head_end) {
-            rows.extend(self.rows_between(MINUTE, from.max(m), head_end, kind)?);
+            pieces.push(piece(MINUTE, from.max(m), head_end));
         }
         // Whole hours inside the range that are rolled up.
         let hours_to = rolled_end
             .unwrap_or(first_full)
             .min(last_full_end)
             .max(first_full);
-        rows.extend(self.rows_between(HOUR, first_full, hours_to, kind)?);
+        pieces.push(piece(HOUR, first_full, hours_to));
         // The rest: minutes where they are kept, else the hour row that
         // starts in the range (counted whole).
         let rest = hours_to.max(head_end);
         if rest < to {
-            let pruned_hour = if kept(rest) {
-                Vec::new()
-            } else {
-                self.rows_between(HOUR, rest, to, kind)?
+            let pruned_hour = !kept(rest) && {
+                let which = match kind {
+                    Some(_) => "series IN (SELECT id FROM series WHERE kind = ?3)",
+                    None => "series IN (SELECT id FROM series) AND ?3 IS NULL",
+                };
+                self.conn
+                    .prepare_cached(&format!(
+                        "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
+                         AND start >= ?1 AND start < ?2 AND {which})"
+                    ))
+                    .and_then(|mut q| q.query_row(params![rest, to, kind], |r| r.get(0)))
+                    .map_err(err)?
             };
-            if pruned_hour.is_empty() {
-                // Minutes kept (or a history younger than the range).
-                rows.extend(self.rows_between(MINUTE, rest, to, kind)?);
-            } else {
-                rows.extend(pruned_hour);
-            }
+            pieces.push(piece(if pruned_hour { HOUR } else { MINUTE }, rest, to));
+        }
+        Ok(pieces)
+    }
+
+    /// The rows covering `from..to` with as few rows as possible (see
+    /// [`plan_coarse`](Self::plan_coarse)).
+    pub fn rows_for_range_coarse(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<i64>,
+    ) -> Result<Vec<Row>, String> {
+        let mut rows = Vec::new();
+        for p in self.plan_coarse(from, to, kind)? {
+            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
         }
         Ok(rows)
     }
