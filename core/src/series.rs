@@ -1,10 +1,10 @@
 //! Everything kept per operation.
 
+use crate::config::RecorderConfig;
 use crate::latency_histogram::LatencyHistogram;
 use crate::layout::HistogramLayout;
 use crate::recent_window::RecentWindow;
 use crate::record::{Category, MetricRecord};
-use crate::recorder::RecorderConfig;
 use crate::seq_lock::SeqLock;
 use crate::stripe::{LinePadded, STRIPES};
 use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Ordering};
