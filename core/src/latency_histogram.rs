@@ -150,6 +150,11 @@ pub struct LatencyHistogram {
     sums: [LinePadded<AtomicU64>; STRIPES],
     /// Largest recorded value, exact (not saturated).
     max: AtomicU64,
+    /// Resets so far: incremented inside each reset, so a read that loads
+    /// it with the counters (see `read`) knows which side of every reset
+    /// its counts are from. A [`RecentWindow`](crate::RecentWindow) keeps
+    /// it with each checkpoint and ignores checkpoints of an earlier one.
+    resets: AtomicU64,
 }
 
 /// The carries of one read: `(bucket index, carries)` of the used slots.
@@ -202,6 +207,7 @@ impl LatencyHistogram {
             }),
             sums: core::array::from_fn(|_| LinePadded(AtomicU64::new(0))),
             max: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
         }
     }
 
@@ -399,16 +405,35 @@ impl LatencyHistogram {
     /// order. One read (see the type's documentation): collected, then
     /// handed out.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets_and_resets().1.into_iter()
+    }
+
+    /// [`buckets`](Self::buckets) and the resets so far, from one read.
+    pub(crate) fn buckets_and_resets(&self) -> (u64, Vec<(u64, u64)>) {
         let mut out = Vec::new();
-        self.read(|carries| {
+        let resets = self.read(|carries| {
             out.clear();
             out.extend(
                 (0..self.layout.counts_len())
                     .map(|i| (i, self.bucket_count(i, carries)))
-                    .filter(|&(_, n)| n > 0),
+                    .filter(|&(_, n)| n > 0)
+                    .map(|(i, n)| (self.layout.value_for(i), n)),
             );
+            self.resets.load(Ordering::Relaxed)
         });
-        out.into_iter().map(|(i, n)| (self.layout.value_for(i), n))
+        (resets, out)
+    }
+
+    /// Resets so far (see [`reset`](Self::reset)).
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Acquire)
+    }
+
+    /// Identifies this histogram to a [`RecentWindow`](crate::RecentWindow)
+    /// (its address: a window answers only for the histogram it was
+    /// rotated with).
+    pub(crate) fn id(&self) -> u64 {
+        self as *const Self as usize as u64
     }
 
     /// Zeroes every counter, carry, the sum and the max. Records that race
@@ -437,6 +462,7 @@ impl LatencyHistogram {
             s.swap(0, Ordering::Relaxed);
         }
         self.max.swap(0, Ordering::Relaxed);
+        self.resets.fetch_add(1, Ordering::Release);
         state.fetch_sub(RESETTING, Ordering::Release);
     }
 

@@ -60,5 +60,5 @@ pub use recorder::{Recorder, TimingGuard};
 pub use registry::{Entry, OperationRegistry};
 pub use ring_buffer::{RingBuffer, RingStats};
 pub use sampler::{splitmix64, RateError, Sampler};
-pub use series::{MemoryDeltas, Series, STATUS_SLOTS};
+pub use series::{MemoryDeltas, Series, SeriesView, STATUS_SLOTS};
 pub use stripe::{stripe, LinePadded, STRIPES};

@@ -20,7 +20,7 @@ use crate::series::Series;
 /// let op = rec.register(Category::Db, "SELECT * FROM notes WHERE id = ?");
 /// rec.record(MetricRecord { category: Category::Db, operation: op, duration_ns: 42_000, ..MetricRecord::default() });
 /// let series = rec.series(op).unwrap();
-/// assert_eq!(series.since_start.count(), 1);
+/// assert_eq!(series.since_start().count(), 1);
 /// assert_eq!(rec.ring().len(), 1);
 /// ```
 pub struct Recorder<C: Clock> {
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(out[0].duration_ns, 250_000);
         assert_eq!((out[0].parent, out[0].request_id), (OpId(3), 9));
         assert_eq!(out[1].duration_ns, 1_000_000);
-        assert_eq!(rec.series(op).unwrap().since_start.count(), 2);
+        assert_eq!(rec.series(op).unwrap().since_start().count(), 2);
     }
 
     #[test]
@@ -345,7 +345,7 @@ mod tests {
             duration_ns: 5,
             ..MetricRecord::default()
         });
-        assert_eq!(rec.series(op).unwrap().since_start.count(), 0);
+        assert_eq!(rec.series(op).unwrap().since_start().count(), 0);
         assert_eq!(rec.ring().len(), 2);
     }
 
