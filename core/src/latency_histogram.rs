@@ -665,6 +665,34 @@ mod tests {
         assert_eq!(c.load(Ordering::Relaxed), 3);
         assert_eq!(h.adjustments.slots[0].load(Ordering::Relaxed), 0);
         assert_eq!(h.count(), 3);
+        // A pull-back whose counter was carried meanwhile (it no longer
+        // holds CARRY_AT + PULL_BACK): nothing taken.
+        c.store(CARRY_AT + 5, Ordering::Relaxed);
+        h.adjust(c, i, CARRY_AT + PULL_BACK);
+        assert_eq!(c.load(Ordering::Relaxed), CARRY_AT + 5);
+    }
+
+    #[test]
+    fn a_bucket_carried_again_adds_to_its_own_slot() {
+        let h = LatencyHistogram::new(layout());
+        let i = layout().index_for(10_000);
+        for stripe in [0, 1, 0] {
+            h.counter(stripe, i)
+                .unwrap()
+                .store(CARRY_AT - 1, Ordering::Relaxed);
+            h.record_striped(stripe, 10_000);
+        }
+        let key = (i as u64 + 1) << CARRY_SHIFT;
+        let slots: Vec<u64> = h
+            .adjustments
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        let mut expected = alloc::vec![0; CARRY_SLOTS];
+        expected[0] = key | 3;
+        assert_eq!(slots, expected, "one slot per bucket");
+        assert_eq!(h.count(), 3 * (u64::from(CARRY_AT) - 1) + 3);
     }
 
     #[test]

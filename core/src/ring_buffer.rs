@@ -890,6 +890,35 @@ mod tests {
         }
         assert_eq!(tickets(&ring), [5, 6, 7]);
         assert_eq!(ring.len(), 3);
+        // Without blocks there is no slack: a slot one lap behind the
+        // newest (its ticket 20's writer gave up) is left out even when it
+        // is only 15 tickets older than the newest.
+        let ring = RingBuffer::with_block(12, 1);
+        for t in (0..24).filter(|&t| t != 20) {
+            ring.push_at(t, rec(t)).unwrap();
+        }
+        let expected: Vec<u64> = (12..24).filter(|&t| t != 20).collect();
+        assert_eq!(tickets(&ring), expected);
+        // With blocks, the slots whose newer ticket waits in a block keep
+        // the lap before, up to `STRIPES * block` (at most a third of the
+        // ring) behind: ring of 48, blocks of 4, slack 16.
+        // Ticket 79's writer gave up too: its slot's 31 is one ticket past
+        // the slack, left out.
+        let ring = RingBuffer::with_block(48, 4);
+        for t in (0..96).filter(|&t| !(79..84).contains(&t)) {
+            ring.push_at(t, rec(t)).unwrap();
+        }
+        let kept = tickets(&ring);
+        assert_eq!(kept.first(), Some(&32), "{kept:?}");
+        assert_eq!(kept.len(), 47);
+        // The slack is at most a third of the ring (blocks of 8: 4 * 8
+        // would be 32, two thirds of 48): 24..31, 64 behind, left out.
+        let ring = RingBuffer::with_block(48, 8);
+        assert_eq!(ring.block(), 8);
+        for t in (0..96).filter(|&t| !(72..80).contains(&t)) {
+            ring.push_at(t, rec(t)).unwrap();
+        }
+        assert_eq!(tickets(&ring).first(), Some(&48));
     }
 
     #[test]
