@@ -7,7 +7,8 @@
 //! - [`RecentWindow`]: the last 15 minutes as differences of checkpoints.
 //! - [`Sampler`]: the cheap, uncontended sampling decision.
 //! - [`Clock`]: injectable time ([`TscClock`] with `std`, [`FakeClock`] for tests).
-//! - [`Recorder`]: all of the above behind `register`, `record` and `time`.
+//! - [`Recorder`]: all of the above behind `register`, `record` and `time`,
+//!   built from a validated [`RecorderConfig`].
 //! - `CountingAllocator` (with `std`): counts allocations per thread, for
 //!   the tests that prove a path allocates nothing.
 //!
@@ -24,6 +25,7 @@ extern crate alloc;
 extern crate std;
 
 mod clock;
+mod config;
 #[cfg(all(feature = "std", not(loom)))]
 mod counting_allocator;
 mod latency_histogram;
@@ -42,6 +44,10 @@ mod sync;
 #[cfg(feature = "std")]
 pub use clock::TscClock;
 pub use clock::{Clock, FakeClock, WallAnchor};
+pub use config::{
+    ConfigError, RecorderConfig, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS, MAX_BUCKETS,
+    MAX_WINDOW_INTERVALS, MAX_WINDOW_INTERVAL_NS,
+};
 #[cfg(all(feature = "std", not(loom)))]
 pub use counting_allocator::CountingAllocator;
 #[cfg(feature = "std")]
@@ -50,12 +56,9 @@ pub use latency_histogram::{LatencyHistogram, CARRY_SLOTS, COUNT_STRIPES};
 pub use layout::{CreationError, HistogramLayout};
 pub use recent_window::{RecentWindow, WindowTotals};
 pub use record::{Category, MetricRecord, OpId};
-pub use recorder::{
-    ConfigError, Recorder, RecorderConfig, TimingGuard, DEFAULT_HIGHEST_NS, DEFAULT_LOWEST_NS,
-    MAX_WINDOW_INTERVALS, MAX_WINDOW_INTERVAL_NS,
-};
+pub use recorder::{Recorder, TimingGuard};
 pub use registry::{Entry, OperationRegistry};
 pub use ring_buffer::{RingBuffer, RingStats};
 pub use sampler::{splitmix64, RateError, Sampler};
-pub use series::{MemoryDeltas, Series, STATUS_SLOTS};
+pub use series::{MemoryDeltas, Series, SeriesView, STATUS_SLOTS};
 pub use stripe::{stripe, LinePadded, STRIPES};

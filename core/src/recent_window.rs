@@ -21,6 +21,13 @@ struct Checkpoint {
     taken_ns: AtomicU64,
     /// The since-start sum at the checkpoint.
     sum: AtomicU64,
+    /// The histogram it was taken of ([`LatencyHistogram`]'s id) and that
+    /// histogram's resets then: a read or rotation against another
+    /// histogram, or after a reset made behind the window's back, ignores
+    /// it (so such a read is the histogram's whole count, never a
+    /// difference of unrelated counts).
+    source: AtomicU64,
+    resets: AtomicU64,
     /// Cumulative counts per coarse bucket, wrapping `u32`: the window is a
     /// difference of two checkpoints' counts, which is exact modulo 2^32, so
     /// it stays right as long as one window holds fewer than 2^32 records
@@ -29,6 +36,14 @@ struct Checkpoint {
 }
 
 /// A sliding window over a [`LatencyHistogram`], made of checkpoints.
+///
+/// A window answers for the histogram it is rotated with: each checkpoint
+/// remembers its source and the source's [`resets`](LatencyHistogram::resets),
+/// and a read or rotation against another histogram, or after that one was
+/// reset directly (not through [`reset`](Self::reset)), ignores the
+/// checkpoints it does not match, so it returns the given histogram's
+/// whole count since its creation or last reset: never a difference of
+/// unrelated counts.
 ///
 /// Writers never touch it: they record only into the since-start histogram.
 /// [`rotate`](Self::rotate), called from a cold path (the shell's one-second
@@ -92,6 +107,14 @@ pub struct WindowTotals {
     pub since_ns: Option<u64>,
 }
 
+impl Checkpoint {
+    /// Taken of `source` after its `resets`-th reset.
+    fn of(&self, source: &LatencyHistogram, resets: u64) -> bool {
+        self.source.load(Ordering::Relaxed) == source.id()
+            && self.resets.load(Ordering::Relaxed) == resets
+    }
+}
+
 impl RecentWindow {
     /// A window of `slots` intervals of `interval_ns` each, its checkpoints
     /// kept in `layout`. `slots` is rounded up to a power of two (at least
@@ -104,6 +127,8 @@ impl RecentWindow {
             tag: AtomicU64::new(0),
             taken_ns: AtomicU64::new(0),
             sum: AtomicU64::new(0),
+            source: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             counts: (0..layout.counts_len())
                 .map(|_| AtomicU32::new(0))
                 .collect(),
@@ -151,18 +176,20 @@ impl RecentWindow {
             if cp.tag.load(Ordering::Relaxed) >= want {
                 return;
             }
-            // The very first checkpoint (after creation or `reset`) stands
-            // for the empty state: everything recorded so far happened
-            // inside this interval, so it belongs in the window.
-            let first = self
+            // The very first checkpoint (after creation or a reset, of
+            // this source) stands for the empty state: everything recorded
+            // so far happened inside this interval, so it belongs in the
+            // window.
+            let (resets, buckets) = source.buckets_and_resets();
+            let first = !self
                 .checkpoints
                 .iter()
-                .all(|c| c.tag.load(Ordering::Relaxed) == 0);
+                .any(|c| c.tag.load(Ordering::Relaxed) != 0 && c.of(source, resets));
             // Folded into plain memory first, then stored: each counter
             // of the checkpoint gets one store inside the lock.
             let mut folded = alloc::vec![0u32; cp.counts.len()];
             if !first {
-                for (value, n) in source.buckets() {
+                for (value, n) in buckets {
                     let i = self.layout.index_for(value);
                     folded[i] = folded[i].wrapping_add(n as u32);
                 }
@@ -177,6 +204,8 @@ impl RecentWindow {
                 cp.sum.store(source.sum(), Ordering::Relaxed);
                 cp.taken_ns.store(now_ns.max(1), Ordering::Relaxed);
             }
+            cp.source.store(source.id(), Ordering::Relaxed);
+            cp.resets.store(resets, Ordering::Relaxed);
             cp.tag.store(want, Ordering::Relaxed);
         });
     }
@@ -196,16 +225,18 @@ impl RecentWindow {
         });
     }
 
-    /// The oldest checkpoint inside the window ending at `now_ns`. Call
-    /// inside the lock's read side.
-    fn base(&self, now_ns: u64) -> Option<&Checkpoint> {
+    /// The oldest checkpoint inside the window ending at `now_ns` taken of
+    /// `source` after its `resets`-th reset. Call inside the lock's read
+    /// side.
+    fn base(&self, now_ns: u64, source: &LatencyHistogram, resets: u64) -> Option<&Checkpoint> {
         let now_tag = self.epoch(now_ns).saturating_add(1);
         let oldest_tag = now_tag.saturating_sub(self.mask);
         self.checkpoints
             .iter()
             .filter_map(|cp| {
                 let tag = cp.tag.load(Ordering::Relaxed);
-                (tag != 0 && tag >= oldest_tag && tag <= now_tag).then_some((tag, cp))
+                (tag != 0 && tag >= oldest_tag && tag <= now_tag && cp.of(source, resets))
+                    .then_some((tag, cp))
             })
             .min_by_key(|&(tag, _)| tag)
             .map(|(_, cp)| cp)
@@ -219,8 +250,10 @@ impl RecentWindow {
         let mut base = alloc::vec![0u32; len];
         let mut counts = alloc::vec![0u32; len];
         let (sum, since_ns) = self.lock.read(|| {
-            // The checkpoint first, then the source: see "Protocol".
-            let (base_sum, since) = match self.base(now_ns) {
+            // The checkpoint first, then the source: see "Protocol". Only
+            // a checkpoint of this source since its last reset counts.
+            let resets = source.resets();
+            let (mut base_sum, mut since) = match self.base(now_ns, source, resets) {
                 Some(cp) => {
                     for (b, c) in base.iter_mut().zip(cp.counts.iter()) {
                         *b = c.load(Ordering::Relaxed);
@@ -237,7 +270,14 @@ impl RecentWindow {
                 }
             };
             counts.fill(0);
-            for (value, n) in source.buckets() {
+            let (now_resets, buckets) = source.buckets_and_resets();
+            if now_resets != resets {
+                // Reset behind the window's back since the checkpoint was
+                // chosen: everything the source holds is newer.
+                base.fill(0);
+                (base_sum, since) = (0, None);
+            }
+            for (value, n) in buckets {
                 let i = self.layout.index_for(value);
                 counts[i] = counts[i].wrapping_add(n as u32);
             }
@@ -343,6 +383,29 @@ mod tests {
         let snap = w.snapshot(60, &h);
         assert_eq!(snap.len(), 2);
         assert!(snap.max() >= 300);
+    }
+
+    #[test]
+    fn another_histogram_or_a_reset_behind_its_back_never_gives_garbage() {
+        let (h, other) = (fine(), fine());
+        let w = window(4);
+        w.rotate(0, &h);
+        h.record(100);
+        w.rotate(15, &h);
+        h.record(200);
+        other.record(7);
+        // Against a histogram it never took a checkpoint of: that one's
+        // own count, not a difference (was 4,294,967,295).
+        assert_eq!(cs(w.totals(15, &other)), (1, 7));
+        // The source reset directly, not through the window: everything
+        // since the reset (was 4,294,967,294).
+        h.reset();
+        h.record(50);
+        assert_eq!(cs(w.totals(15, &h)), (1, 50));
+        // The next rotation starts again from the empty state.
+        w.rotate(25, &h);
+        h.record(60);
+        assert_eq!(cs(w.totals(25, &h)), (2, 110));
     }
 
     #[test]

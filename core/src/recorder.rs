@@ -1,111 +1,12 @@
 //! The recorder: ring, registry and per-operation histograms behind one API.
 
 use crate::clock::{Clock, WallAnchor};
-use crate::layout::{CreationError, HistogramLayout};
+use crate::config::{ConfigError, RecorderConfig};
 use crate::record::{Category, MetricRecord, OpId};
 use crate::registry::{Entry, OperationRegistry};
 use crate::ring_buffer::RingBuffer;
-use crate::sampler::{RateError, Sampler};
+use crate::sampler::Sampler;
 use crate::series::Series;
-
-/// Sizes and precision of a [`Recorder`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RecorderConfig {
-    /// Ring capacity in records (`STARPUNK_PERF_BUFFER_SIZE`), 1 to 1,000,000.
-    pub buffer_size: usize,
-    /// Distinct operations before the overflow series, 1 to 65,536.
-    pub max_series: usize,
-    /// Layout of each operation's since-start histogram (nanoseconds).
-    pub layout: HistogramLayout,
-    /// Layout of the recent window's checkpoints (nanoseconds).
-    pub window_layout: HistogramLayout,
-    /// Length of one window interval.
-    pub window_interval_ns: u64,
-    /// Intervals in the window (the current one included).
-    pub window_intervals: usize,
-    /// Fraction of events recorded (`STARPUNK_PERF_SAMPLE_RATE`).
-    pub sample_rate: f64,
-}
-
-/// Lowest discernible duration: 1 µs (resolution 512 ns below 65 µs).
-pub const DEFAULT_LOWEST_NS: u64 = 1_000;
-/// Highest trackable duration: 30 s; longer ones saturate (the max stays exact).
-pub const DEFAULT_HIGHEST_NS: u64 = 30_000_000_000;
-
-impl Default for RecorderConfig {
-    fn default() -> Self {
-        Self {
-            buffer_size: 1_000,
-            max_series: 64,
-            // 2 significant figures: quantiles within 1% above 65 µs.
-            layout: match HistogramLayout::new(DEFAULT_LOWEST_NS, DEFAULT_HIGHEST_NS, 2) {
-                Ok(l) => l,
-                Err(_) => unreachable_layout(),
-            },
-            // 1 significant figure: within 6.25% (a trend view, 8x smaller).
-            window_layout: match HistogramLayout::new(DEFAULT_LOWEST_NS, DEFAULT_HIGHEST_NS, 1) {
-                Ok(l) => l,
-                Err(_) => unreachable_layout(),
-            },
-            window_interval_ns: 300_000_000_000,
-            window_intervals: 4,
-            sample_rate: 1.0,
-        }
-    }
-}
-
-#[cold]
-fn unreachable_layout() -> HistogramLayout {
-    // Both default layouts are valid constants; this arm is never taken.
-    match HistogramLayout::new(1, 2, 0) {
-        Ok(l) => l,
-        Err(_) => unreachable!(),
-    }
-}
-
-/// Why a [`Recorder`] could not be built.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ConfigError {
-    /// `buffer_size` outside 1 to 1,000,000.
-    BufferSize(usize),
-    /// `max_series` outside 1 to 65,536.
-    MaxSeries(usize),
-    /// The histogram layout is invalid.
-    Layout(CreationError),
-    /// The sample rate is outside 0.0 to 1.0.
-    SampleRate(RateError),
-    /// `window_intervals` outside 1 to [`MAX_WINDOW_INTERVALS`].
-    WindowIntervals(usize),
-    /// `window_interval_ns` outside 2 ns to a day.
-    WindowInterval(u64),
-}
-
-/// Most intervals in the recent window: each holds a checkpoint of every
-/// series' window histogram, so the bound is a memory bound.
-pub const MAX_WINDOW_INTERVALS: usize = 64;
-/// Longest window interval, nanoseconds (a day).
-pub const MAX_WINDOW_INTERVAL_NS: u64 = 86_400_000_000_000;
-
-impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ConfigError::BufferSize(n) => write!(f, "buffer size {n} is not between 1 and 1000000"),
-            ConfigError::MaxSeries(n) => write!(f, "max series {n} is not between 1 and 65536"),
-            ConfigError::Layout(e) => write!(f, "histogram layout: {e}"),
-            ConfigError::SampleRate(e) => e.fmt(f),
-            ConfigError::WindowIntervals(n) => write!(
-                f,
-                "window intervals {n} is not between 1 and {MAX_WINDOW_INTERVALS}"
-            ),
-            ConfigError::WindowInterval(n) => {
-                write!(f, "window interval {n} ns is not between 2 ns and a day")
-            }
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for ConfigError {}
 
 /// Records metrics: the ring of recent records and, per operation, a
 /// since-start histogram and a recent window.
@@ -119,7 +20,7 @@ impl std::error::Error for ConfigError {}
 /// let op = rec.register(Category::Db, "SELECT * FROM notes WHERE id = ?");
 /// rec.record(MetricRecord { category: Category::Db, operation: op, duration_ns: 42_000, ..MetricRecord::default() });
 /// let series = rec.series(op).unwrap();
-/// assert_eq!(series.since_start.count(), 1);
+/// assert_eq!(series.since_start().count(), 1);
 /// assert_eq!(rec.ring().len(), 1);
 /// ```
 pub struct Recorder<C: Clock> {
@@ -134,19 +35,7 @@ pub struct Recorder<C: Clock> {
 impl<C: Clock> Recorder<C> {
     /// A recorder with `config`, reading time from `clock`.
     pub fn new(config: RecorderConfig, clock: C) -> Result<Self, ConfigError> {
-        if !(1..=1_000_000).contains(&config.buffer_size) {
-            return Err(ConfigError::BufferSize(config.buffer_size));
-        }
-        if !(1..=65_536).contains(&config.max_series) {
-            return Err(ConfigError::MaxSeries(config.max_series));
-        }
-        if !(1..=MAX_WINDOW_INTERVALS).contains(&config.window_intervals) {
-            return Err(ConfigError::WindowIntervals(config.window_intervals));
-        }
-        if !(2..=MAX_WINDOW_INTERVAL_NS).contains(&config.window_interval_ns) {
-            return Err(ConfigError::WindowInterval(config.window_interval_ns));
-        }
-        let sampler = Sampler::new(config.sample_rate).map_err(ConfigError::SampleRate)?;
+        let sampler = config.validate()?;
         #[cfg(feature = "std")]
         let anchor = WallAnchor::now(&clock);
         #[cfg(not(feature = "std"))]
@@ -358,6 +247,8 @@ impl<C: Clock> Drop for TimingGuard<'_, C> {
 mod tests {
     use super::*;
     use crate::clock::FakeClock;
+    use crate::config::{MAX_BUCKETS, MAX_WINDOW_INTERVALS};
+    use crate::layout::HistogramLayout;
 
     #[test]
     fn guard_records_duration_from_clock() {
@@ -379,7 +270,7 @@ mod tests {
         assert_eq!(out[0].duration_ns, 250_000);
         assert_eq!((out[0].parent, out[0].request_id), (OpId(3), 9));
         assert_eq!(out[1].duration_ns, 1_000_000);
-        assert_eq!(rec.series(op).unwrap().since_start.count(), 2);
+        assert_eq!(rec.series(op).unwrap().since_start().count(), 2);
     }
 
     #[test]
@@ -417,6 +308,19 @@ mod tests {
             bad(|c| c.window_interval_ns = u64::MAX),
             ConfigError::WindowInterval(u64::MAX)
         );
+        let fine = HistogramLayout::new(1, 30_000_000_000, 4).unwrap();
+        assert!(fine.counts_len() > MAX_BUCKETS);
+        assert_eq!(
+            bad(|c| c.layout = HistogramLayout::new(1, 30_000_000_000, 4).unwrap()),
+            ConfigError::LayoutBuckets(fine.counts_len())
+        );
+        assert_eq!(
+            bad(|c| c.window_layout = HistogramLayout::new(1, 30_000_000_000, 4).unwrap()),
+            ConfigError::WindowLayoutBuckets(fine.counts_len())
+        );
+        // Every error says which value and why.
+        let e = alloc::format!("{}", bad(|c| c.window_intervals = 0));
+        assert_eq!(e, "window intervals 0 is not between 1 and 64");
         // The bounds themselves are accepted.
         let edge = RecorderConfig {
             window_intervals: MAX_WINDOW_INTERVALS,
@@ -441,7 +345,7 @@ mod tests {
             duration_ns: 5,
             ..MetricRecord::default()
         });
-        assert_eq!(rec.series(op).unwrap().since_start.count(), 0);
+        assert_eq!(rec.series(op).unwrap().since_start().count(), 0);
         assert_eq!(rec.ring().len(), 2);
     }
 

@@ -100,6 +100,28 @@ impl<T> OperationRegistry<T> {
 
     /// The id of `(category, name)`, registering it (and creating its payload
     /// with `make`) if it is new. Returns the overflow id when full.
+    ///
+    /// `make` runs outside the registry's lock, so it may itself call
+    /// `register` (before, a call from inside `make` spun forever on the
+    /// lock it held). When another registration of the same name wins
+    /// meanwhile (another thread's, or one made inside `make`), this one's
+    /// entry is dropped and the winner's id returned: `make` may run for a
+    /// name that ends up with another payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use starpunk_perf::{Category, OpId, OperationRegistry};
+    ///
+    /// let reg = OperationRegistry::new(4, "(other)", |_| 0);
+    /// // `make` registers another name first: both get ids.
+    /// let outer = reg.register(Category::Http, "GET /", |_| {
+    ///     reg.register(Category::Db, "SELECT 1", |_| 2);
+    ///     1
+    /// });
+    /// assert_eq!(outer, OpId(1));
+    /// assert_eq!(reg.lookup(Category::Db, "SELECT 1"), Some(OpId(0)));
+    /// ```
     pub fn register(
         &self,
         category: Category,
@@ -109,20 +131,23 @@ impl<T> OperationRegistry<T> {
         if let Some(id) = self.find(category, name) {
             return id;
         }
+        if self.len() == self.slots.len() {
+            return self.overflow_id();
+        }
+        let entry = Box::new(Entry {
+            category,
+            name: String::from(name),
+            value: make(category),
+        });
         self.lock.with(|| {
             let len = self.len.load(Ordering::Relaxed);
-            // Another thread may have registered it between our scan and the lock.
+            // Another registration may have won between our scan and the lock.
             if let Some(id) = self.find(category, name) {
                 return id;
             }
             if len == self.slots.len() {
                 return self.overflow_id();
             }
-            let entry = Box::new(Entry {
-                category,
-                name: String::from(name),
-                value: make(category),
-            });
             self.slots[len].store(Box::into_raw(entry), Ordering::Release);
             self.len.store(len + 1, Ordering::Release);
             OpId(len as u32)
@@ -217,6 +242,20 @@ mod tests {
         assert!(reg.get(OpId(3)).is_none());
         assert!(reg.get(OpId(u32::MAX)).is_none());
         assert_eq!(reg.iter().count(), 3);
+    }
+
+    #[test]
+    fn register_from_inside_make_never_spins() {
+        let reg = OperationRegistry::new(4, "(other)", |_| 0u8);
+        // The same name registered from inside its own `make`: the inner
+        // registration wins, the outer entry is dropped.
+        let id = reg.register(Category::Http, "x", |_| {
+            assert_eq!(reg.register(Category::Http, "x", |_| 2), OpId(0));
+            1
+        });
+        assert_eq!(id, OpId(0));
+        assert_eq!(reg.get(id).unwrap().value, 2);
+        assert_eq!(reg.len(), 1);
     }
 
     #[test]

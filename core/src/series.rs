@@ -1,10 +1,10 @@
 //! Everything kept per operation.
 
+use crate::config::RecorderConfig;
 use crate::latency_histogram::LatencyHistogram;
 use crate::layout::HistogramLayout;
 use crate::recent_window::RecentWindow;
 use crate::record::{Category, MetricRecord};
-use crate::recorder::RecorderConfig;
 use crate::seq_lock::SeqLock;
 use crate::stripe::{LinePadded, STRIPES};
 use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -21,11 +21,12 @@ pub const STATUS_SLOTS: usize = 8;
 /// sample rate.
 pub struct Series {
     /// Every duration since start (or the last reset), nanoseconds.
-    pub since_start: LatencyHistogram,
+    /// Private: zeroed only by [`reset`](Self::reset), with the window.
+    since_start: LatencyHistogram,
     /// Checkpoints of `since_start` for the last 15 minutes; see
     /// [`Series::rotate`] and [`RecentWindow`]. Kept for HTTP series only
     /// (the dashboard's "last 15 minutes" is per route).
-    pub recent: Option<RecentWindow>,
+    recent: Option<RecentWindow>,
     /// Serialises [`reset`](Self::reset) against [`read`](Self::read).
     lock: SeqLock,
     /// Bytes, rows and memory changes, one set per stripe so writers do not
@@ -186,9 +187,43 @@ impl Series {
 
     /// Runs `f` on this series until no [`reset`](Self::reset) went
     /// through meanwhile, so every figure `f` reads comes from one side of
-    /// any reset. `f` may run more than once; it must only read.
-    pub fn read<R>(&self, mut f: impl FnMut(&Self) -> R) -> R {
-        self.lock.read(|| f(self))
+    /// any reset. `f` may run more than once. It gets a [`SeriesView`],
+    /// which can only read: a `reset` inside `f` (which would make every
+    /// run of `f` retry, forever) does not compile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use starpunk_perf::{Category, FakeClock, MetricRecord, Recorder, RecorderConfig};
+    ///
+    /// let rec = Recorder::new(RecorderConfig::default(), FakeClock::new(0)).unwrap();
+    /// let op = rec.register(Category::Http, "GET /");
+    /// rec.record(MetricRecord { category: Category::Http, operation: op, bytes: 10, ..MetricRecord::default() });
+    /// let s = rec.series(op).unwrap();
+    /// assert_eq!(s.read(|s| (s.count(), s.bytes())), (1, 10));
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use starpunk_perf::{Category, FakeClock, Recorder, RecorderConfig};
+    /// # let rec = Recorder::new(RecorderConfig::default(), FakeClock::new(0)).unwrap();
+    /// # let s = rec.series(rec.register(Category::Http, "GET /")).unwrap();
+    /// s.read(|s| s.reset()); // no `reset` on a view
+    /// ```
+    pub fn read<R>(&self, mut f: impl FnMut(&SeriesView<'_>) -> R) -> R {
+        let view = SeriesView(self);
+        self.lock.read(|| f(&view))
+    }
+
+    /// Every duration since start (or the last [`reset`](Self::reset)),
+    /// nanoseconds.
+    pub fn since_start(&self) -> &LatencyHistogram {
+        &self.since_start
+    }
+
+    /// The recent window over [`since_start`](Self::since_start) (HTTP
+    /// series only).
+    pub fn recent(&self) -> Option<&RecentWindow> {
+        self.recent.as_ref()
     }
 
     /// Events recorded (the since-start histogram's count).
@@ -269,6 +304,46 @@ impl Series {
             - core::mem::size_of::<RecentWindow>()
             + self.since_start.memory_bytes()
             + self.recent.as_ref().map_or(0, RecentWindow::memory_bytes)
+    }
+}
+
+/// A [`Series`] inside [`Series::read`]: its figures, and no way to
+/// change them.
+#[derive(Clone, Copy)]
+pub struct SeriesView<'a>(&'a Series);
+
+impl SeriesView<'_> {
+    /// See [`Series::count`].
+    pub fn count(&self) -> u64 {
+        self.0.count()
+    }
+    /// See [`Series::since_start`].
+    pub fn since_start(&self) -> &LatencyHistogram {
+        self.0.since_start()
+    }
+    /// See [`Series::recent`].
+    pub fn recent(&self) -> Option<&RecentWindow> {
+        self.0.recent()
+    }
+    /// See [`Series::bytes`].
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes()
+    }
+    /// See [`Series::rows`].
+    pub fn rows(&self) -> u64 {
+        self.0.rows()
+    }
+    /// See [`Series::memory_deltas`].
+    pub fn memory_deltas(&self) -> MemoryDeltas {
+        self.0.memory_deltas()
+    }
+    /// See [`Series::statuses`].
+    pub fn statuses(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.0.statuses()
+    }
+    /// See [`Series::status_classes`].
+    pub fn status_classes(&self) -> [u64; 6] {
+        self.0.status_classes()
     }
 }
 
@@ -372,6 +447,6 @@ mod tests {
         s.reset();
         assert_eq!(s.memory_deltas(), MemoryDeltas::default());
         assert_eq!((s.count(), s.bytes(), s.statuses().count()), (0, 0, 0));
-        assert_eq!(s.read(Series::count), 0);
+        assert_eq!(s.read(|s| s.count()), 0);
     }
 }

@@ -18,6 +18,7 @@ fn written_lags_by_at_most_two_blocks_per_stripe() {
     let stop = AtomicBool::new(false);
     let mut worst = 0u64;
     let mut reads = 0u64;
+    let mut last = 0u64;
     std::thread::scope(|s| {
         for _ in 0..3 {
             s.spawn(|| {
@@ -49,6 +50,13 @@ fn written_lags_by_at_most_two_blocks_per_stripe() {
             let before = finished.load(Ordering::SeqCst);
             let written = ring.stats().written;
             let after = started.load(Ordering::SeqCst);
+            // A counter: never below an earlier read (its fallback figure,
+            // two blocks per stripe low, is raised to the largest reported).
+            assert!(
+                written >= last,
+                "written went back from {last} to {written}"
+            );
+            last = written;
             assert!(
                 written <= after,
                 "written {written} ahead of {after} pushes started"

@@ -39,7 +39,7 @@ fn authorized(app: &App, req: &Request) -> Result<bool, u64> {
 
 fn histogram(out: &mut String, name: &str, labels: &str, s: &Series) {
     // Buckets, sum and count from one side of any reset (logout).
-    let (h, sum) = s.read(|s| (s.since_start.snapshot(), s.since_start.sum()));
+    let (h, sum) = s.read(|s| (s.since_start().snapshot(), s.since_start().sum()));
     let mut cumulative = 0u64;
     let mut iter = h.iter_recorded().peekable();
     for le in BUCKETS {

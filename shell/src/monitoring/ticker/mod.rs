@@ -272,7 +272,7 @@ impl Inner {
             }
             let (h, classes) = entry
                 .value
-                .read(|s| (s.since_start.snapshot(), s.status_classes()));
+                .read(|s| (s.since_start().snapshot(), s.status_classes()));
             requests += h.len();
             e5 += classes[5];
             e4 += classes[4];
@@ -328,13 +328,13 @@ impl Inner {
             let c = entry.value.read(|s| history::Cumulative {
                 counts: history::Counts {
                     count: s.count(),
-                    sum_ns: s.since_start.sum(),
+                    sum_ns: s.since_start().sum(),
                     errors_5xx: s.status_classes()[5],
                     errors_4xx: s.status_classes()[4],
                     bytes: s.bytes(),
                     rows: s.rows(),
                 },
-                buckets: s.since_start.buckets().collect(),
+                buckets: s.since_start().buckets().collect(),
             });
             if c.counts.count > 0 {
                 series.push((kind, entry.name.clone(), c));
@@ -392,7 +392,7 @@ impl Inner {
             let mut t = alerts::ScopeTotals::default();
             for s in series {
                 let (count, classes, h) = s.read(|s| {
-                    let h = merged.as_ref().map(|_| s.since_start.snapshot());
+                    let h = merged.as_ref().map(|_| s.since_start().snapshot());
                     (s.count(), s.status_classes(), h)
                 });
                 t.requests += count;

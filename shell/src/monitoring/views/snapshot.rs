@@ -20,16 +20,16 @@ fn since_start(
     memory_tracking: bool,
 ) -> (EndpointStats, hdrhistogram::Histogram<u64>, u64) {
     s.read(|s| {
-        let h = s.since_start.snapshot();
+        let h = s.since_start().snapshot();
         let count = h.len();
         let mean = if count > 0 {
-            s.since_start.sum() as f64 / count as f64
+            s.since_start().sum() as f64 / count as f64
         } else {
             0.0
         };
         // hdrhistogram reports a bucket's highest equivalent value; the
         // exact max bounds every quantile.
-        let q = |q: f64| ms(h.value_at_quantile(q).min(s.since_start.max()) as f64);
+        let q = |q: f64| ms(h.value_at_quantile(q).min(s.since_start().max()) as f64);
         let classes = s.status_classes();
         let deltas = s.memory_deltas();
         let stats = EndpointStats {
@@ -39,7 +39,7 @@ fn since_start(
             p50_ms: q(0.5),
             p95_ms: q(0.95),
             p99_ms: q(0.99),
-            max_ms: ms(s.since_start.max() as f64),
+            max_ms: ms(s.since_start().max() as f64),
             bytes_mean: if count > 0 {
                 (s.bytes() as f64 / count as f64).round()
             } else {
@@ -60,7 +60,7 @@ fn since_start(
                 estimated: deltas.n < count,
             }),
         };
-        (stats, h, s.since_start.sum())
+        (stats, h, s.since_start().sum())
     })
 }
 
@@ -108,9 +108,9 @@ fn recent(
     now: u64,
     kept: &[(u64, u64)],
 ) -> Option<(EndpointStats, Option<u64>)> {
-    let (h, totals) = s.recent.as_ref()?.snapshot_with_totals(now, &s.since_start);
+    let (h, totals) = s.recent()?.snapshot_with_totals(now, s.since_start());
     let count = h.len();
-    let all_time = s.since_start.max();
+    let all_time = s.since_start().max();
     let max = if count == 0 {
         0
     } else if totals.since_ns.is_none() {
