@@ -158,6 +158,87 @@ fn layers_go_one_way() {
     );
 }
 
+/// The core's modules name each other without a circle (before issue 19,
+/// `recorder` and `series` named each other). Returns a circle if any.
+fn core_circle(root: &Path) -> Option<Vec<String>> {
+    let mut files = Vec::new();
+    sources(root, &mut files);
+    let mut edges: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in &files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut deps: Vec<String> = code_lines(&text)
+            .iter()
+            .flat_map(|(_, line)| crate_paths(line))
+            .filter(|d| *d != name)
+            .collect();
+        deps.sort();
+        deps.dedup();
+        edges.insert(name, deps);
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == n) {
+            let mut circle = path[at..].to_vec();
+            circle.push(n.to_string());
+            return Some(circle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for d in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = Default::default();
+    for n in edges.keys() {
+        if let Some(c) = visit(n, &edges, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_cores_modules_form_no_circle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src");
+    assert_eq!(core_circle(&root), None);
+    // And the check finds one where there is one.
+    let dir = std::env::temp_dir().join(format!("starpunk-core-circle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("recorder.rs"), "use crate::series::Series;\n").unwrap();
+    std::fs::write(
+        dir.join("series.rs"),
+        "use crate::config::RecorderConfig;\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.rs"), "use crate::recorder::Recorder;\n").unwrap();
+    std::fs::write(dir.join("sync.rs"), "// crate::recorder in a comment\n").unwrap();
+    let found = core_circle(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        found,
+        Some(vec![
+            "config".into(),
+            "recorder".into(),
+            "series".into(),
+            "config".into()
+        ])
+    );
+}
+
 #[test]
 fn the_check_sees_a_wrong_way_import() {
     // The same check on a small tree with one import of each wrong kind.
