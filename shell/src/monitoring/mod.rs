@@ -408,6 +408,17 @@ mod recover_tests {
     }
 
     #[test]
+    fn the_buffer_view_names_the_block_that_bounds_what_it_shows() {
+        let m = Monitor::new(&PerfConfig {
+            monitoring_enabled: true,
+            buffer_size: 1_000,
+            ..PerfConfig::default()
+        });
+        let s = m.snapshot(views::DatabaseView::default());
+        assert_eq!((s.buffer.capacity, s.buffer.block), (1_000, 64));
+    }
+
+    #[test]
     fn a_panic_holding_a_lock_does_not_end_the_feature() {
         let m = Monitor::new(&PerfConfig {
             monitoring_enabled: true,

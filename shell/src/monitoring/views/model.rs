@@ -233,6 +233,10 @@ pub struct BufferView {
     pub dropped: u64,
     /// Records held that the sampler left out but were kept (5xx, slow).
     pub forced: usize,
+    /// Tickets a thread takes at once: each block another thread starts
+    /// can leave up to this many of a busy thread's last `capacity`
+    /// records out of the ring (docs/ARCHITECTURE.md, "The ring protocol").
+    pub block: usize,
 }
 
 /// What sampling changes on this page.

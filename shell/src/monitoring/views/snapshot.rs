@@ -424,6 +424,7 @@ impl Inner {
                 overwritten: stats.overwritten,
                 dropped: stats.dropped,
                 forced: ring.forced,
+                block: self.recorder.ring().block(),
             },
             sampling: SamplingView {
                 rate: config.sample_rate,

@@ -258,7 +258,8 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
                 div.card { span { "Requests" } b { (int(s.requests_total)) } small { (since) } }
                 div.card { span { "Ring buffer (detail records)" } b { (int(s.buffer.len as u64)) " of " (int(s.buffer.capacity as u64)) }
                     small { (int(s.buffer.overwritten)) " overwritten (replaced by newer ones, as designed); "
-                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else)" } }
+                    (int(s.buffer.dropped)) " dropped (lost to a writer a lap ahead; still counted everywhere else); "
+                    "the newest records, less up to " (s.buffer.block) " for each block of tickets another thread took meanwhile" } }
                 div.card { span { "Cost" } b { (format!("{:.1}", s.monitor.record_ns)) " ns per record" }
                     small { (bytes(s.monitor.memory_bytes as u64)) " held (budget 1 MiB)" } }
                 div.card { span { "Requests kept in detail" } b { (s.kept.requests) }
