@@ -15,7 +15,7 @@ use crate::web::routes::Route;
 /// Bytes per ring slot.
 pub const SLOT_BYTES: f64 = 64.0;
 /// Bytes per series (see docs/ARCHITECTURE.md).
-pub const SERIES_BYTES: f64 = 27_616.0;
+pub const SERIES_BYTES: f64 = 27_744.0;
 
 /// The traffic the owner expects, from flags.
 #[derive(Clone, Debug, PartialEq)]
