@@ -401,6 +401,15 @@ impl<'a> Reader<'a> {
         ])
     }
 
+    /// The rows of every piece of `plan`, in its order.
+    fn rows_of_plan(&self, plan: Vec<Piece>, kind: Option<i64>) -> Result<Vec<Row>, String> {
+        let mut rows = Vec::new();
+        for p in plan {
+            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
+        }
+        Ok(rows)
+    }
+
     /// The rows covering `from..to` (see [`plan_fine`](Self::plan_fine)).
     pub fn rows_for_range(
         &self,
@@ -408,11 +417,7 @@ impl<'a> Reader<'a> {
         to: i64,
         kind: Option<i64>,
     ) -> Result<Vec<Row>, String> {
-        let mut rows = Vec::new();
-        for p in self.plan_fine(from, to)? {
-            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
-        }
-        Ok(rows)
+        self.rows_of_plan(self.plan_fine(from, to)?, kind)
     }
 
     /// The pieces covering `from..to` with as few rows as possible: hour
@@ -482,11 +487,7 @@ impl<'a> Reader<'a> {
         to: i64,
         kind: Option<i64>,
     ) -> Result<Vec<Row>, String> {
-        let mut rows = Vec::new();
-        for p in self.plan_coarse(from, to, kind)? {
-            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
-        }
-        Ok(rows)
+        self.rows_of_plan(self.plan_coarse(from, to, kind)?, kind)
     }
 
     /// Starts (Unix seconds, version) since `from`, oldest first.
