@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::http::{HttpSettings, Server};
+use crate::http::{HttpSettings, Refusal, Server};
+use crate::monitoring::request::refusals::Reason;
 use crate::monitoring::Monitor;
 use crate::web::auth::{hash_password, random_token, sha256_hex, MICROPUB_KEY, PASSWORD_KEY};
 use crate::web::ratelimit::RateLimiter;
@@ -213,7 +214,7 @@ pub fn serve_on(
         }),
         // What the front refused or timed out: counted by reason, apart
         // from the routes.
-        Arc::new(move |_head, status, _bytes, _took| monitor.record_refused(status)),
+        Arc::new(move |_head, why, _bytes, _took| monitor.record_refused(refusal_reason(why))),
     )
     .map_err(StartError::Bind)?;
     app.monitor.set_site(&app.site.url);
@@ -223,6 +224,21 @@ pub fn serve_on(
         app,
         generated,
     })
+}
+
+/// The monitor's name for why the front answered a request itself.
+fn refusal_reason(why: Refusal) -> Reason {
+    match why {
+        Refusal::BadRequest => Reason::BadRequest,
+        Refusal::BodyTimeout => Reason::BodyTimeout,
+        Refusal::BodyTooLarge => Reason::BodyTooLarge,
+        Refusal::UriTooLong => Reason::UriTooLong,
+        Refusal::HeadTooLarge => Reason::HeadTooLarge,
+        Refusal::BodyBudget => Reason::BodyBudget,
+        Refusal::ResponseBudget => Reason::ResponseBudget,
+        Refusal::Connections => Reason::Connections,
+        Refusal::ClientConnections => Reason::ClientConnections,
+    }
 }
 
 /// Binds first (a busy port changes nothing stored), then builds and

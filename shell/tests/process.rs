@@ -126,11 +126,83 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert!(out.contains("starpunk: stopped"), "{out}");
 }
 
+/// A connection from `from` (another loopback address: another client).
+fn connect_from(port: u16, from: [u8; 4]) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(socket.into())
+}
+
+#[test]
+fn under_a_small_descriptor_limit_one_client_cannot_take_every_connection() {
+    // `ulimit -n 256`: the cap is fitted under it (the descriptors open at
+    // start and 32 kept aside), a client gets a quarter of it.
+    let mut p = spawn("nofile-share", "ulimit -n 256 &&");
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        match connect_from(p.port, [127, 0, 0, 2]) {
+            Ok(mut s) => {
+                let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+                held.push(s);
+            }
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The holder's connections past its share were answered 503 and closed.
+    let mut answered = (0, 0);
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.starts_with("HTTP/1.1 200") {
+                answered.0 += 1;
+            } else if text.starts_with("HTTP/1.1 503") {
+                answered.1 += 1;
+            }
+        }
+    }
+    let (kept, refused) = answered;
+    assert!(
+        kept > 0 && kept <= 64,
+        "{kept} of the holder's connections served"
+    );
+    assert!(refused >= 400 - 64 - 10, "{refused} refused with 503");
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(get(p.port, "/health").map(|r| r.0), Some(200));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    assert!(
+        times[2] < Duration::from_millis(100),
+        "/health took {times:?}"
+    );
+    drop(held);
+    terminate(&p);
+    assert!(p.child.wait().unwrap().success());
+    let err = read_all(&mut p.child.stderr);
+    assert!(
+        !err.contains("accept failed"),
+        "ran out of descriptors: {err}"
+    );
+}
+
 #[test]
 fn out_of_descriptors_the_server_logs_retries_and_recovers() {
-    // 64 descriptors in all: the database and the runtime take a few
-    // dozen, so 100 clients exhaust the rest.
-    let mut p = spawn("nofile", "ulimit -n 64 &&");
+    // The connection cap is fitted under the descriptor limit at start;
+    // the limit lowered afterwards (`prlimit`) leaves the server short of
+    // descriptors with room left under its cap: 100 clients exhaust them.
+    let mut p = spawn("nofile", "");
+    let lowered = Command::new("prlimit")
+        .args([&format!("--pid={}", p.child.id()), "--nofile=64:"])
+        .status()
+        .unwrap();
+    assert!(lowered.success(), "prlimit failed");
     let held: Vec<TcpStream> = (0..100)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", p.port)).ok())
         .collect();

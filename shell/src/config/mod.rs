@@ -317,6 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn per_client_caps_and_trusted_proxies_are_read_and_bad_ones_named() {
+        let c = load(
+            &[
+                ("STARPUNK_HTTP_MAX_PER_CLIENT", "16"),
+                ("STARPUNK_HTTP_TRUSTED_PROXIES", " 10.0.0.0/8, ::1 ,"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http.max_per_client, 16);
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
+        assert!(load(&[("STARPUNK_HTTP_TRUSTED_PROXIES", "")], &[])
+            .unwrap()
+            .http
+            .trusted_proxies
+            .is_empty());
+        let e = load(
+            &[("STARPUNK_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,proxy.lan")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("STARPUNK_HTTP_TRUSTED_PROXIES") && e.contains("10.0.0.0/8"),
+            "{e}"
+        );
+        assert!(load(&[("STARPUNK_HTTP_MAX_PER_CLIENT", "0")], &[]).is_err());
+    }
+
+    #[test]
     fn bad_values_name_variable_value_and_accepted() {
         let e = load(&[("STARPUNK_PERF_SAMPLE_RATE", "1.5")], &[]).unwrap_err();
         assert_eq!(

@@ -416,6 +416,28 @@ pub(super) const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        env: "STARPUNK_HTTP_MAX_PER_CLIENT",
+        flag: "--http-max-per-client",
+        help: "open connections at once from one client (IPv4 address, IPv6 /64), 1 to 1000000, at most a quarter of the cap [64]",
+        secret: false,
+        boolean: false,
+        apply: |c, v, _| {
+            c.http.max_per_client = count(v, 1..=1_000_000, "a whole number from 1 to 1000000")?;
+            Ok(())
+        },
+    },
+    Setting {
+        env: "STARPUNK_HTTP_TRUSTED_PROXIES",
+        flag: "--http-trusted-proxies",
+        help: "comma-separated addresses or networks (10.0.0.0/8) of reverse proxies, not capped per client [none]",
+        secret: false,
+        boolean: false,
+        apply: |c, v, _| {
+            c.http.trusted_proxies = networks(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         env: "STARPUNK_HTTP_WORKERS",
         flag: "--http-workers",
         help: "requests handled at once (handler threads), 1 to 256 [8]",
@@ -427,6 +449,16 @@ pub(super) const SETTINGS: &[Setting] = &[
         },
     },
 ];
+
+/// A comma-separated list of addresses or networks; empty for none.
+fn networks(v: &str) -> Result<Vec<crate::http::Network>, &'static str> {
+    const WHAT: &str = "comma-separated IP addresses or networks such as 10.0.0.0/8 or ::1";
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| crate::http::Network::parse(p).ok_or(WHAT))
+        .collect()
+}
 
 pub(super) fn token(v: &str) -> Result<String, &'static str> {
     const WHAT: &str = "a token of 16 or more visible ASCII characters";

@@ -34,15 +34,19 @@
 //! Nothing here knows a page, a route or the monitor: the app hands in a
 //! [`Handler`] and an [`Unhandled`] callback.
 
+mod budget;
+mod clients;
 mod materialise;
 mod server;
+mod watched;
 mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use clients::{client_of, Network};
 pub use materialise::{materialise, Materialised};
-pub use server::{bind, raise_descriptor_limit, Server};
+pub use server::{bind, connection_caps, raise_descriptor_limit, Server};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: u64 = 1 << 20;
@@ -56,6 +60,22 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Request bodies held in memory at once, all connections together, KiB.
 pub const BODY_BUDGET_KIB: u32 = 32 * 1024;
+
+/// Rendered responses waiting to be written, all connections together,
+/// KiB: past it, a request's handler waits (at most a second, then 503)
+/// for room. A client (see [`client_of`]) may hold an eighth of it; a
+/// client that holds nothing may start a handler with an eighth more.
+pub const RESPONSE_BUDGET_KIB: usize = 32 * 1024;
+
+/// Each connection's kernel send buffer, bytes (Linux doubles it for its
+/// bookkeeping): what a client that does not read can make the kernel
+/// hold, instead of the up to 4 MiB of the kernel's automatic sizing.
+pub const SEND_BUFFER: usize = 256 * 1024;
+
+/// Descriptors kept, beyond those open at start, for what the blog opens
+/// later (the history, the database's readers, a webhook) when the
+/// connection cap is fitted under the descriptor limit.
+pub const RESERVED_DESCRIPTORS: u64 = 32;
 
 /// A request handler: runs the app on a request and passes its response
 /// to the given [`materialise`], returning what that returned. The app's
@@ -75,11 +95,52 @@ pub struct Arrival {
     pub queued: Duration,
 }
 
-/// Told of each request the front answers itself, no handler run: its
-/// method and path (`None` when its head could not be read: hyper's own
-/// 400, 414 and 431), the status, the body's bytes and the time from the
-/// head to the answer.
-pub type Unhandled = Arc<dyn Fn(Option<(&str, &str)>, u16, u64, Duration) + Send + Sync>;
+/// Told of each request or connection the front answers itself, no
+/// handler run: its method and path (`None` when its head could not be
+/// read, or for a connection refused before any request), why, the
+/// answer's bytes and the time from the head to the answer.
+pub type Unhandled = Arc<dyn Fn(Option<(&str, &str)>, Refusal, u64, Duration) + Send + Sync>;
+
+/// Why the front answered a request (or a connection) itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400: a head hyper could not parse, a missing or bad `Host`, a body
+    /// that could not be read.
+    BadRequest,
+    /// 408: the body did not arrive within the body timeout.
+    BodyTimeout,
+    /// 413: a body over [`MAX_BODY`].
+    BodyTooLarge,
+    /// 414: a request line past hyper's buffer.
+    UriTooLong,
+    /// 431: a head over [`MAX_HEAD`] or [`MAX_HEADERS`] fields.
+    HeadTooLarge,
+    /// 503: no room in the request-body budget.
+    BodyBudget,
+    /// 503: no room in the response budget (or the client's share of it).
+    ResponseBudget,
+    /// 503: the server's connection cap is reached.
+    Connections,
+    /// 503: the client's share of the connection cap is taken.
+    ClientConnections,
+}
+
+impl Refusal {
+    /// The status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::BadRequest => 400,
+            Refusal::BodyTimeout => 408,
+            Refusal::BodyTooLarge => 413,
+            Refusal::UriTooLong => 414,
+            Refusal::HeadTooLarge => 431,
+            Refusal::BodyBudget
+            | Refusal::ResponseBudget
+            | Refusal::Connections
+            | Refusal::ClientConnections => 503,
+        }
+    }
+}
 
 /// The front's way of turning a response into bytes; see [`materialise`].
 pub type Materialise = fn(rouille::Response) -> (Materialised, u64);
@@ -99,8 +160,18 @@ pub struct HttpSettings {
     /// progress for this long closes the connection.
     pub write_timeout: Duration,
     /// `STARPUNK_HTTP_MAX_CONNECTIONS`: open connections at once; past it
-    /// new ones get a 503 and are closed.
+    /// new ones get a 503 and are closed. Fitted under the descriptor
+    /// limit at start (less the descriptors open then and
+    /// [`RESERVED_DESCRIPTORS`]).
     pub max_connections: usize,
+    /// `STARPUNK_HTTP_MAX_PER_CLIENT`: open connections at once from one
+    /// client (an IPv4 address, an IPv6 /64), at most a quarter of the
+    /// connection cap; past it, its new ones get a 503 and are closed.
+    pub max_per_client: usize,
+    /// `STARPUNK_HTTP_TRUSTED_PROXIES`: addresses or networks of reverse
+    /// proxies, whose connections count only against the server's cap
+    /// (every reader behind a proxy shares its address).
+    pub trusted_proxies: Vec<Network>,
     /// `STARPUNK_HTTP_WORKERS`: handler threads (requests handled at once).
     pub workers: usize,
     /// `STARPUNK_SHUTDOWN_GRACE`: on SIGTERM or SIGINT, in-flight requests
@@ -117,6 +188,8 @@ impl Default for HttpSettings {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_connections: 4_096,
+            max_per_client: 64,
+            trusted_proxies: Vec::new(),
             workers: 8,
             shutdown_grace: Duration::from_secs(10),
             access_log: true,

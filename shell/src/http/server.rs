@@ -2,7 +2,7 @@
 //! graceful shutdown.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,10 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
+use super::budget::{held_bytes, Budget};
+use super::clients::Clients;
+use super::watched::Watched;
 use super::wire::{automatic_answer, closing, host_is_valid, log_access, read_body, refuse};
 use super::{
-    materialise, Arrival, Handler, HttpSettings, Unhandled, BODY_BUDGET_KIB, DRAIN_CAP, MAX_BODY,
-    MAX_HEAD, MAX_HEADERS,
+    materialise, Arrival, Handler, HttpSettings, Refusal, Unhandled, BODY_BUDGET_KIB, DRAIN_CAP,
+    MAX_BODY, MAX_HEAD, MAX_HEADERS, RESERVED_DESCRIPTORS, RESPONSE_BUDGET_KIB, SEND_BUFFER,
 };
 
 /// A running server; stops when [`stop`](Self::stop) is called or dropped.
@@ -60,6 +63,41 @@ struct Shared {
     limits: HttpSettings,
     /// KiB of request bodies that may be in memory (see [`BODY_BUDGET_KIB`]).
     body_budget: Arc<Semaphore>,
+    /// Rendered responses waiting to be written (see [`RESPONSE_BUDGET_KIB`]).
+    responses: Arc<Budget>,
+    /// Handlers running or about to run: one per handler thread, taken
+    /// before the response budget is checked, so what can be rendered past
+    /// the budget is bounded by the threads.
+    handlers: Arc<Semaphore>,
+    /// Open connections and waiting responses, per client.
+    clients: Arc<Clients>,
+    /// Set on stop: every response from then on closes its connection.
+    stopping: watch::Receiver<bool>,
+}
+
+/// The connection cap in force: the setting, fitted under `room`, the
+/// descriptors left for connections (`None`: unknown); and each client's
+/// share of it (at most a quarter).
+pub fn connection_caps(limits: &HttpSettings, room: Option<u64>) -> (usize, usize) {
+    let mut cap = limits.max_connections.max(1);
+    if let Some(room) = room {
+        cap = cap.min(usize::try_from(room.max(1)).unwrap_or(usize::MAX));
+    }
+    let per_client = limits.max_per_client.clamp(1, (cap / 4).max(1));
+    (cap, per_client)
+}
+
+/// Descriptors left for connections under the soft limit `nofile`: less
+/// those open now and [`RESERVED_DESCRIPTORS`] for what the blog opens
+/// later (the history, the database's readers, a webhook). `None` when
+/// the limit is unknown.
+fn descriptor_room(nofile: u64) -> Option<u64> {
+    if nofile == 0 {
+        return None;
+    }
+    let open =
+        std::fs::read_dir("/proc/self/fd").map_or(RESERVED_DESCRIPTORS, |d| d.count() as u64);
+    Some(nofile.saturating_sub(open + RESERVED_DESCRIPTORS))
 }
 
 impl Server {
@@ -70,7 +108,14 @@ impl Server {
         handler: Handler,
         unhandled: Unhandled,
     ) -> std::io::Result<Server> {
-        raise_descriptor_limit();
+        let nofile = raise_descriptor_limit();
+        let (cap, per_client) = connection_caps(&limits, descriptor_room(nofile));
+        if cap < limits.max_connections {
+            crate::elog!(
+                "starpunk: at most {cap} connections (the descriptor limit is {nofile}; {} asked)",
+                limits.max_connections
+            );
+        }
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,15 +129,23 @@ impl Server {
         let shared = Arc::new(Shared {
             handler,
             unhandled,
-            limits,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_KIB as usize)),
+            responses: Budget::new(RESPONSE_BUDGET_KIB),
+            handlers: Arc::new(Semaphore::new(limits.workers.max(1))),
+            clients: Clients::new(
+                per_client,
+                RESPONSE_BUDGET_KIB / 8,
+                limits.trusted_proxies.clone(),
+            ),
+            stopping: stopped.clone(),
+            limits,
         });
         let thread = std::thread::Builder::new()
             .name("starpunk-accept".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(listener, shared, stopped).await,
+                        Ok(listener) => serve(listener, shared, cap, stopped).await,
                         Err(e) => crate::elog!("starpunk: cannot serve on {addr}: {e}"),
                     }
                 });
@@ -163,10 +216,14 @@ async fn wait_for_signal() -> &'static str {
 }
 
 /// The accept loop, then the graceful shutdown.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cap: usize,
+    mut stopped: watch::Receiver<bool>,
+) {
     let limits = shared.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(cap));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -194,11 +251,17 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             refuse(stream);
+            (shared.unhandled)(None, Refusal::Connections, 0, Duration::ZERO);
+            continue;
+        };
+        let Some(share) = shared.clients.admit(peer.ip()) else {
+            refuse(stream);
+            (shared.unhandled)(None, Refusal::ClientConnections, 0, Duration::ZERO);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let shared = shared.clone();
-        let graceful_watch = graceful.watcher();
         let mut stopping = stopped.clone();
         tokio::spawn(async move {
             // Nothing is allocated for a connection (hyper's buffers, the
@@ -210,44 +273,93 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
                 // Not yet a request: nothing to wait for on shutdown.
                 _ = stopping.wait_for(|s| *s) => false,
             };
-            if !started {
-                drop(permit);
-                return;
+            if started {
+                connection(stream, peer, share.client(), shared, stopping).await;
             }
-            // Writes only: a read timeout would also cut a connection
-            // whose request is in a handler (hyper keeps a read open to
-            // notice a client leaving); reads are bounded by the header
-            // and body timeouts.
-            let mut timed = TimeoutStream::new(stream);
-            timed.set_write_timeout(Some(shared.limits.write_timeout));
-            let io = TokioIo::new(Box::pin(timed));
-            let limits = shared.limits.clone();
-            let unhandled = shared.unhandled.clone();
-            let service = hyper::service::service_fn(move |req| respond(req, peer, shared.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_HEAD)
-                .max_headers(MAX_HEADERS)
-                .serve_connection(io, service);
-            // A client that goes away, times out or sends garbage ends its
-            // own connection; a head hyper refused and answered is counted.
-            if let Err(e) = graceful_watch.watch(conn).await {
-                if let Some(status) = automatic_answer(&e) {
-                    unhandled(None, status, 0, Duration::ZERO);
-                }
-            }
+            drop(share);
             drop(permit);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(limits.shutdown_grace) => {
-            crate::elog!(
-                "starpunk: shutdown grace of {:.1} s over; closing the connections left",
-                limits.shutdown_grace.as_secs_f64()
-            );
+    // Every connection gives its permit back when it ends.
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        crate::elog!(
+            "starpunk: shutdown grace of {:.1} s over; closing the connections left",
+            limits.shutdown_grace.as_secs_f64()
+        );
+    }
+}
+
+/// How long a connection with no request under way is kept open after a
+/// stop, for a request already on its way (sent just before the stop):
+/// it is answered, with `Connection: close`.
+const STOP_DRAIN: Duration = Duration::from_millis(100);
+
+/// Serves one connection's requests until it ends, or until a stop finds
+/// it with no request under way.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    client: Option<IpAddr>,
+    shared: Arc<Shared>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // Writes only: a read timeout would also cut a connection whose
+    // request is in a handler (hyper keeps a read open to notice a client
+    // leaving); reads are bounded by the header and body timeouts.
+    let mut timed = TimeoutStream::new(stream);
+    timed.set_write_timeout(Some(shared.limits.write_timeout));
+    let (watched, under_way) = Watched::new(Box::pin(timed));
+    let io = TokioIo::new(watched);
+    let limits = shared.limits.clone();
+    let unhandled = shared.unhandled.clone();
+    let service = hyper::service::service_fn(move |req| respond(req, peer, client, shared.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stopping.wait_for(|s| *s) => None,
+    };
+    let ended = match ended {
+        Some(r) => r,
+        None => {
+            // Stopping: a request read (or being read) is answered, and
+            // its response closes the connection (see `respond`); one
+            // still on its way gets `STOP_DRAIN` to arrive. A connection
+            // with nothing under way is closed.
+            let drained = tokio::time::Instant::now() + limits.shutdown_grace.min(STOP_DRAIN);
+            loop {
+                let now = tokio::time::Instant::now();
+                let nap = if now < drained {
+                    drained - now
+                } else {
+                    Duration::from_millis(10)
+                };
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = tokio::time::sleep(nap) => {}
+                }
+                if tokio::time::Instant::now() >= drained && !under_way.get() {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
+        }
+    };
+    // A client that goes away, times out or sends garbage ends its own
+    // connection; a head hyper refused and answered is counted.
+    if let Err(e) = ended {
+        if let Some(refusal) = automatic_answer(&e) {
+            unhandled(None, refusal, 0, Duration::ZERO);
         }
     }
 }
@@ -257,6 +369,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
 async fn respond(
     req: Request<Incoming>,
     peer: SocketAddr,
+    client: Option<IpAddr>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let received = std::time::Instant::now();
@@ -270,22 +383,21 @@ async fn respond(
     let path = url.split('?').next().unwrap_or("").to_string();
     let access_log = shared.limits.access_log;
     // An answer without a handler (the body was refused), logged too.
-    let refuse = |status: StatusCode, text: &'static str| {
+    let refuse = |why: Refusal, text: &'static str| {
         let took = received.elapsed();
+        let status = why.status();
         if access_log {
-            log_access(peer, &method, &path, status.as_u16(), text.len(), took);
+            log_access(peer, &method, &path, status, text.len(), took);
         }
-        (shared.unhandled)(
-            Some((&method, &path)),
-            status.as_u16(),
-            text.len() as u64,
-            took,
-        );
-        Ok(closing(status, text))
+        (shared.unhandled)(Some((&method, &path)), why, text.len() as u64, took);
+        Ok(closing(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            text,
+        ))
     };
     if !host_is_valid(&parts) {
         return refuse(
-            StatusCode::BAD_REQUEST,
+            Refusal::BadRequest,
             "Missing, repeated or invalid Host header\n",
         );
     }
@@ -296,7 +408,7 @@ async fn respond(
         .and_then(|v| v.parse::<u64>().ok());
     const TOO_LARGE: &str = "Request body too large (1 MiB at most)\n";
     if declared.is_some_and(|n| n > DRAIN_CAP) {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+        return refuse(Refusal::BodyTooLarge, TOO_LARGE);
     }
     // Bodies in memory at once are bounded server-wide: a request with a
     // body takes its size (or 1 MiB when unknown) from the budget until
@@ -313,7 +425,7 @@ async fn respond(
     let budget = shared.body_budget.clone();
     let Ok(Ok(budget)) = tokio::time::timeout(wait, budget.acquire_many_owned(kib)).await else {
         return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BodyBudget,
             "Too many request bodies at once; try again\n",
         );
     };
@@ -322,13 +434,30 @@ async fn respond(
     let body_done = std::time::Instant::now();
     let body = match read {
         Ok(Ok(Some(bytes))) => bytes,
-        Ok(Ok(None)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
-        Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "Bad request body\n"),
-        Err(_) => {
-            return refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request body not received in time\n",
-            )
+        Ok(Ok(None)) => return refuse(Refusal::BodyTooLarge, TOO_LARGE),
+        Ok(Err(_)) => return refuse(Refusal::BadRequest, "Bad request body\n"),
+        Err(_) => return refuse(Refusal::BodyTimeout, "Request body not received in time\n"),
+    };
+    // A handler starts only with room for its response: the client under
+    // its share, the server's budget with room (waited for up to a
+    // second, holding no thread), then a thread, with room still there
+    // (so what is rendered past the budget is bounded by the threads).
+    const NO_ROOM: &str = "Too many responses waiting to be read; try again\n";
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let thread = loop {
+        let (held, room) = shared.clients.response_room(client);
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if !room || !shared.responses.room(held == 0, left).await {
+            return refuse(Refusal::ResponseBudget, NO_ROOM);
+        }
+        let Ok(thread) = shared.handlers.clone().acquire_owned().await else {
+            return refuse(Refusal::ResponseBudget, NO_ROOM);
+        };
+        // Still room, now that this one holds a thread (the others that
+        // passed the checks with it are rendering).
+        let (held, room) = shared.clients.response_room(client);
+        if room && shared.responses.room(held == 0, Duration::ZERO).await {
+            break thread;
         }
     };
     let headers: Vec<(String, String)> = parts
@@ -342,6 +471,7 @@ async fn respond(
         })
         .collect();
     let handler = shared.handler.clone();
+    let counted = shared.clone();
     let ran = tokio::task::spawn_blocking(move || {
         let arrival = Arrival {
             body: body_done.saturating_duration_since(received),
@@ -372,12 +502,15 @@ async fn respond(
         // The request's body (inside `req`) is gone: its budget goes back.
         drop(req);
         drop(budget);
-        (
-            response.status,
-            response.headers,
-            response.body,
-            response.complete,
-        )
+        // The response counts against the budgets (until hyper has written
+        // its last byte) before the thread is given back, so the next
+        // handler's check sees it.
+        let len = response.body.len();
+        let hold = counted.responses.hold(len);
+        let share = counted.clients.hold_response(client, len);
+        let bytes = held_bytes(response.body, hold, share);
+        drop(thread);
+        (response.status, response.headers, bytes, response.complete)
     })
     .await;
     let Ok((status, headers, bytes, complete)) = ran else {
@@ -392,7 +525,7 @@ async fn respond(
             "Internal server error\n",
         ));
     }
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Full::new(bytes));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
@@ -413,5 +546,37 @@ async fn respond(
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if *shared.stopping.borrow() {
+        // The server is stopping: this is the connection's last response.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_under_the_descriptor_limit_and_a_client_gets_a_quarter() {
+        let limits = HttpSettings::default();
+        assert_eq!(connection_caps(&limits, None), (4096, 64));
+        assert_eq!(connection_caps(&limits, Some(1 << 20)), (4096, 64));
+        // `ulimit -n 256`: about 200 left for connections, 50 a client.
+        assert_eq!(connection_caps(&limits, Some(200)), (200, 50));
+        assert_eq!(connection_caps(&limits, Some(0)), (1, 1));
+        let small = HttpSettings {
+            max_connections: 10,
+            max_per_client: 64,
+            ..HttpSettings::default()
+        };
+        assert_eq!(connection_caps(&small, None), (10, 2));
+        let one = HttpSettings {
+            max_connections: 1,
+            ..HttpSettings::default()
+        };
+        assert_eq!(connection_caps(&one, Some(10)), (1, 1));
+    }
 }

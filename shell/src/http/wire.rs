@@ -11,7 +11,7 @@ use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use tokio::net::TcpStream;
 
-use super::{DRAIN_CAP, MAX_BODY};
+use super::{Refusal, DRAIN_CAP, MAX_BODY};
 
 /// One access log line on stdout: time, client, method, path (never the
 /// query string: it may carry search terms or tokens), status, bytes and
@@ -59,21 +59,21 @@ pub(super) fn log_access(
 /// buffer and 431 for a head past it, then ends the connection with the
 /// same error (hyper 1.x, `proto::h1::role::Server::on_error`). An HTTP/2
 /// preface, a time-out or an internal error get no answer.
-pub(super) fn automatic_answer(e: &hyper::Error) -> Option<u16> {
+pub(super) fn automatic_answer(e: &hyper::Error) -> Option<Refusal> {
     if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
         return None;
     }
     let text = e.to_string();
     if e.is_parse_too_large() {
         Some(if text.starts_with("URI too long") {
-            414
+            Refusal::UriTooLong
         } else {
-            431
+            Refusal::HeadTooLarge
         })
     } else if text.starts_with("internal error") {
         None
     } else {
-        Some(400)
+        Some(Refusal::BadRequest)
     }
 }
 
@@ -92,7 +92,8 @@ pub(super) fn host_is_valid(parts: &hyper::http::request::Parts) -> bool {
     host.is_empty() || super::is_host_and_port(host.as_bytes())
 }
 
-/// Past the connection cap: a 503 if the socket takes it at once, then close.
+/// Past the connection cap or a client's share of it: a 503 if the socket
+/// takes it at once, then close.
 pub(super) fn refuse(stream: TcpStream) {
     let _ = stream.try_write(
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",

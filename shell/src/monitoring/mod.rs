@@ -378,8 +378,14 @@ mod recover_tests {
             monitoring_enabled: true,
             ..PerfConfig::default()
         });
-        for status in [503, 408, 408, 413] {
-            m.record_refused(status);
+        use request::refusals::Reason;
+        for reason in [
+            Reason::BodyBudget,
+            Reason::BodyTimeout,
+            Reason::BodyTimeout,
+            Reason::BodyTooLarge,
+        ] {
+            m.record_refused(reason);
         }
         let s = m.snapshot(views::DatabaseView::default());
         assert!(s.recent_errors.is_empty(), "{:?}", s.recent_errors);
@@ -396,7 +402,7 @@ mod recover_tests {
         };
         assert_eq!(
             (
-                count("busy"),
+                count("body_budget"),
                 count("body_timeout"),
                 count("body_too_large")
             ),

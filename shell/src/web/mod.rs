@@ -203,9 +203,11 @@ impl App {
             Route::DashboardCsv => dashboard::csv(self, req),
             Route::Metrics => Ok(metrics::handle(self, req)),
             #[cfg(feature = "test-routes")]
-            Route::TestPanic | Route::TestStatus | Route::TestSleep | Route::TestSlowQuery => {
-                test_routes::handle(self, m.route, param)
-            }
+            Route::TestPanic
+            | Route::TestStatus
+            | Route::TestSleep
+            | Route::TestSlowQuery
+            | Route::TestBytes => test_routes::handle(self, m.route, param),
             Route::Unmatched if m.wrong_method => Ok(Response::text("Method not allowed\n")
                 .with_status_code(405)
                 .with_unique_header("Allow", routes::allowed_methods(&req.url()))),

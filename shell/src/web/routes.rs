@@ -64,6 +64,9 @@ pub enum Route {
     /// that runs for `ms`.
     #[cfg(feature = "test-routes")]
     TestSlowQuery,
+    /// Test builds only: `GET /__test/bytes/{kib}`, a body of `kib` KiB.
+    #[cfg(feature = "test-routes")]
+    TestBytes,
 }
 
 impl Route {
@@ -101,6 +104,7 @@ impl Route {
         Route::TestStatus,
         Route::TestSleep,
         Route::TestSlowQuery,
+        Route::TestBytes,
     ];
     /// The test builds' routes (none in a production build).
     #[cfg(not(feature = "test-routes"))]
@@ -140,6 +144,8 @@ impl Route {
             Route::TestSleep => "GET /__test/sleep/{ms}",
             #[cfg(feature = "test-routes")]
             Route::TestSlowQuery => "GET /__test/slow-query/{ms}",
+            #[cfg(feature = "test-routes")]
+            Route::TestBytes => "GET /__test/bytes/{kib}",
         }
     }
 

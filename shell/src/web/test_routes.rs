@@ -1,6 +1,6 @@
 //! Test builds only (feature `test-routes`, switched on by this package's
 //! own tests): routes that make a request fail, panic, take a chosen time
-//! or run a slow statement, so end-to-end tests can drive a workload with
+//! run a slow statement or answer a body of a chosen size, so end-to-end tests can drive a workload with
 //! known ground truth. A production build has no such route: `/__test/...`
 //! is then an unmatched path (404).
 
@@ -36,6 +36,13 @@ pub fn handle(app: &App, route: Route, param: &str) -> WebResult {
             let ms = number(param)?.min(10_000);
             app.db.conn()?.test_sleep(ms)?;
             Ok(Response::text(format!("ran a {ms} ms statement\n")))
+        }
+        Route::TestBytes => {
+            let kib = number(param)?.min(16 * 1024) as usize;
+            Ok(Response::from_data(
+                "application/octet-stream",
+                vec![b'x'; kib * 1024],
+            ))
         }
         _ => Err(WebError::NotFound),
     }

@@ -338,6 +338,22 @@ pub fn connect(blog: &Blog) -> TcpStream {
     s
 }
 
+/// A connection from another loopback address (`127.x.y.z`: all of
+/// 127.0.0.0/8 is this host), so the server sees another client.
+pub fn connect_from(blog: &Blog, from: [u8; 4]) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr(blog).into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 /// What the server did with a connection: everything it sent until it
 /// closed (or the 10 s read timeout), and whether it closed.
 pub fn drain(mut s: TcpStream) -> (String, bool) {

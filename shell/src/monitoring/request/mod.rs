@@ -263,12 +263,12 @@ impl Monitor {
     }
 
     /// Counts a request the HTTP front refused or timed out without
-    /// running a handler (answered with `status`: see [`refusals`]): by
-    /// reason, apart from every route, so it moves no route's latency, the
-    /// error rate or an alert rule that does not name `refused`.
-    pub fn record_refused(&self, status: u16) {
+    /// running a handler (see [`refusals`]): by reason, apart from every
+    /// route, so it moves no route's latency, the error rate or an alert
+    /// rule that does not name `refused`.
+    pub fn record_refused(&self, reason: refusals::Reason) {
         if let Some(inner) = &self.inner {
-            inner.refusals.add(status);
+            inner.refusals.add(reason);
         }
     }
 

@@ -1,7 +1,8 @@
 //! Requests the HTTP front refused or timed out before any handler ran: a
 //! head it could not read (400, 414, 431), a bad Host or body (400), a body
 //! too large (413) or not received in time (408), no room in the body
-//! budget (503). Counted exactly, by reason, apart from every route: they
+//! budget, no room in the response budget, past the connection cap or
+//! a client's share of it (503). Counted exactly, by reason, apart from every route: they
 //! are not readers' requests, so they stay out of route latency, the error
 //! rate and alert rules (unless a rule names `refused`). An anonymous
 //! client can send any number of them; it cannot move the owner's figures.
@@ -10,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why the front refused a request.
+/// Why the front refused a request (or a connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     /// 400: a head hyper could not parse, a missing or bad `Host`, a body
@@ -24,36 +25,29 @@ pub enum Reason {
     UriTooLong,
     /// 431: a head over 16 KiB or 100 fields.
     HeadTooLarge,
-    /// 503: no room in the server-wide body budget.
-    Busy,
-    /// Any other status the front answered itself.
-    Other,
+    /// 503: no room in the server-wide request-body budget.
+    BodyBudget,
+    /// 503: no room in the response budget, or the client's share of it.
+    ResponseBudget,
+    /// 503: a connection past `STARPUNK_HTTP_MAX_CONNECTIONS`.
+    Connections,
+    /// 503: a connection past its client's `STARPUNK_HTTP_MAX_PER_CLIENT`.
+    ClientConnections,
 }
 
 impl Reason {
     /// Every reason, in export order.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 9] = [
         Reason::BadRequest,
         Reason::BodyTimeout,
         Reason::BodyTooLarge,
         Reason::UriTooLong,
         Reason::HeadTooLarge,
-        Reason::Busy,
-        Reason::Other,
+        Reason::BodyBudget,
+        Reason::ResponseBudget,
+        Reason::Connections,
+        Reason::ClientConnections,
     ];
-
-    /// The reason of a status the front answered itself.
-    pub fn of(status: u16) -> Reason {
-        match status {
-            400 => Reason::BadRequest,
-            408 => Reason::BodyTimeout,
-            413 => Reason::BodyTooLarge,
-            414 => Reason::UriTooLong,
-            431 => Reason::HeadTooLarge,
-            503 => Reason::Busy,
-            _ => Reason::Other,
-        }
-    }
 
     /// Its name in exports (`reason` label, JSON, alert events).
     pub fn name(self) -> &'static str {
@@ -63,12 +57,14 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::UriTooLong => "uri_too_long",
             Reason::HeadTooLarge => "head_too_large",
-            Reason::Busy => "busy",
-            Reason::Other => "other",
+            Reason::BodyBudget => "body_budget",
+            Reason::ResponseBudget => "response_budget",
+            Reason::Connections => "connections",
+            Reason::ClientConnections => "client_connections",
         }
     }
 
-    /// The status it is answered with (0 for `Other`).
+    /// The status it is answered with.
     pub fn status(self) -> u16 {
         match self {
             Reason::BadRequest => 400,
@@ -76,32 +72,34 @@ impl Reason {
             Reason::BodyTooLarge => 413,
             Reason::UriTooLong => 414,
             Reason::HeadTooLarge => 431,
-            Reason::Busy => 503,
-            Reason::Other => 0,
+            Reason::BodyBudget
+            | Reason::ResponseBudget
+            | Reason::Connections
+            | Reason::ClientConnections => 503,
         }
     }
 
     fn index(self) -> usize {
-        Reason::ALL.iter().position(|r| *r == self).unwrap_or(6)
+        self as usize
     }
 }
 
 /// Refusals since start (or the last clear), by reason.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Refusals {
-    /// Counts one refusal answered with `status`.
-    pub fn add(&self, status: u16) {
-        if let Some(c) = self.counts.get(Reason::of(status).index()) {
+    /// Counts one refusal.
+    pub fn add(&self, reason: Reason) {
+        if let Some(c) = self.counts.get(reason.index()) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Every reason with its count.
-    pub fn counts(&self) -> [(Reason, u64); 7] {
+    pub fn counts(&self) -> [(Reason, u64); Reason::ALL.len()] {
         Reason::ALL.map(|r| {
             let n = self
                 .counts
@@ -129,26 +127,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_status_the_front_answers_has_its_reason_and_is_counted_once() {
+    fn each_reason_is_counted_once_under_its_own_name_and_status() {
         let r = Refusals::default();
-        for status in [400, 400, 408, 413, 414, 431, 503, 503, 503, 500] {
-            r.add(status);
-        }
-        let counts = r.counts();
-        let get = |reason: Reason| counts.iter().find(|(x, _)| *x == reason).unwrap().1;
-        assert_eq!(get(Reason::BadRequest), 2);
-        assert_eq!(get(Reason::BodyTimeout), 1);
-        assert_eq!(get(Reason::BodyTooLarge), 1);
-        assert_eq!(get(Reason::UriTooLong), 1);
-        assert_eq!(get(Reason::HeadTooLarge), 1);
-        assert_eq!(get(Reason::Busy), 3);
-        assert_eq!(get(Reason::Other), 1);
-        assert_eq!(r.total(), 10);
-        for reason in Reason::ALL {
-            if reason != Reason::Other {
-                assert_eq!(Reason::of(reason.status()), reason);
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                r.add(*reason);
             }
         }
+        let counts = r.counts();
+        for (i, (reason, n)) in counts.iter().enumerate() {
+            assert_eq!(*reason, Reason::ALL[i]);
+            assert_eq!(*n, i as u64 + 1, "{}", reason.name());
+        }
+        assert_eq!(r.total(), 45);
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        assert_eq!(Reason::ClientConnections.status(), 503);
+        assert_eq!(Reason::BodyTimeout.status(), 408);
         r.clear();
         assert_eq!(r.total(), 0);
     }

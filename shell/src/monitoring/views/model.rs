@@ -429,9 +429,10 @@ pub struct RefusedView {
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct RefusedReason {
     /// `bad_request`, `body_timeout`, `body_too_large`, `uri_too_long`,
-    /// `head_too_large`, `busy` or `other`.
+    /// `head_too_large`, `body_budget`, `response_budget`, `connections` or
+    /// `client_connections`.
     pub reason: String,
-    /// The status answered (0 for `other`).
+    /// The status answered.
     pub status: u16,
     /// How many.
     pub count: u64,
