@@ -126,6 +126,54 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert!(out.contains("starpunk: stopped"), "{out}");
 }
 
+#[test]
+fn requests_sent_on_kept_alive_connections_just_before_sigterm_are_answered() {
+    for round in 0..3 {
+        let mut p = spawn("sigterm-keepalive", "");
+        // 17 kept-alive connections, each with one request answered.
+        let mut conns: Vec<TcpStream> = (0..17)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+                s
+            })
+            .collect();
+        // SIGTERM on its way (`kill` takes a moment to start) while a
+        // second request goes out on each connection, one a millisecond:
+        // some arrive before the signal, some with it.
+        let kill = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .spawn()
+            .unwrap();
+        for s in &mut conns {
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(kill.wait_with_output().unwrap().status.success());
+        let mut unanswered = 0;
+        for s in &mut conns {
+            let mut text = String::new();
+            // Answered, then closed (end of stream, not the read timeout).
+            let closed = s.read_to_string(&mut text).is_ok();
+            if !text.starts_with("HTTP/1.1 200") {
+                unanswered += 1;
+            }
+            assert!(closed, "round {round}: left open after SIGTERM: {text}");
+        }
+        assert_eq!(
+            unanswered, 0,
+            "round {round}: {unanswered} of 17 closed unanswered"
+        );
+        assert!(p.child.wait().unwrap().success());
+    }
+}
+
 /// A connection from `from` (another loopback address: another client).
 fn connect_from(port: u16, from: [u8; 4]) -> std::io::Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
