@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use starpunk::config::Config;
 
+/// jemalloc: freed memory goes back to the system after floods (issue 21
+/// item 7, measured in docs/PERFORMANCE.md section 14), where glibc's
+/// arenas kept it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE: &str = "starpunk: a self-hosted blog with built-in performance monitoring
 
 Usage:
@@ -22,6 +28,11 @@ Settings:
 ";
 
 fn main() -> ExitCode {
+    // jemalloc's background threads give freed pages back to the system
+    // within its decay time (10 s) even when nothing allocates (after a
+    // flood of connections, say); without them only the next allocations
+    // would. A failure costs only that.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--help" | "-h" | "help") => {

@@ -174,6 +174,68 @@ fn requests_sent_on_kept_alive_connections_just_before_sigterm_are_answered() {
     }
 }
 
+/// The child's resident memory, MiB.
+fn rss_mib(p: &Proc) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[test]
+fn memory_comes_back_after_a_flood_of_connections() {
+    // No access log: nobody reads the child's stdout here, and a full pipe
+    // would hold the handlers.
+    let p = spawn("flood-rss", "export STARPUNK_ACCESS_LOG=false;");
+    for _ in 0..200 {
+        assert_eq!(get(p.port, "/").map(|r| r.0), Some(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_mib(&p);
+    let mut peak: f64 = 0.0;
+    for _round in 0..2 {
+        // 1,500 kept-alive connections that each had an answer, and 1,500
+        // idle ones, from 60 clients (50 connections each).
+        let mut held = Vec::new();
+        for i in 0..3_000u32 {
+            let client = [127, 30 + (i / 50 / 250) as u8, (i / 50 % 250) as u8, 1];
+            let mut s = connect_from(p.port, client).unwrap();
+            if i < 1_500 {
+                s.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+            }
+            held.push(s);
+        }
+        let mut unanswered = 0;
+        for s in held.iter_mut().take(1_500) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            if !s.read(&mut buf).is_ok_and(|n| n > 0) {
+                unanswered += 1;
+            }
+        }
+        assert_eq!(unanswered, 0, "of 1,500");
+        std::thread::sleep(Duration::from_millis(300));
+        peak = peak.max(rss_mib(&p));
+        drop(held);
+    }
+    // Freed memory goes back within the allocator's decay time (10 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut after = rss_mib(&p);
+    while after > before + 20.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        after = rss_mib(&p);
+    }
+    eprintln!("RSS {before:.1} MiB, {peak:.1} with 3,000 connections, {after:.1} after");
+    assert!(
+        after <= before + 20.0,
+        "RSS {before:.1} -> {peak:.1} -> {after:.1} MiB: not given back"
+    );
+}
+
 /// A connection from `from` (another loopback address: another client).
 fn connect_from(port: u16, from: [u8; 4]) -> std::io::Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
