@@ -609,3 +609,25 @@ fn credentials_generated_but_never_shown_are_reported_on_the_next_start() {
     assert!(!third.never_shown);
     let _ = std::fs::remove_dir_all(&config.data_dir);
 }
+
+#[test]
+fn search_results_are_openings_with_links_so_long_notes_make_no_huge_page() {
+    let blog = start("search-size");
+    let long = "lengthy ".repeat(5_000);
+    let locations: Vec<String> = (0..10)
+        .map(|i| blog.micropub_form(&format!("Opening line {i} of a long note\n\n{long}")))
+        .collect();
+    let (status, html) = blog.get("/search?q=lengthy");
+    assert_eq!(status, 200);
+    // Ten 40 KB notes: the page holds their openings, not 400 KB of notes.
+    assert!(html.len() < 40_000, "{} bytes", html.len());
+    let items = mf2(&html, &blog.base);
+    let results = items["items"][0]["children"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    for r in results {
+        let url = r["properties"]["url"][0].as_str().unwrap();
+        assert!(locations.iter().any(|l| l == url), "{url}");
+        let summary = r["properties"]["summary"][0].as_str().unwrap();
+        assert!(summary.starts_with("Opening line"), "{summary}");
+    }
+}

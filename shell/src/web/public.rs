@@ -35,6 +35,27 @@ pub fn entry(app: &App, note: &Note, heading: bool) -> Markup {
     }
 }
 
+/// A search result: the note's opening (its first line, at most 280
+/// characters) and its link, not the whole note: a page of 50 results
+/// stays tens of KB however long the notes are (a page of whole notes was
+/// megabytes, which clients that never read could make the server render
+/// again and again).
+fn search_result(app: &App, note: &Note) -> Markup {
+    let url = app.url(&format!("/notes/{}", note.slug));
+    html! {
+        article.h-entry {
+            p.p-summary { (markdown::summary(&note.content, 280)) }
+            p.meta {
+                a.u-url.u-uid href=(url) {
+                    time.dt-published datetime=(note.published_at) { (note.published_at) }
+                }
+                " by "
+                a.p-author.h-card href=(app.url("/")) { (app.site.name) }
+            }
+        }
+    }
+}
+
 /// `GET /?page=N`.
 pub fn index(app: &App, req: &Request) -> WebResult {
     let page: i64 = match req.get_param("page") {
@@ -106,7 +127,7 @@ pub fn search(app: &App, req: &Request) -> WebResult {
         @if !q.trim().is_empty() {
             p { (results.len()) " result" @if results.len() != 1 { "s" } " for “" (q) "”" }
         }
-        div.h-feed { @for note in &results { (entry(app, note, false)) } }
+        div.h-feed { @for note in &results { (search_result(app, note)) } }
     };
     Ok(Response::html(
         views::page(&app.site.name, "Search", None, body).into_string(),
