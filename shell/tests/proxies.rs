@@ -36,12 +36,20 @@ fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// A port free on every address, below Linux's ephemeral range (32768
+/// up): a port the kernel handed out for `:0` is also handed to client
+/// sockets of the tests running beside this one, and Caddy listens on
+/// every address, so such a port could be taken between the check and
+/// the proxy's start.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+    (0..12_000u64)
+        .map(|i| 20_000 + ((seed + i * 7919) % 12_000) as u16)
+        .find(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("no free port below 32000")
 }
 
 struct Kill(Child);

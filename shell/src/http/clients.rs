@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 /// Whom a connection belongs to: an IPv4 address, or the /64 of an IPv6
 /// one (a host usually holds a whole /64, so per-address shares would be
 /// free to multiply). IPv4-mapped IPv6 addresses are their IPv4 address.
@@ -81,19 +83,29 @@ impl std::fmt::Display for Network {
     }
 }
 
-/// Open connections and KiB of responses waiting to be written, per
-/// client.
+/// Open connections, handlers running and KiB of responses waiting to be
+/// written, per client.
 pub(super) struct Clients {
     per_client: usize,
     response_share_kib: usize,
+    handlers_per_client: usize,
     trusted: Vec<Network>,
     open: Mutex<HashMap<IpAddr, Open>>,
+    /// Woken when a handler of any client ends.
+    handler_done: Notify,
 }
 
 #[derive(Default)]
 struct Open {
     connections: usize,
     response_kib: usize,
+    handlers: usize,
+}
+
+/// One of a client's handlers running; given back when dropped.
+pub(super) struct Running {
+    clients: Arc<Clients>,
+    client: IpAddr,
 }
 
 /// A connection's place in its client's share; given back when dropped.
@@ -110,19 +122,55 @@ pub(super) struct ResponseShare {
 }
 
 impl Clients {
-    /// At most `per_client` connections and `response_share_kib` of
-    /// responses waiting to be written per client, except `trusted`.
+    /// At most `per_client` connections, `handlers_per_client` handlers
+    /// running and `response_share_kib` of responses waiting to be written
+    /// per client, except `trusted`.
     pub(super) fn new(
         per_client: usize,
+        handlers_per_client: usize,
         response_share_kib: usize,
         trusted: Vec<Network>,
     ) -> Arc<Clients> {
         Arc::new(Clients {
             per_client: per_client.max(1),
             response_share_kib: response_share_kib.max(1),
+            handlers_per_client: handlers_per_client.max(1),
             trusted,
             open: Mutex::new(HashMap::new()),
+            handler_done: Notify::new(),
         })
+    }
+
+    /// A handler slot for `client`, waiting until `until` for one of its
+    /// others to end when it has `handlers_per_client` running: one client
+    /// cannot take every handler thread, nor pass the response checks with
+    /// more renders under way than that. `Ok(None)` for a trusted proxy;
+    /// `Err` when none came free in time.
+    pub(super) async fn handler(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        until: tokio::time::Instant,
+    ) -> Result<Option<Running>, ()> {
+        let Some(client) = client else {
+            return Ok(None);
+        };
+        loop {
+            let done = self.handler_done.notified();
+            {
+                let mut open = self.table();
+                let entry = open.entry(client).or_default();
+                if entry.handlers < self.handlers_per_client {
+                    entry.handlers += 1;
+                    return Ok(Some(Running {
+                        clients: self.clone(),
+                        client,
+                    }));
+                }
+            }
+            if tokio::time::timeout_at(until, done).await.is_err() {
+                return Err(());
+            }
+        }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Open>> {
@@ -142,7 +190,7 @@ impl Clients {
         let mut open = self.table();
         let entry = open.entry(client).or_default();
         if entry.connections >= self.per_client {
-            if entry.connections == 0 && entry.response_kib == 0 {
+            if entry.connections == 0 && entry.response_kib == 0 && entry.handlers == 0 {
                 open.remove(&client);
             }
             return None;
@@ -187,14 +235,15 @@ impl Clients {
         self.table().len()
     }
 
-    /// Takes `connections` and `kib` off `client`'s row, dropping the row
-    /// when nothing is left in it.
-    fn release(&self, client: IpAddr, connections: usize, kib: usize) {
+    /// Takes `connections`, `kib` and `handlers` off `client`'s row,
+    /// dropping the row when nothing is left in it.
+    fn release(&self, client: IpAddr, connections: usize, kib: usize, handlers: usize) {
         let mut open = self.table();
         if let Some(o) = open.get_mut(&client) {
             o.connections = o.connections.saturating_sub(connections);
             o.response_kib = o.response_kib.saturating_sub(kib);
-            if o.connections == 0 && o.response_kib == 0 {
+            o.handlers = o.handlers.saturating_sub(handlers);
+            if o.connections == 0 && o.response_kib == 0 && o.handlers == 0 {
                 open.remove(&client);
             }
         }
@@ -211,14 +260,21 @@ impl Share {
 impl Drop for Share {
     fn drop(&mut self) {
         if let Some(client) = self.client {
-            self.clients.release(client, 1, 0);
+            self.clients.release(client, 1, 0, 0);
         }
     }
 }
 
 impl Drop for ResponseShare {
     fn drop(&mut self) {
-        self.clients.release(self.client, 0, self.kib);
+        self.clients.release(self.client, 0, self.kib, 0);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.clients.release(self.client, 0, 0, 1);
+        self.clients.handler_done.notify_waiters();
     }
 }
 
@@ -232,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_share_and_no_more_and_gets_it_back() {
-        let clients = Clients::new(2, 64, Vec::new());
+        let clients = Clients::new(2, 2, 64, Vec::new());
         let a1 = clients.admit(ip("192.0.2.1")).unwrap();
         let _a2 = clients.admit(ip("192.0.2.1")).unwrap();
         assert!(clients.admit(ip("192.0.2.1")).is_none());
@@ -246,7 +302,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_64_is_one_client_and_the_table_forgets_closed_clients() {
-        let clients = Clients::new(1, 64, Vec::new());
+        let clients = Clients::new(1, 2, 64, Vec::new());
         let a = clients.admit(ip("2001:db8:1:2::1")).unwrap();
         assert!(clients.admit(ip("2001:db8:1:2:ffff::9")).is_none());
         let b = clients.admit(ip("2001:db8:1:3::1")).unwrap();
@@ -256,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_client_past_its_share_of_the_response_budget_gets_no_more_room() {
-        let clients = Clients::new(4, 64, Vec::new());
+        let clients = Clients::new(4, 2, 64, Vec::new());
         let a = ip("192.0.2.1");
         let conn = clients.admit(a).unwrap();
         assert!(clients.response_room(conn.client()).1);
@@ -277,13 +333,38 @@ mod tests {
         assert_eq!(clients.tracked(), 0);
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_runs_at_most_its_handlers_at_once_and_waits_for_one_to_end() {
+        let clients = Clients::new(8, 2, 64, Vec::new());
+        let a = Some(ip("192.0.2.1"));
+        let soon = || tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let first = clients.handler(a, soon()).await.unwrap();
+        let _second = clients.handler(a, soon()).await.unwrap();
+        assert!(clients.handler(a, soon()).await.is_err(), "a third at once");
+        // Another client and a trusted proxy are not held back.
+        assert!(clients.handler(Some(ip("192.0.2.2")), soon()).await.is_ok());
+        assert!(clients.handler(None, soon()).await.unwrap().is_none());
+        let waiting = {
+            let clients = clients.clone();
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                clients.handler(a, until).await.is_ok()
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        assert!(waiting.await.unwrap());
+        drop(_second);
+        assert_eq!(clients.tracked(), 0);
+    }
+
     #[test]
     fn trusted_proxies_are_not_capped_per_client() {
         let trusted = vec![
             Network::parse("10.0.0.0/8").unwrap(),
             Network::parse("fd00::1").unwrap(),
         ];
-        let clients = Clients::new(1, 64, trusted);
+        let clients = Clients::new(1, 2, 64, trusted);
         let held: Vec<Share> = (0..5)
             .map(|_| clients.admit(ip("10.1.2.3")).unwrap())
             .chain((0..5).map(|_| clients.admit(ip("fd00::1")).unwrap()))

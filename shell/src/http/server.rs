@@ -134,6 +134,7 @@ impl Server {
             handlers: Arc::new(Semaphore::new(limits.workers.max(1))),
             clients: Clients::new(
                 per_client,
+                (limits.workers / 2).max(1),
                 RESPONSE_BUDGET_KIB / 8,
                 limits.trusted_proxies.clone(),
             ),
@@ -439,17 +440,26 @@ async fn respond(
         Err(_) => return refuse(Refusal::BodyTimeout, "Request body not received in time\n"),
     };
     // A handler starts only with room for its response: the client under
-    // its share, the server's budget with room (waited for up to a
-    // second, holding no thread), then a thread, with room still there
-    // (so what is rendered past the budget is bounded by the threads).
+    // its share, the server's budget with room (waited for up to a second,
+    // holding no thread), one of the client's handler slots (half the
+    // threads; waited for as long as a body may take), then a thread, with
+    // room still there (so what is rendered past the budget is bounded by
+    // the threads, and past a client's share by its slots).
     const NO_ROOM: &str = "Too many responses waiting to be read; try again\n";
-    let until = tokio::time::Instant::now() + Duration::from_secs(1);
-    let thread = loop {
+    let slot_until = tokio::time::Instant::now() + shared.limits.body_timeout;
+    let (thread, running) = loop {
         let (held, room) = shared.clients.response_room(client);
-        let left = until.saturating_duration_since(tokio::time::Instant::now());
-        if !room || !shared.responses.room(held == 0, left).await {
+        if !room
+            || !shared
+                .responses
+                .room(held == 0, Duration::from_secs(1))
+                .await
+        {
             return refuse(Refusal::ResponseBudget, NO_ROOM);
         }
+        let Ok(running) = shared.clients.handler(client, slot_until).await else {
+            return refuse(Refusal::ResponseBudget, NO_ROOM);
+        };
         let Ok(thread) = shared.handlers.clone().acquire_owned().await else {
             return refuse(Refusal::ResponseBudget, NO_ROOM);
         };
@@ -457,7 +467,7 @@ async fn respond(
         // passed the checks with it are rendering).
         let (held, room) = shared.clients.response_room(client);
         if room && shared.responses.room(held == 0, Duration::ZERO).await {
-            break thread;
+            break (thread, running);
         }
     };
     let headers: Vec<(String, String)> = parts
@@ -509,6 +519,7 @@ async fn respond(
         let hold = counted.responses.hold(len);
         let share = counted.clients.hold_response(client, len);
         let bytes = held_bytes(response.body, hold, share);
+        drop(running);
         drop(thread);
         (response.status, response.headers, bytes, response.complete)
     })
