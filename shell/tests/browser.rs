@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -348,6 +349,17 @@ fn dashboard_renders_in_headless_chromium() {
         phone.words > 1_000 && phone.tables >= 8 && phone.charts >= 6,
         "the checks saw too little: {phone:?}"
     );
+    // The front's refusals are in their own table, laid out like the rest
+    // (the checks above covered it at this width).
+    let refused = d.script(
+        "return Array.from(document.querySelectorAll('section#refused td')).map(t => t.textContent)",
+    );
+    let refused = refused.as_array().unwrap();
+    let cells: Vec<&str> = refused.iter().filter_map(|c| c.as_str()).collect();
+    assert!(
+        cells.contains(&"bad request") && cells.contains(&"body too large"),
+        "{cells:?}"
+    );
     let phone_height = d.full_page_screenshot(390, &shots.join("dashboard-phone.png"));
     eprintln!(
         "page height: {desktop_height} px at 1,280 ({:.1} screens of 900), {phone_height} px at 390 ({:.1} screens of 844)",
@@ -513,6 +525,18 @@ fn traffic(blog: &Blog, demo_minutes: u64) {
             blog.get(&format!("/__test/sleep/{}", 20 + batch % 30));
         }
         blog.get("/missing");
+        if batch % 4 == 2 {
+            // What the front refuses itself: a bad Host (400) and a body
+            // over 1 MiB (413), shown apart in "Refused by the HTTP front".
+            for raw in [
+                &b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n"[..],
+                &b"POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"[..],
+            ] {
+                let mut s = connect(blog);
+                let _ = s.write_all(raw);
+                let _ = drain(s);
+            }
+        }
         if demo_minutes > 0 {
             std::thread::sleep(Duration::from_secs(5));
         } else {

@@ -13,7 +13,7 @@ pub const TOKEN: &str = "micropub-token-0123456789";
 pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 /// The `id`s of the dashboard's sections.
-pub const DASHBOARD_SECTIONS: [&str; 11] = [
+pub const DASHBOARD_SECTIONS: [&str; 12] = [
     "overview",
     "changes",
     "alerts",
@@ -22,6 +22,7 @@ pub const DASHBOARD_SECTIONS: [&str; 11] = [
     "query-patterns",
     "worst-requests",
     "own-traffic",
+    "refused",
     "memory",
     "database",
     "monitor",

@@ -115,7 +115,8 @@ pub fn render(site_name: &str, s: &PerfSnapshot) -> String {
             a href="/metrics" { "Prometheus" } ". Sections: "
             a href="#changes" { "what changed" } ", " a href="#alerts" { "alerts" } ", " a href="#endpoints" { "routes" } ", "
             a href="#slow-queries" { "slow queries" } ", " a href="#query-patterns" { "SQL" } ", "
-            a href="#worst-requests" { "slowest requests" } ", " a href="#memory" { "memory" } ", "
+            a href="#worst-requests" { "slowest requests" } ", " a href="#own-traffic" { "your own requests" } ", "
+            a href="#refused" { "refused" } ", " a href="#memory" { "memory" } ", "
             a href="#database" { "database" } ", " a href="#monitor" { "the monitor" } "." }
         @if est {
             p.estimate { "Sample rate " (s.sampling.rate) ": every count, rate, mean and percentile on this page is exact "
