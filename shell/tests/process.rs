@@ -174,6 +174,28 @@ fn requests_sent_on_kept_alive_connections_just_before_sigterm_are_answered() {
     }
 }
 
+#[test]
+fn a_stdout_nobody_reads_never_holds_a_request() {
+    // The access log is on and nobody reads the pipe until the end: 3,000
+    // lines of about 60 bytes are nearly three times a pipe's 64 KiB.
+    let mut p = spawn("stalled-stdout", "");
+    for i in 0..3_000 {
+        assert_eq!(
+            get(p.port, "/style.css").map(|r| r.0),
+            Some(200),
+            "request {i} got no answer"
+        );
+    }
+    terminate(&p);
+    let out = read_all(&mut p.child.stdout);
+    assert!(p.child.wait().unwrap().success());
+    let lines = out.matches("\"GET /style.css\" 200").count();
+    assert_eq!(
+        lines, 3_000,
+        "access log lines written once stdout was read"
+    );
+}
+
 /// The child's resident memory, MiB.
 fn rss_mib(p: &Proc) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();

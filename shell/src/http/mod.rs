@@ -34,6 +34,7 @@
 //! Nothing here knows a page, a route or the monitor: the app hands in a
 //! [`Handler`] and an [`Unhandled`] callback.
 
+mod access_log;
 mod budget;
 mod clients;
 mod materialise;

@@ -19,10 +19,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
+use super::access_log::AccessLog;
 use super::budget::{held_bytes, Budget};
 use super::clients::Clients;
 use super::watched::Watched;
-use super::wire::{automatic_answer, closing, host_is_valid, log_access, read_body, refuse};
+use super::wire::{automatic_answer, closing, host_is_valid, read_body, refuse};
 use super::{
     materialise, Arrival, Handler, HttpSettings, Refusal, Unhandled, BODY_BUDGET_KIB, DRAIN_CAP,
     MAX_BODY, MAX_HEAD, MAX_HEADERS, RESERVED_DESCRIPTORS, RESPONSE_BUDGET_KIB, SEND_BUFFER,
@@ -73,6 +74,8 @@ struct Shared {
     clients: Arc<Clients>,
     /// Set on stop: every response from then on closes its connection.
     stopping: watch::Receiver<bool>,
+    /// `STARPUNK_ACCESS_LOG`'s writer, when on.
+    access_log: Option<AccessLog>,
 }
 
 /// The connection cap in force: the setting, fitted under `room`, the
@@ -126,6 +129,12 @@ impl Server {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = watch::channel(false);
+        let (access_log, log_writer) = if limits.access_log {
+            let (log, writer) = AccessLog::start()?;
+            (Some(log), Some(writer))
+        } else {
+            (None, None)
+        };
         let shared = Arc::new(Shared {
             handler,
             unhandled,
@@ -139,6 +148,7 @@ impl Server {
                 limits.trusted_proxies.clone(),
             ),
             stopping: stopped.clone(),
+            access_log,
             limits,
         });
         let thread = std::thread::Builder::new()
@@ -153,6 +163,10 @@ impl Server {
                 // Handler threads still running past the grace period are
                 // not waited for.
                 runtime.shutdown_timeout(Duration::from_millis(100));
+                // The log's last lines, unless stdout does not take them.
+                if let Some(writer) = log_writer {
+                    writer.finish(Duration::from_secs(1));
+                }
             })?;
         Ok(Server {
             addr,
@@ -382,13 +396,13 @@ async fn respond(
         .map_or("/", |p| p.as_str())
         .to_string();
     let path = url.split('?').next().unwrap_or("").to_string();
-    let access_log = shared.limits.access_log;
+    let access_log = shared.access_log.clone();
     // An answer without a handler (the body was refused), logged too.
     let refuse = |why: Refusal, text: &'static str| {
         let took = received.elapsed();
         let status = why.status();
-        if access_log {
-            log_access(peer, &method, &path, status, text.len(), took);
+        if let Some(log) = &access_log {
+            log.line(peer, &method, &path, status, text.len(), took);
         }
         (shared.unhandled)(Some((&method, &path)), why, text.len() as u64, took);
         Ok(closing(
@@ -499,8 +513,8 @@ async fn respond(
                 )
                 .0
             });
-        if access_log {
-            log_access(
+        if let Some(log) = &access_log {
+            log.line(
                 peer,
                 &method,
                 &path,

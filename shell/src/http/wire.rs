@@ -1,9 +1,6 @@
 //! What the front answers, refuses or logs itself, and its checks of a
 //! request's head.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -12,47 +9,6 @@ use hyper::{Response, StatusCode};
 use tokio::net::TcpStream;
 
 use super::{Refusal, DRAIN_CAP, MAX_BODY};
-
-/// One access log line on stdout: time, client, method, path (never the
-/// query string: it may carry search terms or tokens), status, bytes and
-/// the handler's time. A closed stdout is not an error worth a panic.
-pub(super) fn log_access(
-    peer: SocketAddr,
-    method: &str,
-    path: &str,
-    status: u16,
-    bytes: usize,
-    took: Duration,
-) {
-    use std::io::Write;
-    let at = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    // Printable ASCII only, at most 200 characters: a path cannot forge a
-    // log line.
-    let path: String = path
-        .chars()
-        .take(200)
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    let _ = writeln!(
-        std::io::stdout().lock(),
-        "{at} {} \"{method} {path}\" {status} {bytes} {:.3}ms",
-        peer.ip(),
-        took.as_secs_f64() * 1e3
-    );
-}
 
 /// The status hyper answered a connection's error with, if it answered:
 /// it writes 400 for a malformed head, 414 for a request line past the
