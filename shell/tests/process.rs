@@ -209,8 +209,8 @@ fn rss_mib(p: &Proc) -> f64 {
 
 #[test]
 fn memory_comes_back_after_a_flood_of_connections() {
-    // No access log: nobody reads the child's stdout here, and a full pipe
-    // would hold the handlers.
+    // No access log: its queue of lines waiting for the unread pipe would
+    // count in the memory measured.
     let p = spawn("flood-rss", "export STARPUNK_ACCESS_LOG=false;");
     for _ in 0..200 {
         assert_eq!(get(p.port, "/").map(|r| r.0), Some(200));
