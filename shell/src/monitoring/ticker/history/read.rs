@@ -7,8 +7,8 @@
 //! [`Accumulator`](super::Accumulator) per series: no histogram and no
 //! allocation per row (the range views). [`Reader::rows_between`] and the
 //! `rows_for_range*` functions return decoded [`Row`]s (the writer's
-//! roll-up, tests). Both read the same [`Piece`]s, so both see the same
-//! rows. A row whose blob cannot be decoded is skipped and counted
+//! roll-up, tests). Both read the same [`Piece`]s (which pieces a range
+//! reads is [`super::plan`]'s), so both see the same rows. A row whose blob cannot be decoded is skipped and counted
 //! ([`Reader::damaged`]), never a panic.
 
 use std::cell::Cell;
@@ -23,9 +23,11 @@ use super::*;
 /// read-only one of a dashboard view (so a long view never holds up the
 /// ticker's writes; WAL lets both run at once).
 pub struct Reader<'a> {
-    conn: &'a Connection,
+    pub(super) conn: &'a Connection,
     /// Rows skipped because their blob could not be decoded.
     damaged: Cell<u64>,
+    /// Where each resolution's rows lie, once read (see [`super::plan`]).
+    pub(super) bounds: Cell<Option<super::plan::Bounds>>,
 }
 
 /// A read-only connection to the history file.
@@ -53,10 +55,10 @@ impl ReadOnly {
 }
 
 /// A part of a range read at one resolution: the rows of `resolution`
-/// with `from <= start < to`.
+/// with `from <= start < to` (see [`super::plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Piece {
-    /// [`MINUTE`] or [`HOUR`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`] or [`SIX_HOURS`].
     pub resolution: i64,
     /// Unix seconds.
     pub from: i64,
@@ -69,7 +71,7 @@ pub struct Piece {
 pub struct Head {
     /// Unix seconds at the row's start.
     pub start: i64,
-    /// [`MINUTE`] or [`HOUR`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`] or [`SIX_HOURS`].
     pub resolution: i64,
     /// The series' id (see [`Reader::series`]).
     pub series: i64,
@@ -105,12 +107,9 @@ pub enum Scan {
 
 /// The oldest minute row's start, found per series (the key is series
 /// first: one index seek each, not a scan of every minute row).
-const OLDEST_MINUTE: &str = "(SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
+pub(super) const OLDEST_MINUTE: &str =
+    "(SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
      WHERE resolution = 60 AND series = s.id) AS m FROM series s))";
-
-/// Where the newest hour row ends, found per series.
-const ROLLED_END: &str = "(SELECT max(m) + 3600 FROM (SELECT (SELECT max(start) FROM aggregates
-     WHERE resolution = 3600 AND series = s.id) AS m FROM series s))";
 
 /// A stored integer as a count: a negative one is a damaged row.
 fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -123,6 +122,7 @@ impl<'a> Reader<'a> {
         Reader {
             conn,
             damaged: Cell::new(0),
+            bounds: Cell::new(None),
         }
     }
 
@@ -253,18 +253,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// How many rows of series `series` lie in `piece` (no blob read).
-    pub fn count_rows(&self, piece: Piece, series: i64) -> Result<i64, String> {
+    /// How many rows of the series of `kind` lie in `piece` (no blob
+    /// read).
+    pub fn count_rows(&self, piece: Piece, kind: i64) -> Result<i64, String> {
         self.conn
             .prepare_cached(
                 "SELECT count(*) FROM aggregates
-                 WHERE resolution = ?1 AND series = ?2 AND start >= ?3 AND start < ?4",
+                 WHERE resolution = ?1 AND series IN (SELECT id FROM series WHERE kind = ?2)
+                 AND start >= ?3 AND start < ?4",
             )
             .and_then(|mut q| {
-                q.query_row(
-                    params![piece.resolution, series, piece.from, piece.to],
-                    |r| r.get(0),
-                )
+                q.query_row(params![piece.resolution, kind, piece.from, piece.to], |r| {
+                    r.get(0)
+                })
             })
             .map_err(err)
     }
@@ -359,135 +360,6 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(samples)
-    }
-
-    fn oldest_minute(&self) -> Result<Option<i64>, String> {
-        self.conn
-            .query_row(&format!("SELECT {OLDEST_MINUTE}"), [], |r| r.get(0))
-            .map_err(err)
-    }
-
-    /// The pieces covering `from..to` (Unix seconds): hour rows where a
-    /// whole hour is rolled up and older than a day, minute rows for the
-    /// rest.
-    pub fn plan_fine(&self, from: i64, to: i64) -> Result<Vec<Piece>, String> {
-        let piece = |resolution, from, to| Piece {
-            resolution,
-            from,
-            to,
-        };
-        // Minute rows wherever the range starts inside them (1 h and 24 h
-        // views: exact); otherwise hour rows up to where minute rows take
-        // over (the hour of the oldest minute row comes from its hour row
-        // once rolled up, as that row holds the pruned minutes too; the
-        // hour the range starts in is counted whole).
-        let Some(oldest) = self.oldest_minute()?.filter(|m| from < *m) else {
-            return Ok(vec![piece(MINUTE, from, to)]);
-        };
-        let hour = oldest - oldest.rem_euclid(HOUR);
-        let rolled: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
-                 AND series IN (SELECT id FROM series) AND start = ?1)",
-                [hour],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        let split = if rolled { hour + HOUR } else { hour };
-        Ok(vec![
-            piece(HOUR, from - from.rem_euclid(HOUR), split),
-            piece(MINUTE, split, to),
-        ])
-    }
-
-    /// The rows of every piece of `plan`, in its order.
-    fn rows_of_plan(&self, plan: Vec<Piece>, kind: Option<i64>) -> Result<Vec<Row>, String> {
-        let mut rows = Vec::new();
-        for p in plan {
-            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
-        }
-        Ok(rows)
-    }
-
-    /// The rows covering `from..to` (see [`plan_fine`](Self::plan_fine)).
-    pub fn rows_for_range(
-        &self,
-        from: i64,
-        to: i64,
-        kind: Option<i64>,
-    ) -> Result<Vec<Row>, String> {
-        self.rows_of_plan(self.plan_fine(from, to)?, kind)
-    }
-
-    /// The pieces covering `from..to` with as few rows as possible: hour
-    /// rows for every rolled-up hour inside the range, minute rows for the
-    /// rest (the part of the first hour, and the hours not yet rolled up).
-    /// Where a partial hour's minutes are pruned (ranges past a day), its
-    /// hour row counts whole in the range its start falls in, so two
-    /// adjacent ranges never count it twice; whether that hour row exists
-    /// is asked of the series of `kind` (or all). For totals over long
-    /// ranges; charts that need minutes use
-    /// [`plan_fine`](Self::plan_fine).
-    pub fn plan_coarse(&self, from: i64, to: i64, kind: Option<i64>) -> Result<Vec<Piece>, String> {
-        let (oldest_minute, rolled_end): (Option<i64>, Option<i64>) = self
-            .conn
-            .query_row(&format!("SELECT {OLDEST_MINUTE}, {ROLLED_END}"), [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(err)?;
-        let piece = |resolution, from, to| Piece {
-            resolution,
-            from,
-            to,
-        };
-        let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
-        let last_full_end = to - to.rem_euclid(HOUR);
-        let kept = |t: i64| oldest_minute.is_some_and(|m| m <= t);
-        let mut pieces = Vec::new();
-        // The part of the first hour: its minutes where they are kept. A
-        // pruned partial hour belongs to the range its start falls in.
-        let head_end = first_full.min(to);
-        if let Some(m) = oldest_minute.filter(|m| *m < head_end) {
-            pieces.push(piece(MINUTE, from.max(m), head_end));
-        }
-        // Whole hours inside the range that are rolled up.
-        let hours_to = rolled_end
-            .unwrap_or(first_full)
-            .min(last_full_end)
-            .max(first_full);
-        pieces.push(piece(HOUR, first_full, hours_to));
-        // The rest: minutes where they are kept, else the hour row that
-        // starts in the range (counted whole).
-        let rest = hours_to.max(head_end);
-        if rest < to {
-            let pruned_hour = !kept(rest) && {
-                let which = match kind {
-                    Some(_) => "series IN (SELECT id FROM series WHERE kind = ?3)",
-                    None => "series IN (SELECT id FROM series) AND ?3 IS NULL",
-                };
-                self.conn
-                    .prepare_cached(&format!(
-                        "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
-                         AND start >= ?1 AND start < ?2 AND {which})"
-                    ))
-                    .and_then(|mut q| q.query_row(params![rest, to, kind], |r| r.get(0)))
-                    .map_err(err)?
-            };
-            pieces.push(piece(if pruned_hour { HOUR } else { MINUTE }, rest, to));
-        }
-        Ok(pieces)
-    }
-
-    /// The rows covering `from..to` with as few rows as possible (see
-    /// [`plan_coarse`](Self::plan_coarse)).
-    pub fn rows_for_range_coarse(
-        &self,
-        from: i64,
-        to: i64,
-        kind: Option<i64>,
-    ) -> Result<Vec<Row>, String> {
-        self.rows_of_plan(self.plan_coarse(from, to, kind)?, kind)
     }
 
     /// Starts (Unix seconds, version) since `from`, oldest first.
