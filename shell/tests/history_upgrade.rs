@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use rusqlite::{params, Connection};
 use starpunk::config::PerfConfig;
 use starpunk::monitoring::ticker::history::{
-    schema, Accumulator, History, Piece, ReadOnly, Scan, FILE, HOUR, HOURS_KEPT, KIND_ALL,
+    schema, Accumulator, History, Piece, ReadOnly, Scan, DAY, FILE, HOUR, HOURS_KEPT, KIND_ALL,
     KIND_PATTERN, KIND_ROUTE, MINUTE, QUARTER, SIX_HOURS,
 };
 use starpunk::monitoring::views::range::Range;
@@ -361,12 +361,13 @@ struct Figures {
 
 /// The rows of the file before that a piece of a rolled-up resolution
 /// stands for: a quarter-hour row holds the minutes of its quarter, a
-/// six-hour row the hours of its six (every row starting in the piece,
-/// whole).
+/// six-hour or day row the hours of its six or 24 (every row starting in
+/// the piece, whole).
 fn as_old_rows(p: Piece) -> Piece {
     let (finer, level) = match p.resolution {
         QUARTER => (MINUTE, QUARTER),
         SIX_HOURS => (HOUR, SIX_HOURS),
+        DAY => (HOUR, DAY),
         _ => return p,
     };
     Piece {
@@ -572,9 +573,10 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         .map(|r| r.ints[0])
         .sum();
     assert_eq!((minute_total, kinds), (expected, 3));
-    // Smaller: the old pages given back.
+    // Smaller: the old pages given back (and the rows the open rolled up
+    // added: quarter-hours, six hours and days).
     let new_bytes = History::bytes(&dir);
-    assert!(new_bytes * 2 < old_bytes, "{new_bytes} vs {old_bytes}");
+    assert!(new_bytes * 5 < old_bytes * 3, "{new_bytes} vs {old_bytes}");
 
     // The same figures by both read paths, over the ranges the views
     // read and some odd ones.
@@ -610,10 +612,12 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         }
     }
     assert!(compared > 30, "{compared}");
-    // Quarter-hour and six-hour rows were among them (rolled up as the
-    // upgraded file opened), each the merge of the old rows it holds.
+    // Quarter-hour, six-hour and day rows were among them (rolled up as
+    // the upgraded file opened), each the merge of the old rows it holds.
     assert!(
-        rolled_up.contains(&QUARTER) && rolled_up.contains(&SIX_HOURS),
+        [QUARTER, SIX_HOURS, DAY]
+            .iter()
+            .all(|r| rolled_up.contains(r)),
         "{rolled_up:?}"
     );
 
@@ -679,12 +683,13 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         .range_snapshot(Range::Day, DatabaseView::default())
         .unwrap();
     assert_eq!(before_side(&again), first);
-    // An hour of the run and the six hours holding it (whichever the
-    // previous side reads).
+    // An hour of the run and the six hours and day holding it (whichever
+    // the previous side reads).
     let deleted = previous_from - previous_from.rem_euclid(HOUR) + 5 * HOUR;
     conn.execute(
         "DELETE FROM aggregates WHERE (resolution = 3600 AND start = ?1)
-         OR (resolution = 21600 AND start = ?1 - ?1 % 21600)",
+         OR (resolution = 21600 AND start = ?1 - ?1 % 21600)
+         OR (resolution = 86400 AND start = ?1 - ?1 % 86400)",
         [deleted],
     )
     .unwrap();
@@ -869,7 +874,7 @@ fn a_version_2_file_is_upgraded_in_place_and_loses_nothing() {
         conn.pragma_update(None, "user_version", 2).unwrap();
         let rolled: i64 = conn
             .query_row(
-                "SELECT count(*) FROM aggregates WHERE resolution IN (900, 21600)",
+                "SELECT count(*) FROM aggregates WHERE resolution IN (900, 21600, 86400)",
                 [],
                 |r| r.get(0),
             )
@@ -896,7 +901,7 @@ fn a_version_2_file_is_upgraded_in_place_and_loses_nothing() {
         conn.query_row(
             "SELECT (SELECT user_version FROM pragma_user_version),
                     (SELECT count(*) FROM aggregates WHERE resolution = 900),
-                    (SELECT count(*) FROM aggregates WHERE resolution = 21600),
+                    (SELECT count(*) FROM aggregates WHERE resolution IN (21600, 86400)),
                     (SELECT count(*) FROM aggregates WHERE resolution = 3600 AND start < ?1
                      AND series IN (SELECT id FROM series WHERE kind != 0)),
                     (SELECT count(*) FROM aggregates WHERE resolution = 3600 AND start < ?1

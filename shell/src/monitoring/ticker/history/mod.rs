@@ -52,6 +52,8 @@ pub const QUARTER: i64 = 900;
 pub const HOUR: i64 = 3600;
 /// Seconds per six-hour row (on the clock: 00:00, 06:00, 12:00, 18:00 UTC).
 pub const SIX_HOURS: i64 = 21_600;
+/// Seconds per day row (UTC days).
+pub const DAY: i64 = 86_400;
 /// How long minute rows are kept (a day, and an hour for the roll-up).
 const MINUTES_KEPT: i64 = 25 * HOUR;
 
@@ -113,7 +115,7 @@ pub struct Cumulative {
 pub struct Row {
     /// Unix seconds at the row's start.
     pub start: i64,
-    /// [`MINUTE`], [`QUARTER`], [`HOUR`] or [`SIX_HOURS`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`], [`SIX_HOURS`] or [`DAY`].
     pub resolution: i64,
     /// [`KIND_ALL`], [`KIND_ROUTE`] or [`KIND_PATTERN`].
     pub kind: i64,
@@ -324,7 +326,8 @@ impl History {
         // A minute written into an hour already rolled up (the last minute
         // of an hour, written once by a run that stopped in it, which
         // rolled the hour up, and again by the next run): that hour's rows
-        // are deleted in the same transaction, and its six hours' too, so
+        // are deleted in the same transaction, and its six hours' and day's
+        // too, so
         // views read its minutes until the roll-ups, due at once, make them
         // again (and retry, as for any period without rows, if they fail).
         // The same for its quarter-hour. Not when some of the period's
@@ -360,8 +363,12 @@ impl History {
         if reroll {
             tx.execute(
                 "DELETE FROM aggregates WHERE (resolution = 3600 AND start = ?1)
-                 OR (resolution = 21600 AND start = ?2)",
-                params![hour, hour - hour.rem_euclid(SIX_HOURS)],
+                 OR (resolution = 21600 AND start = ?2) OR (resolution = 86400 AND start = ?3)",
+                params![
+                    hour,
+                    hour - hour.rem_euclid(SIX_HOURS),
+                    hour - hour.rem_euclid(DAY)
+                ],
             )
             .map_err(err)?;
         }
@@ -765,7 +772,7 @@ mod tests {
         let c = cumulative(181, 10, ms);
         h.write_minute(later, vec![(KIND_ROUTE, "GET /".into(), c)], 0, 0)
             .unwrap();
-        let left: usize = [MINUTE, QUARTER, HOUR, SIX_HOURS]
+        let left: usize = [MINUTE, QUARTER, HOUR, SIX_HOURS, DAY]
             .into_iter()
             .map(|r| h.reader().rows_between(r, 0, later, None).unwrap().len())
             .sum();

@@ -4,12 +4,13 @@
 //! [`Reader::plan_fine`] and [`Reader::plan_hours`] decide between minute
 //! and hour rows (the decisions of issue 20); [`Reader::refine`] then reads
 //! each whole rolled-up quarter-hour inside a minute piece from its
-//! quarter-hour row, and each whole rolled-up six hours inside an hour
-//! piece from its six-hour row. A row of a level is the exact merge of the
-//! rows it covers (see [`super::rollup`]), so the figures are the same
-//! either way; only the number of rows read, and so of counters added,
-//! falls (the 7-day view: 168 hour rows a series become at most 28
-//! six-hour rows and 10 hours).
+//! quarter-hour row, each whole rolled-up six hours inside an hour piece
+//! from its six-hour row, and each whole day inside those from its day
+//! row. A row of a level is the exact merge of the rows it covers (see
+//! [`super::rollup`]), so the figures are the same either way; only the
+//! number of rows read, and so of counters added, falls (the 7-day view:
+//! 168 hour rows a series become 6 or 7 days, at most 6 six-hour rows and
+//! 10 hours).
 
 use rusqlite::params;
 
@@ -33,6 +34,7 @@ pub(super) struct Bounds {
     hour_end: Option<i64>,
     quarter_end: Option<i64>,
     six_end: Option<i64>,
+    day_end: Option<i64>,
     /// The oldest hour row's start, per kind ([`KIND_ALL`], [`KIND_ROUTE`],
     /// [`KIND_PATTERN`]).
     oldest_hour: [Option<i64>; 3],
@@ -41,7 +43,7 @@ pub(super) struct Bounds {
 /// The coarsest resolution whose rows fit in chart points of `bucket`
 /// seconds aligned on the clock (each row within one point).
 pub fn coarsest_within(bucket: i64) -> i64 {
-    [SIX_HOURS, HOUR, QUARTER]
+    [DAY, SIX_HOURS, HOUR, QUARTER]
         .into_iter()
         .find(|l| bucket % l == 0)
         .unwrap_or(MINUTE)
@@ -55,10 +57,11 @@ impl Reader<'_> {
         let mut b: Bounds = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {OLDEST_MINUTE}, {}, {}, {}",
+                "SELECT {OLDEST_MINUTE}, {}, {}, {}, {}",
                 newest_end(HOUR),
                 newest_end(QUARTER),
-                newest_end(SIX_HOURS)
+                newest_end(SIX_HOURS),
+                newest_end(DAY)
             ))
             .and_then(|mut q| {
                 q.query_row([], |r| {
@@ -67,6 +70,7 @@ impl Reader<'_> {
                         hour_end: r.get(1)?,
                         quarter_end: r.get(2)?,
                         six_end: r.get(3)?,
+                        day_end: r.get(4)?,
                         oldest_hour: [None; 3],
                     })
                 })
@@ -150,11 +154,11 @@ impl Reader<'_> {
 
     /// The pieces covering `from..to` with as few rows as possible: the
     /// hour and minute pieces of [`plan_hours`](Self::plan_hours) with
-    /// their whole rolled-up six hours and quarter-hours read from those
-    /// rows ([`refine`](Self::refine)). For totals over long ranges; charts
+    /// their whole rolled-up days, six hours and quarter-hours read from
+    /// those rows ([`refine`](Self::refine)). For totals over long ranges; charts
     /// refine only to rows that fit in their points.
     pub fn plan_coarse(&self, from: i64, to: i64, kind: Option<i64>) -> Result<Vec<Piece>, String> {
-        self.refine(self.plan_hours(from, to, kind)?, SIX_HOURS, kind)
+        self.refine(self.plan_hours(from, to, kind)?, DAY, kind)
     }
 
     /// The pieces covering `from..to` with hour and minute rows: hour
@@ -226,25 +230,20 @@ impl Reader<'_> {
     }
 
     /// `pieces` with every whole quarter-hour inside a minute piece read
-    /// from its quarter-hour row, and every whole six hours inside an
-    /// hour piece from its six-hour row, as far as those are rolled up
-    /// and up to `coarsest` seconds. Where the hour rows of `kind` (or of
-    /// routes and patterns) of six hours at the end of an hour piece are
-    /// all pruned (older than [`HOURS_KEPT`]), its six-hour row counts
-    /// whole in the range its start falls in, as a pruned hour does.
+    /// from its quarter-hour row, every whole six hours inside an hour
+    /// piece from its six-hour row, and every whole day inside those from
+    /// its day row, as far as those are rolled up and up to `coarsest`
+    /// seconds. Where the hour rows of `kind` (or of routes and patterns)
+    /// of six hours at the end of an hour piece are all pruned (older than
+    /// [`HOURS_KEPT`]), its six-hour row counts whole in the range its
+    /// start falls in, as a pruned hour does.
     pub fn refine(
         &self,
-        pieces: Vec<Piece>,
+        mut pieces: Vec<Piece>,
         coarsest: i64,
         kind: Option<i64>,
     ) -> Result<Vec<Piece>, String> {
-        let quarters = coarsest >= QUARTER && pieces.iter().any(|p| p.resolution == MINUTE);
-        let sixes = coarsest >= SIX_HOURS && pieces.iter().any(|p| p.resolution == HOUR);
-        if !quarters && !sixes {
-            return Ok(pieces);
-        }
         let b = self.bounds()?;
-        let (quarter_end, six_end) = (b.quarter_end, b.six_end);
         // The oldest hour row of `kind`, or of routes and patterns.
         let hours_from = match kind {
             Some(k) => usize::try_from(k)
@@ -255,49 +254,53 @@ impl Reader<'_> {
                 .chain(b.oldest_hour[KIND_PATTERN as usize])
                 .min(),
         };
-        let mut out = Vec::with_capacity(pieces.len() + 4);
-        for p in pieces {
-            let (level, end) = match p.resolution {
-                MINUTE if quarters => (QUARTER, quarter_end),
-                HOUR if sixes => (SIX_HOURS, six_end),
-                _ => {
+        // (finer, level, where the level's rows end), each step reading
+        // the pieces the one before left.
+        for (finer, level, end) in [
+            (MINUTE, QUARTER, b.quarter_end),
+            (HOUR, SIX_HOURS, b.six_end),
+            (SIX_HOURS, DAY, b.day_end),
+        ] {
+            let Some(end) = end.filter(|_| level <= coarsest) else {
+                continue;
+            };
+            let mut out = Vec::with_capacity(pieces.len() + 4);
+            for p in pieces {
+                if p.resolution != finer {
                     out.push(p);
                     continue;
                 }
-            };
-            let Some(end) = end else {
-                out.push(p);
-                continue;
-            };
-            let first = p.from + (level - p.from.rem_euclid(level)) % level;
-            let last = p.to - p.to.rem_euclid(level);
-            let whole_to = last.min(end);
-            if first >= whole_to {
-                out.push(p);
-                continue;
-            }
-            // The six hours at the piece's end, rolled up, every hour of
-            // them pruned: counted whole here.
-            let whole_tail = level == SIX_HOURS
-                && whole_to == last
-                && last < p.to
-                && last + SIX_HOURS <= end
-                && hours_from.is_none_or(|h| last + SIX_HOURS <= h);
-            let mid_to = if whole_tail { p.to } else { whole_to };
-            for (resolution, from, to) in [
-                (p.resolution, p.from, first),
-                (level, first, mid_to),
-                (p.resolution, mid_to, p.to),
-            ] {
-                if from < to {
-                    out.push(Piece {
-                        resolution,
-                        from,
-                        to,
-                    });
+                let first = p.from + (level - p.from.rem_euclid(level)) % level;
+                let last = p.to - p.to.rem_euclid(level);
+                let whole_to = last.min(end);
+                if first >= whole_to {
+                    out.push(p);
+                    continue;
+                }
+                // The six hours at the piece's end, rolled up, every hour
+                // of them pruned: counted whole here.
+                let whole_tail = level == SIX_HOURS
+                    && whole_to == last
+                    && last < p.to
+                    && last + SIX_HOURS <= end
+                    && hours_from.is_none_or(|h| last + SIX_HOURS <= h);
+                let mid_to = if whole_tail { p.to } else { whole_to };
+                for (resolution, from, to) in [
+                    (p.resolution, p.from, first),
+                    (level, first, mid_to),
+                    (p.resolution, mid_to, p.to),
+                ] {
+                    if from < to {
+                        out.push(Piece {
+                            resolution,
+                            from,
+                            to,
+                        });
+                    }
                 }
             }
+            pieces = out;
         }
-        Ok(out)
+        Ok(pieces)
     }
 }

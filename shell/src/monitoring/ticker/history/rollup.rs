@@ -9,8 +9,10 @@
 //!   kept as long as the minutes.
 //! - [`HOUR`] rows from minute rows, for every complete hour.
 //! - [`SIX_HOURS`] rows from hour rows, for every complete quarter of a
-//!   day (the 7- and 30-day views' tables, the 30-day view's 12-hour
-//!   points); kept for the configured days.
+//!   day (the edges of the 7- and 30-day views' tables, the 30-day view's
+//!   12-hour points); kept for the configured days.
+//! - [`DAY`] rows from six-hour rows, for every complete UTC day (the 7-
+//!   and 30-day views' tables); kept for the configured days.
 //!
 //! Which periods are due is read from the all-requests series alone (every
 //! minute written has a row of it, so every period rolled up has one too).
@@ -31,8 +33,13 @@ pub const HOURS_KEPT: i64 = 8 * 86_400;
 
 /// The levels rolled up, in the order they run: (resolution, the finer
 /// resolution it merges). Hours are merged from minutes, six hours from
-/// hours (made just before).
-const LEVELS: [(i64, i64); 3] = [(QUARTER, MINUTE), (HOUR, MINUTE), (SIX_HOURS, HOUR)];
+/// hours and days from six hours (each made just before).
+const LEVELS: [(i64, i64); 4] = [
+    (QUARTER, MINUTE),
+    (HOUR, MINUTE),
+    (SIX_HOURS, HOUR),
+    (DAY, SIX_HOURS),
+];
 
 impl History {
     /// Rolls every complete period of each level that has rows of the finer
@@ -90,6 +97,7 @@ impl History {
                  OR (resolution = 900 AND start + 900 <= ?1)
                  OR (resolution = 3600 AND start < ?2)
                  OR (resolution = 21600 AND start + 21600 <= ?2)
+                 OR (resolution = 86400 AND start + 86400 <= ?2)
                  OR (resolution = 3600 AND start < ?3 AND series != ?4
                      AND start - (start % 21600) IN (SELECT start FROM aggregates
                          WHERE resolution = 21600 AND series = ?4))",
@@ -118,10 +126,10 @@ impl History {
     }
 
     /// Merges the `finer` rows of the period of `level` at `start` into
-    /// rows of `level`, in one transaction. An hour rolled up late into
-    /// six hours already rolled up (a clock set back) has those deleted in
-    /// the same transaction when they hold exactly its other hours, so
-    /// they are rolled up again next, with it.
+    /// rows of `level`, in one transaction. An hour (six hours) rolled up
+    /// late into six hours (a day) already rolled up (a clock set back) has
+    /// those deleted in the same transaction when they hold exactly its
+    /// other parts, so they are rolled up again next, with it.
     fn roll_up(&mut self, level: i64, finer: i64, start: i64, all: i64) -> Result<(), String> {
         let reader = self.reader();
         let rows = reader.rows_between(finer, start, start + level, None)?;
@@ -142,29 +150,36 @@ impl History {
                 }),
             }
         }
-        let stale_block = if level == HOUR {
-            let block = start - start.rem_euclid(SIX_HOURS);
-            let (rolled, hours): (Option<i64>, i64) = self
-                .conn
-                .query_row(
-                    "SELECT (SELECT count FROM aggregates
-                             WHERE resolution = 21600 AND series = ?2 AND start = ?1),
-                            (SELECT coalesce(sum(count), 0) FROM aggregates
-                             WHERE resolution = 3600 AND series = ?2
-                             AND start >= ?1 AND start < ?1 + 21600)",
-                    params![block, all],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(err)?;
-            (rolled == Some(hours)).then_some(block)
-        } else {
-            None
+        // The period holding this one, when it is rolled up already.
+        let parent = match level {
+            HOUR => Some(SIX_HOURS),
+            SIX_HOURS => Some(DAY),
+            _ => None,
+        };
+        let stale = match parent {
+            None => None,
+            Some(parent) => {
+                let block = start - start.rem_euclid(parent);
+                let (rolled, parts): (Option<i64>, i64) = self
+                    .conn
+                    .query_row(
+                        "SELECT (SELECT count FROM aggregates
+                                 WHERE resolution = ?3 AND series = ?2 AND start = ?1),
+                                (SELECT coalesce(sum(count), 0) FROM aggregates
+                                 WHERE resolution = ?4 AND series = ?2
+                                 AND start >= ?1 AND start < ?1 + ?3)",
+                        params![block, all, parent, level],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(err)?;
+                (rolled == Some(parts)).then_some((parent, block))
+            }
         };
         let tx = self.conn.transaction().map_err(err)?;
-        if let Some(block) = stale_block {
+        if let Some((parent, block)) = stale {
             tx.execute(
-                "DELETE FROM aggregates WHERE resolution = 21600 AND start = ?1",
-                [block],
+                "DELETE FROM aggregates WHERE resolution = ?1 AND start = ?2",
+                params![parent, block],
             )
             .map_err(err)?;
         }
@@ -183,15 +198,17 @@ mod tests {
     use super::*;
     use crate::monitoring::ticker::history::tests::{cumulative, empty, fresh_dir};
 
-    /// The last minute of six hours written twice (by a run that stopped
-    /// in it, which rolled up its quarter-hour, hour and six hours, and by
-    /// the next run): each of those rows holds both writes, and is the
+    /// The last minute of a day written twice (by a run that stopped in
+    /// it, which rolled up its quarter-hour, hour, six hours and day, and
+    /// by the next run): each of those rows holds both writes, and is the
     /// exact merge of the minutes (hdrhistogram's).
     #[test]
     fn rolled_up_rows_follow_a_minute_written_again() {
         let dir = fresh_dir("rollup-again");
-        let block = 1_800_000_000 - 1_800_000_000 % SIX_HOURS;
-        let last = block + SIX_HOURS - MINUTE;
+        // The last minute of a day (so of six hours, an hour and a
+        // quarter-hour too).
+        let day = 1_800_000_000 - 1_800_000_000 % DAY;
+        let last = day + DAY - MINUTE;
         let mut h = History::open(&dir, 7, "1.0", last + 20, empty()).unwrap();
         h.write_minute(
             last,
@@ -203,7 +220,7 @@ mod tests {
         let counts = |h: &History, resolution: i64| {
             let mut v: Vec<(String, u64)> = h
                 .reader()
-                .rows_between(resolution, block, block + SIX_HOURS, None)
+                .rows_between(resolution, day, day + DAY, None)
                 .unwrap()
                 .into_iter()
                 .map(|r| (r.name, r.counts.count))
@@ -211,7 +228,7 @@ mod tests {
             v.sort();
             v
         };
-        for resolution in [QUARTER, HOUR, SIX_HOURS] {
+        for resolution in [QUARTER, HOUR, SIX_HOURS, DAY] {
             assert_eq!(
                 counts(&h, resolution),
                 [(String::new(), 3), ("GET /".to_string(), 3)],
@@ -232,13 +249,13 @@ mod tests {
         .unwrap();
         let minutes = h
             .reader()
-            .rows_between(MINUTE, block, block + SIX_HOURS, Some(KIND_ALL))
+            .rows_between(MINUTE, day, day + DAY, Some(KIND_ALL))
             .unwrap();
         let mut merged = empty();
         for m in &minutes {
             merged.add(m.latency.to_histogram()).unwrap();
         }
-        for resolution in [QUARTER, HOUR, SIX_HOURS] {
+        for resolution in [QUARTER, HOUR, SIX_HOURS, DAY] {
             assert_eq!(
                 counts(&h, resolution),
                 [
@@ -250,7 +267,7 @@ mod tests {
             );
             let all = h
                 .reader()
-                .rows_between(resolution, block, block + SIX_HOURS, Some(KIND_ALL))
+                .rows_between(resolution, day, day + DAY, Some(KIND_ALL))
                 .unwrap();
             assert_eq!(all.len(), 1);
             assert_eq!(all[0].latency.to_histogram(), merged, "{resolution}");
