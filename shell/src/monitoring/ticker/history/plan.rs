@@ -30,7 +30,7 @@ fn newest_end(resolution: i64) -> String {
 /// plans its chart, tables and comparison from the same bounds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Bounds {
-    oldest_minute: Option<i64>,
+    pub(super) oldest_minute: Option<i64>,
     hour_end: Option<i64>,
     quarter_end: Option<i64>,
     six_end: Option<i64>,
@@ -50,7 +50,7 @@ pub fn coarsest_within(bucket: i64) -> i64 {
 }
 
 impl Reader<'_> {
-    fn bounds(&self) -> Result<Bounds, String> {
+    pub(super) fn bounds(&self) -> Result<Bounds, String> {
         if let Some(b) = self.bounds.get() {
             return Ok(b);
         }

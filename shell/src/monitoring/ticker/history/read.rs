@@ -407,29 +407,40 @@ impl<'a> Reader<'a> {
         let Some(all) = self.all_series()? else {
             return Ok(Vec::new());
         };
-        let mut q = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT start + resolution AS at, figures FROM aggregates
-                 WHERE series = ?1 AND resolution IN (60, 3600)
-                 AND start + resolution > ?2 AND start + resolution <= ?3
-                 AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?3))
-                 ORDER BY at"
-            ))
-            .map_err(err)?;
-        let mut rows = q.query(params![all, from, to]).map_err(err)?;
+        // Hour rows end where minute rows begin: the hours in order, then
+        // the minutes in order, each one run of the key.
+        let oldest = self.bounds()?.oldest_minute;
+        let hours_to = oldest.map_or(to, |m| m.min(to));
         let mut samples = Vec::new();
-        while let Some(r) = rows.next().map_err(err)? {
-            let rss = r
-                .get_ref(1)
-                .ok()
-                .and_then(|v| v.as_blob().ok())
-                .and_then(|b| Fields::decode(b).ok())
-                .map(|(f, _)| f.rss);
-            match (r.get::<_, i64>(0), rss) {
-                (Ok(at), Some(rss)) if rss > 0 => samples.push((at, rss)),
-                (Ok(_), Some(_)) => {}
-                _ => self.skip(),
+        for (resolution, end_to) in [(HOUR, hours_to), (MINUTE, to)] {
+            let mut q = self
+                .conn
+                .prepare_cached(
+                    "SELECT start, figures FROM aggregates
+                     WHERE resolution = ?1 AND series = ?2 AND start > ?3 AND start <= ?4
+                     ORDER BY start",
+                )
+                .map_err(err)?;
+            let mut rows = q
+                .query(params![
+                    resolution,
+                    all,
+                    from - resolution,
+                    end_to - resolution
+                ])
+                .map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let rss = r
+                    .get_ref(1)
+                    .ok()
+                    .and_then(|v| v.as_blob().ok())
+                    .and_then(|b| Fields::decode(b).ok())
+                    .map(|(f, _)| f.rss);
+                match (r.get::<_, i64>(0), rss) {
+                    (Ok(start), Some(rss)) if rss > 0 => samples.push((start + resolution, rss)),
+                    (Ok(_), Some(_)) => {}
+                    _ => self.skip(),
+                }
             }
         }
         Ok(samples)
@@ -489,6 +500,68 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         write(1_800_000_000, 5);
         assert_eq!(requests(&dir), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The memory samples: the hour rows before the oldest minute row,
+    /// then the minute rows, oldest first, each at its row's end, as the
+    /// one query over both resolutions sorted by end gave them.
+    #[test]
+    fn rss_samples_are_hours_then_minutes_in_order() {
+        let dir = fresh_dir("rss-samples");
+        let t0 = 1_800_000_000 - 1_800_000_000 % HOUR;
+        let mut h = History::open(&dir, 2, "1", t0, empty()).unwrap();
+        // 30 hours of minutes, RSS growing by a byte a minute (none in
+        // every seventh minute); minutes past 25 hours pruned.
+        for m in 0..30 * 60 {
+            let rss = if m % 7 == 3 { 0 } else { 1_000 + m as u64 };
+            h.write_minute(
+                t0 + m * MINUTE,
+                vec![(
+                    KIND_ROUTE,
+                    "GET /".into(),
+                    cumulative(m as u64 + 1, 1, |_| 1),
+                )],
+                0,
+                rss,
+            )
+            .unwrap();
+        }
+        let old = |from: i64, to: i64| -> Vec<(i64, u64)> {
+            let mut q = h
+                .conn
+                .prepare(&format!(
+                    "SELECT start + resolution AS at, figures FROM aggregates
+                     WHERE series = (SELECT id FROM series WHERE kind = 0)
+                     AND resolution IN (60, 3600)
+                     AND start + resolution > ?1 AND start + resolution <= ?2
+                     AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?2))
+                     ORDER BY at"
+                ))
+                .unwrap();
+            q.query_map(params![from, to], |r| {
+                let blob: Vec<u8> = r.get(1)?;
+                Ok((r.get(0)?, Fields::decode(&blob).unwrap().0.rss))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|s| s.1 > 0)
+            .collect()
+        };
+        let end = t0 + 30 * HOUR;
+        for (from, to) in [
+            (t0, end),
+            (t0 + 90 * MINUTE + 17, end - 3 * HOUR - 5),
+            (end - HOUR, end + 60),
+            (t0 - HOUR, t0 + 3 * HOUR),
+        ] {
+            let new = h.reader().rss_samples(from, to).unwrap();
+            assert_eq!(new, old(from, to), "{from}..{to}");
+        }
+        let all = h.reader().rss_samples(t0, end).unwrap();
+        assert!(all.iter().any(|s| s.0 % HOUR == 0 && s.0 < end - 25 * HOUR));
+        assert!(all.len() > 25 * 50, "{}", all.len());
+        drop(h);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
