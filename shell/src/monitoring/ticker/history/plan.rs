@@ -26,6 +26,16 @@ fn newest_end(resolution: i64) -> String {
     )
 }
 
+/// Where the newest rolled-up row of a resolution ends: the all-requests
+/// series' (one seek). The roll-ups decide which periods are due by that
+/// series alone, so every period rolled up has a row of it.
+fn rolled_end(resolution: i64) -> String {
+    format!(
+        "(SELECT max(start) + {resolution} FROM aggregates WHERE resolution = {resolution}
+         AND series = (SELECT id FROM series WHERE kind = {KIND_ALL} AND name = ''))"
+    )
+}
+
 /// Where each resolution's rows lie, read once per [`Reader`] (a view
 /// plans its chart, tables and comparison from the same bounds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,9 +45,6 @@ pub(super) struct Bounds {
     quarter_end: Option<i64>,
     six_end: Option<i64>,
     day_end: Option<i64>,
-    /// The oldest hour row's start, per kind ([`KIND_ALL`], [`KIND_ROUTE`],
-    /// [`KIND_PATTERN`]).
-    oldest_hour: [Option<i64>; 3],
 }
 
 /// The coarsest resolution whose rows fit in chart points of `bucket`
@@ -54,14 +61,14 @@ impl Reader<'_> {
         if let Some(b) = self.bounds.get() {
             return Ok(b);
         }
-        let mut b: Bounds = self
+        let b: Bounds = self
             .conn
             .prepare_cached(&format!(
                 "SELECT {OLDEST_MINUTE}, {}, {}, {}, {}",
                 newest_end(HOUR),
-                newest_end(QUARTER),
-                newest_end(SIX_HOURS),
-                newest_end(DAY)
+                rolled_end(QUARTER),
+                rolled_end(SIX_HOURS),
+                rolled_end(DAY)
             ))
             .and_then(|mut q| {
                 q.query_row([], |r| {
@@ -71,32 +78,25 @@ impl Reader<'_> {
                         quarter_end: r.get(2)?,
                         six_end: r.get(3)?,
                         day_end: r.get(4)?,
-                        oldest_hour: [None; 3],
                     })
                 })
             })
             .map_err(err)?;
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT kind, min(m) FROM (SELECT s.kind AS kind, (SELECT min(start)
-                 FROM aggregates WHERE resolution = 3600 AND series = s.id) AS m
-                 FROM series s) GROUP BY kind",
-            )
-            .map_err(err)?;
-        let mut rows = q.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            let (kind, oldest): (i64, Option<i64>) =
-                (r.get(0).map_err(err)?, r.get(1).map_err(err)?);
-            if let Some(o) = usize::try_from(kind)
-                .ok()
-                .and_then(|k| b.oldest_hour.get_mut(k))
-            {
-                *o = oldest;
-            }
-        }
         self.bounds.set(Some(b));
         Ok(b)
+    }
+
+    /// The oldest hour row's start of the series of `kind` (or of routes
+    /// and patterns).
+    fn oldest_hour(&self, kind: Option<i64>) -> Result<Option<i64>, String> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
+                 WHERE resolution = 3600 AND series = s.id) AS m FROM series s
+                 WHERE s.kind = ?1 OR (?1 IS NULL AND s.kind != {KIND_ALL}))"
+            ))
+            .and_then(|mut q| q.query_row([kind], |r| r.get(0)))
+            .map_err(err)
     }
 
     /// The pieces covering `from..to` (Unix seconds): hour rows where a
@@ -244,16 +244,9 @@ impl Reader<'_> {
         kind: Option<i64>,
     ) -> Result<Vec<Piece>, String> {
         let b = self.bounds()?;
-        // The oldest hour row of `kind`, or of routes and patterns.
-        let hours_from = match kind {
-            Some(k) => usize::try_from(k)
-                .ok()
-                .and_then(|k| b.oldest_hour.get(k).copied().flatten()),
-            None => b.oldest_hour[KIND_ROUTE as usize]
-                .into_iter()
-                .chain(b.oldest_hour[KIND_PATTERN as usize])
-                .min(),
-        };
+        // The oldest hour row of `kind` (asked only of six hours that may
+        // be counted whole).
+        let mut hours_from: Option<Option<i64>> = None;
         // (finer, level, where the level's rows end), each step reading
         // the pieces the one before left.
         for (finer, level, end) in [
@@ -283,7 +276,11 @@ impl Reader<'_> {
                     && whole_to == last
                     && last < p.to
                     && last + SIX_HOURS <= end
-                    && hours_from.is_none_or(|h| last + SIX_HOURS <= h);
+                    && match hours_from {
+                        Some(h) => h,
+                        None => *hours_from.insert(self.oldest_hour(kind)?),
+                    }
+                    .is_none_or(|h| last + SIX_HOURS <= h);
                 let mid_to = if whole_tail { p.to } else { whole_to };
                 for (resolution, from, to) in [
                     (p.resolution, p.from, first),
