@@ -1,14 +1,17 @@
 //! The history's cost, as a documented load run: 40 active series (20
-//! routes, 20 query patterns) written minute by minute for 7 simulated days
-//! ending now, then the 7-day dashboard built from it.
+//! routes, 20 query patterns) written minute by minute for 31 simulated
+//! days ending now, with 30 days kept, then the dashboard's range views
+//! built from it.
 //!
 //! `cargo bench -p starpunk-benches --bench history`
 //!
-//! Prints bytes per day of minute rows and of hour rows, the file's size,
-//! the ceiling for a retention (25 hours of minute rows + that many days
-//! of hour rows), the time per minute's write, and the server time of the
-//! 24-hour and 7-day views (snapshot from the history + render, median of
-//! 5). With `STARPUNK_HISTORY_BENCH_DIR=<dir>` the file is kept there, and
+//! Prints the file's size after one day, 7 days and 31 days (the last is
+//! the ceiling at 30 days' retention, measured: rows past their time are
+//! pruned and their pages reused), the growth per day past 8 days (the
+//! hour rows of routes and patterns are kept 8 days, then only their
+//! six-hour rows) and from it the ceiling at 365 days, the time per
+//! minute's write, and the server time of the 24-hour, 7-day and 30-day
+//! views (snapshot from the history + render, median of 5). With `STARPUNK_HISTORY_BENCH_DIR=<dir>` the file is kept there, and
 //! a later run finding it skips the load and measures the views only (for
 //! a profiler, or `sqlite3 <dir>/perf-history.sqlite3`).
 
@@ -23,7 +26,9 @@ use starpunk::monitoring::Monitor;
 use starpunk::web::dashboard;
 
 const SERIES: usize = 40;
-const DAYS: i64 = 7;
+const DAYS: i64 = 31;
+/// The retention the history is opened with.
+const KEPT_DAYS: u32 = 30;
 
 struct Series {
     kind: i64,
@@ -51,7 +56,7 @@ fn main() {
         .unwrap()
         .as_secs() as i64;
     let start = now - now % 60 - DAYS * 86_400;
-    let mut history = History::open(&dir, 30, "bench", start, empty.clone()).unwrap();
+    let mut history = History::open(&dir, KEPT_DAYS, "bench", start, empty.clone()).unwrap();
     let minutes = if reuse { 0 } else { DAYS * 1_440 };
     let mut series: Vec<Series> = (0..SERIES)
         .map(|i| Series {
@@ -77,7 +82,8 @@ fn main() {
         x
     };
     let mut write_time = Duration::ZERO;
-    let mut day_one_bytes = 0;
+    // The file's size at the end of days 1, 7, 14 and 29.
+    let mut bytes_at = std::collections::BTreeMap::new();
     for m in 0..minutes {
         for s in series.iter_mut() {
             // 1 to 20 events a minute, 0.1 ms to ~50 ms, skewed fast.
@@ -110,14 +116,17 @@ fn main() {
             .write_minute(start + m * 60, batch, (m as u64) / 10, 50 << 20)
             .unwrap();
         write_time += t.elapsed();
-        if m == 1_439 {
-            day_one_bytes = checkpointed_bytes(&dir);
+        if (m + 1) % 1_440 == 0 && [1, 7, 14, 29].contains(&((m + 1) / 1_440)) {
+            bytes_at.insert((m + 1) / 1_440, checkpointed_bytes(&dir));
         }
     }
     drop(history);
     let total = checkpointed_bytes(&dir);
-    // After 7 days: 25 hours of minute rows and 7 days of hour rows.
-    let hour_rows_per_day = (total as f64 - day_one_bytes as f64 * 25.0 / 24.0) / DAYS as f64;
+    let at = |day: i64| bytes_at.get(&day).copied().unwrap_or(total) as f64;
+    // Past 8 days the file grows by the rows kept for the whole retention
+    // (six-hour rows, the all-requests series' hour rows) until rows go
+    // past it (day 30).
+    let per_day = (at(29) - at(14)) / 15.0;
 
     let monitor = Monitor::new(&PerfConfig {
         monitoring_enabled: true,
@@ -150,7 +159,7 @@ fn main() {
         v[v.len() / 2]
     };
     let mut views = Vec::new();
-    for range in [Range::Day, Range::Week] {
+    for range in [Range::Day, Range::Week, Range::Month] {
         let (mut snapshot_ms, mut render_ms) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
@@ -166,25 +175,20 @@ fn main() {
         views.push((range.label(), median(snapshot_ms), median(render_ms)));
     }
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    println!("history load run: {SERIES} series, {minutes} minutes ({DAYS} days)");
     println!(
-        "  minute rows, one day:          {:.2} MiB",
-        mib(day_one_bytes as f64)
+        "history load run: {SERIES} series, {minutes} minutes ({DAYS} days, {KEPT_DAYS} kept)"
     );
+    println!("  file after 1 day:               {:.2} MiB", mib(at(1)));
+    println!("  file after 7 days:              {:.2} MiB", mib(at(7)));
+    println!("  growth per day past 8 days:     {:.3} MiB", mib(per_day));
     println!(
-        "  hour rows, per day:            {:.3} MiB",
-        mib(hour_rows_per_day)
-    );
-    println!(
-        "  file after {DAYS} days:             {:.2} MiB",
+        "  ceiling at  30 days retention:  {:.1} MiB (the file after {DAYS} days)",
         mib(total as f64)
     );
-    for days in [7.0, 30.0, 365.0] {
-        println!(
-            "  ceiling at {days:>3} days retention:  {:.1} MiB",
-            mib(day_one_bytes as f64 * 25.0 / 24.0 + hour_rows_per_day * days)
-        );
-    }
+    println!(
+        "  ceiling at 365 days retention:  {:.1} MiB",
+        mib(at(29) + per_day * (365.0 - 29.0))
+    );
     println!(
         "  write per minute (ticker):     {:.2} ms mean",
         write_time.as_secs_f64() * 1e3 / minutes as f64

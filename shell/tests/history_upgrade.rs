@@ -13,8 +13,8 @@ use hdrhistogram::Histogram;
 use rusqlite::{params, Connection};
 use starpunk::config::PerfConfig;
 use starpunk::monitoring::ticker::history::{
-    Accumulator, History, Piece, ReadOnly, Scan, FILE, HOUR, KIND_ALL, KIND_PATTERN, KIND_ROUTE,
-    MINUTE,
+    schema, Accumulator, History, Piece, ReadOnly, Scan, DAY, FILE, HOUR, HOURS_KEPT, KIND_ALL,
+    KIND_PATTERN, KIND_ROUTE, MINUTE, QUARTER, SIX_HOURS,
 };
 use starpunk::monitoring::views::range::Range;
 use starpunk::monitoring::views::DatabaseView;
@@ -178,6 +178,11 @@ fn random_row(
 /// 25 hours pruned, hour rows before that; all-requests rows with slow
 /// statements and RSS; a few starts. Returns every row written.
 fn write_old_history(dir: &Path, now: i64) -> Vec<OldRow> {
+    write_old_history_days(dir, now, 6)
+}
+
+/// As [`write_old_history`], with hour rows from `days` days before.
+fn write_old_history_days(dir: &Path, now: i64, days: i64) -> Vec<OldRow> {
     let conn = Connection::open(dir.join(FILE)).unwrap();
     conn.execute_batch(OLD_SCHEMA).unwrap();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ now as u64);
@@ -186,7 +191,7 @@ fn write_old_history(dir: &Path, now: i64) -> Vec<OldRow> {
     let mut rows: Vec<OldRow> = Vec::new();
     // Hour rows written before the last day's minutes.
     let first_minute = hour_now - 26 * HOUR;
-    let mut h = hour_now - 6 * 24 * HOUR;
+    let mut h = hour_now - days * 24 * HOUR;
     while h < first_minute {
         let mut all = empty();
         let mut all_ints = [0i64; 8];
@@ -354,14 +359,32 @@ struct Figures {
     max: u64,
 }
 
+/// The rows of the file before that a piece of a rolled-up resolution
+/// stands for: a quarter-hour row holds the minutes of its quarter, a
+/// six-hour or day row the hours of its six or 24 (every row starting in
+/// the piece, whole).
+fn as_old_rows(p: Piece) -> Piece {
+    let (finer, level) = match p.resolution {
+        QUARTER => (MINUTE, QUARTER),
+        SIX_HOURS => (HOUR, SIX_HOURS),
+        DAY => (HOUR, DAY),
+        _ => return p,
+    };
+    Piece {
+        resolution: finer,
+        from: p.from,
+        to: p.to + (level - p.to.rem_euclid(level)) % level,
+    }
+}
+
 /// The old read path: per row a V2 histogram decoded, then merged (the
 /// first row's copy, the others added), over `pieces`, per series of
-/// `kind`.
+/// `kind`. Rolled-up pieces read the old rows they stand for.
 fn old_figures(file: &Path, pieces: &[Piece], kind: i64) -> BTreeMap<String, Figures> {
     let conn = Connection::open(file).unwrap();
     let mut de = Deserializer::new();
     let mut merged: BTreeMap<String, ([i64; 6], Histogram<u64>)> = BTreeMap::new();
-    for p in pieces {
+    for p in pieces.iter().map(|p| as_old_rows(*p)) {
         let mut q = conn
             .prepare(
                 "SELECT name, count, sum_ns, errors_5xx, errors_4xx, bytes, rows, latency
@@ -494,7 +517,7 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     // Every row, every figure: the integers as they were, the
     // distribution the same counters (same max, min, total).
     let read = ReadOnly::open(&dir).unwrap();
@@ -550,9 +573,10 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         .map(|r| r.ints[0])
         .sum();
     assert_eq!((minute_total, kinds), (expected, 3));
-    // Smaller: the old pages given back.
+    // Smaller: the old pages given back (and the rows the open rolled up
+    // added: quarter-hours, six hours and days).
     let new_bytes = History::bytes(&dir);
-    assert!(new_bytes * 2 < old_bytes, "{new_bytes} vs {old_bytes}");
+    assert!(new_bytes * 5 < old_bytes * 3, "{new_bytes} vs {old_bytes}");
 
     // The same figures by both read paths, over the ranges the views
     // read and some odd ones.
@@ -565,13 +589,20 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         (now - 4 * 86_400 + 1_111, now - 2 * 86_400 - 2_222),
     ];
     let mut compared = 0;
+    let mut rolled_up = std::collections::BTreeSet::new();
     for (from, to) in ranges {
         for kind in [KIND_ALL, KIND_ROUTE, KIND_PATTERN] {
-            let mut plans = vec![store.plan_coarse(from, to, Some(kind)).unwrap()];
+            let mut plans = vec![
+                store.plan_coarse(from, to, Some(kind)).unwrap(),
+                store.plan_hours(from, to, Some(kind)).unwrap(),
+            ];
             if kind == KIND_ALL {
-                plans.push(store.plan_fine(from, to).unwrap());
+                let fine = store.plan_fine(from, to).unwrap();
+                plans.push(store.refine(fine.clone(), QUARTER, Some(kind)).unwrap());
+                plans.push(fine);
             }
             for pieces in plans {
+                rolled_up.extend(pieces.iter().map(|p| p.resolution));
                 let old = old_figures(&old_file, &pieces, kind);
                 let new = new_figures(&dir, &pieces, kind);
                 assert!(!old.is_empty(), "{from}..{to} {kind}");
@@ -581,6 +612,14 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         }
     }
     assert!(compared > 30, "{compared}");
+    // Quarter-hour, six-hour and day rows were among them (rolled up as
+    // the upgraded file opened), each the merge of the old rows it holds.
+    assert!(
+        [QUARTER, SIX_HOURS, DAY]
+            .iter()
+            .all(|r| rolled_up.contains(r)),
+        "{rolled_up:?}"
+    );
 
     // The 7-day view end to end: each route's line as the old merge of
     // the same rows gives it.
@@ -644,9 +683,14 @@ fn an_old_history_is_upgraded_in_place_and_reads_exactly_as_before() {
         .range_snapshot(Range::Day, DatabaseView::default())
         .unwrap();
     assert_eq!(before_side(&again), first);
+    // An hour of the run and the six hours and day holding it (whichever
+    // the previous side reads).
+    let deleted = previous_from - previous_from.rem_euclid(HOUR) + 5 * HOUR;
     conn.execute(
-        "DELETE FROM aggregates WHERE resolution = 3600 AND start = ?1",
-        [previous_from - previous_from.rem_euclid(HOUR) + 5 * HOUR],
+        "DELETE FROM aggregates WHERE (resolution = 3600 AND start = ?1)
+         OR (resolution = 21600 AND start = ?1 - ?1 % 21600)
+         OR (resolution = 86400 AND start = ?1 - ?1 % 86400)",
+        [deleted],
     )
     .unwrap();
     let changed = monitor
@@ -718,21 +762,24 @@ fn damaged_rows_are_kept_aside_or_skipped_and_counted_never_a_panic() {
     let (aside, upgraded): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM damaged_rows WHERE latency = x'1c849303deadbeef'),
-                    (SELECT count(*) FROM aggregates)",
+                    (SELECT count(*) FROM aggregates WHERE resolution IN (60, 3600))",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
     assert_eq!((aside, upgraded), (1, written.len() as i64 - 1));
-    // A blob of the new form damaged, and a count gone negative: each
-    // row skipped and counted; the view is served.
+    // Blobs of the new form damaged (the newest minute and quarter-hour
+    // of all requests), and a count gone negative (the newest hour of all
+    // requests): each row skipped and counted; the view is served. (The
+    // 1-hour view reads the minute, the 24-hour one the quarter-hour or
+    // the minute, the 7-day one the hour.)
     conn.execute_batch(
         "UPDATE aggregates SET figures = x'0001ffffffff'
-         WHERE resolution = 60 AND start = (SELECT max(start) FROM aggregates WHERE resolution = 60)
-         AND series = (SELECT id FROM series WHERE kind = 0);
+         WHERE resolution IN (60, 900) AND series = (SELECT id FROM series WHERE kind = 0)
+         AND start = (SELECT max(start) FROM aggregates a WHERE a.resolution = aggregates.resolution);
          UPDATE aggregates SET count = -5
          WHERE resolution = 3600 AND start = (SELECT max(start) FROM aggregates WHERE resolution = 3600)
-         AND series = (SELECT min(id) FROM series WHERE kind = 1);",
+         AND series = (SELECT id FROM series WHERE kind = 0);",
     )
     .unwrap();
     drop(conn);
@@ -751,4 +798,174 @@ fn damaged_rows_are_kept_aside_or_skipped_and_counted_never_a_panic() {
     }
     drop(monitor);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The figures of `pieces` of `dir`'s history per series of `kind`, each
+/// row's distribution decoded into an hdrhistogram and merged by
+/// hdrhistogram (not by the views' accumulators).
+fn hdr_figures(dir: &Path, pieces: &[Piece], kind: i64) -> BTreeMap<String, Figures> {
+    let read = ReadOnly::open(dir).unwrap();
+    let store = read.reader();
+    let mut merged: BTreeMap<String, ([i64; 6], Histogram<u64>)> = BTreeMap::new();
+    for p in pieces {
+        for r in store
+            .rows_between(p.resolution, p.from, p.to, Some(kind))
+            .unwrap()
+        {
+            let (ints, h) = merged
+                .entry(r.name.clone())
+                .or_insert_with(|| ([0; 6], empty()));
+            let c = &r.counts;
+            for (k, v) in [
+                c.count,
+                c.sum_ns,
+                c.errors_5xx,
+                c.errors_4xx,
+                c.bytes,
+                c.rows,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                ints[k] = ints[k].wrapping_add(v as i64);
+            }
+            h.add(r.latency.to_histogram()).unwrap();
+        }
+    }
+    assert_eq!(store.damaged(), 0);
+    merged
+        .into_iter()
+        .map(|(name, (ints, h))| {
+            (
+                name,
+                Figures {
+                    ints,
+                    total: h.len(),
+                    p50: h.value_at_quantile(0.5),
+                    p95: h.value_at_quantile(0.95),
+                    p99: h.value_at_quantile(0.99),
+                    max: h.max(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A file of version 2 (minute and hour rows only, the hour rows of
+/// every series kept for the whole retention) is upgraded to version 3 in
+/// place as the blog opens it: its quarter-hours and six hours rolled up,
+/// the hour rows of routes and patterns past eight days pruned only once
+/// six-hour rows hold them, and every range reads the figures the
+/// version 2 file gave for the same rows (counts, sums, p50, p95, p99 and
+/// max per series, merged by hdrhistogram). A range starting more than
+/// eight days back reads from its first six hours: the six hours it starts
+/// in belong to the range before, as a pruned hour always did.
+#[test]
+fn a_version_2_file_is_upgraded_in_place_and_loses_nothing() {
+    let dir = fresh_dir("v2");
+    let now = now();
+    let days = 12;
+    write_old_history_days(&dir, now, days);
+    // Version 2 as its build left the file: the upgrade from before
+    // issue 20 (the same tables), and no rolled-up rows but hours.
+    {
+        let mut conn = Connection::open(dir.join(FILE)).unwrap();
+        schema::open(&mut conn).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let rolled: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM aggregates WHERE resolution IN (900, 21600, 86400)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rolled, 0);
+    }
+    let v2_dir = fresh_dir("v2-kept");
+    std::fs::copy(dir.join(FILE), v2_dir.join(FILE)).unwrap();
+    let v2_rows = |file: &Path| -> i64 {
+        Connection::open(file)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM aggregates WHERE resolution IN (60, 3600)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+
+    // Opened by this build (as the blog opens it at start).
+    drop(History::open(&dir, 30, "new", now, empty()).unwrap());
+    let conn = Connection::open(dir.join(FILE)).unwrap();
+    let (version, quarters, sixes, old_route_hours, old_all_hours): (i64, i64, i64, i64, i64) =
+        conn.query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM aggregates WHERE resolution = 900),
+                    (SELECT count(*) FROM aggregates WHERE resolution IN (21600, 86400)),
+                    (SELECT count(*) FROM aggregates WHERE resolution = 3600 AND start < ?1
+                     AND series IN (SELECT id FROM series WHERE kind != 0)),
+                    (SELECT count(*) FROM aggregates WHERE resolution = 3600 AND start < ?1
+                     AND series IN (SELECT id FROM series WHERE kind = 0))",
+            [now - HOURS_KEPT],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(version, 3);
+    assert!(quarters > 90, "{quarters}");
+    assert!(sixes > 40, "{sixes}");
+    // Hours of routes and patterns past eight days: gone (their six
+    // hours hold them); all requests' kept.
+    assert_eq!(old_route_hours, 0);
+    assert!(old_all_hours >= (days - 8) * 24 - 1, "{old_all_hours}");
+    assert!(v2_rows(&dir.join(FILE)) < v2_rows(&v2_dir.join(FILE)));
+
+    let read = ReadOnly::open(&dir).unwrap();
+    let store = read.reader();
+    let six = |t: i64| t - t.rem_euclid(SIX_HOURS);
+    let to = now + 60;
+    let ranges = [
+        // Everything.
+        (six(now - (days + 1) * 86_400), to, None),
+        (now - 7 * 86_400, to, None),
+        (now - 86_400, to, None),
+        // Ending where the hours are pruned: the six hours it ends in
+        // counted whole.
+        (six(now - 11 * 86_400), now - 9 * 86_400 - 2_222, None),
+        // Starting there: from its first six hours.
+        (
+            now - 10 * 86_400 + 1_111,
+            now - 3 * 86_400 + 77,
+            Some(six(now - 10 * 86_400 + 1_111) + SIX_HOURS),
+        ),
+    ];
+    let mut compared = 0;
+    for (from, to, read_from) in ranges {
+        for kind in [KIND_ALL, KIND_ROUTE, KIND_PATTERN] {
+            let pieces = store.plan_coarse(from, to, Some(kind)).unwrap();
+            assert!(
+                pieces.iter().any(|p| p.resolution == SIX_HOURS),
+                "{pieces:?}"
+            );
+            // All requests keep their hours: read from the range's start.
+            let v2_from = match read_from {
+                Some(f) if kind != KIND_ALL => f,
+                _ => from,
+            };
+            let as_v2: Vec<Piece> = store
+                .plan_coarse(v2_from, to, Some(kind))
+                .unwrap()
+                .into_iter()
+                .map(as_old_rows)
+                .collect();
+            let new = hdr_figures(&dir, &pieces, kind);
+            let old = hdr_figures(&v2_dir, &as_v2, kind);
+            assert!(!old.is_empty(), "{from}..{to} {kind}");
+            assert_eq!(new, old, "{from}..{to} kind {kind} {pieces:?}");
+            compared += old.len();
+        }
+    }
+    assert!(compared > 20, "{compared}");
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&v2_dir);
 }

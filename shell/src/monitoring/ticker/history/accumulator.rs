@@ -194,6 +194,39 @@ impl Accumulator {
         }
     }
 
+    /// Adds every counter into `other` and forgets them here (keeping the
+    /// layout and memory): [`merge`](Self::merge) then
+    /// [`clear`](Self::clear), in one pass where the layouts agree.
+    pub fn drain_into(&mut self, other: &mut Accumulator) {
+        let Some(mine) = self.layout else {
+            return;
+        };
+        if other.layout.is_none() {
+            other.adopt(mine);
+        }
+        if other.layout != Some(mine) || other.counts.len() != self.counts.len() {
+            other.merge(self);
+            self.clear();
+            return;
+        }
+        let high = self.high.min(self.counts.len());
+        if self.low < high {
+            for (n, c) in self.counts[self.low..high]
+                .iter_mut()
+                .zip(&mut other.counts[self.low..high])
+            {
+                *c = c.saturating_add(*n);
+                *n = 0;
+            }
+            other.total = other.total.saturating_add(self.total);
+            other.low = other.low.min(self.low);
+            other.high = other.high.max(high);
+        }
+        self.low = usize::MAX;
+        self.high = 0;
+        self.total = 0;
+    }
+
     /// Forgets every count (keeps its layout and memory).
     pub fn clear(&mut self) {
         if self.low < self.high {
@@ -237,6 +270,37 @@ impl Accumulator {
             }
         }
         0
+    }
+
+    /// [`value_at_quantile`](Self::value_at_quantile) of each of
+    /// `quantiles` (ascending), in one pass over the counters.
+    pub fn values_at_quantiles<const N: usize>(&self, quantiles: [f64; N]) -> [u64; N] {
+        let mut out = [0; N];
+        let Some(layout) = self.layout else {
+            return out;
+        };
+        debug_assert!(quantiles.windows(2).all(|w| w[0] <= w[1]));
+        let targets = quantiles.map(|q| {
+            let q = if q > 1.0 { 1.0 } else { q };
+            ((q * self.total as f64).ceil() as u64).max(1)
+        });
+        let mut next = 0;
+        let mut seen: u64 = 0;
+        for i in self.low..self.high.min(self.counts.len()) {
+            seen = seen.saturating_add(self.counts[i]);
+            while next < N && seen >= targets[next] {
+                out[next] = if quantiles[next] == 0.0 {
+                    layout.value_for(i)
+                } else {
+                    layout.highest_value_for(i)
+                };
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+        }
+        out
     }
 
     /// hdrhistogram's `max`: the highest value equivalent to the largest
@@ -298,6 +362,23 @@ mod tests {
             assert_eq!(acc.max(), merged.max());
             assert_eq!(acc.total(), merged.len());
             assert_eq!(acc.to_histogram().unwrap(), merged);
+            let qs = [0.0, 0.5, 0.5, 0.95, 0.99, 1.0];
+            assert_eq!(
+                acc.values_at_quantiles(qs),
+                qs.map(|q| merged.value_at_quantile(q))
+            );
+            // Drained into another: the same counters there, none here.
+            let mut copy = acc.clone();
+            let mut into = Accumulator::new();
+            into.add_blob(&Latency::from_histogram(&h).unwrap().encode(1), &layouts())
+                .unwrap();
+            let mut expected = merged.clone();
+            expected.add(&h).unwrap();
+            copy.drain_into(&mut into);
+            assert!(copy.is_empty() && copy.to_latency().unwrap().counts().is_empty());
+            assert_eq!(into.to_histogram().unwrap(), expected);
+            assert_eq!(into.total(), expected.len());
+            assert_eq!(into.max(), expected.max());
         }
         acc.clear();
         assert!(acc.is_empty());

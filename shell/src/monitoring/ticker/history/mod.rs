@@ -8,12 +8,14 @@
 //! all requests with the slow statements and RSS. Minute rows are kept 25
 //! hours; each complete hour is rolled up into hour rows (distributions
 //! merged, so percentiles over any range are exact merges), kept for the
-//! configured days. Each start records the version. Nothing here runs on
-//! the request path, and a failing history file never stops the blog: the
-//! error is kept and shown.
+//! configured days; quarter-hour and six-hour rows are rolled up the same
+//! way, so a long range reads few rows (see [`rollup`]). Each start
+//! records the version. Nothing here runs on the request path, and a
+//! failing history file never stops the blog: the error is kept and shown.
 //!
 //! The file's tables, and the upgrade of a file written before issue 20,
-//! are [`schema`]'s; reading is [`read`]'s.
+//! are [`schema`]'s; the roll-ups and pruning [`rollup`]'s; reading is
+//! [`read`]'s, which rows a range reads [`plan`]'s.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,12 +26,16 @@ use starpunk_perf::HistogramLayout;
 
 mod accumulator;
 pub mod codec;
+mod plan;
 mod read;
+mod rollup;
 pub mod schema;
 
 pub use accumulator::Accumulator;
 pub use codec::{Damaged, Fields, Latency, Layouts};
+pub use plan::coarsest_within;
 pub use read::{Head, Piece, ReadOnly, Reader, Scan, SeriesName};
+pub use rollup::HOURS_KEPT;
 
 /// Row kinds.
 pub const KIND_ALL: i64 = 0;
@@ -38,10 +44,16 @@ pub const KIND_ROUTE: i64 = 1;
 /// A query pattern's row.
 pub const KIND_PATTERN: i64 = 2;
 
-/// Seconds per minute row and per hour row.
+/// Seconds per minute row.
 pub const MINUTE: i64 = 60;
+/// Seconds per quarter-hour row.
+pub const QUARTER: i64 = 900;
 /// Seconds per hour row.
 pub const HOUR: i64 = 3600;
+/// Seconds per six-hour row (on the clock: 00:00, 06:00, 12:00, 18:00 UTC).
+pub const SIX_HOURS: i64 = 21_600;
+/// Seconds per day row (UTC days).
+pub const DAY: i64 = 86_400;
 /// How long minute rows are kept (a day, and an hour for the roll-up).
 const MINUTES_KEPT: i64 = 25 * HOUR;
 
@@ -103,7 +115,7 @@ pub struct Cumulative {
 pub struct Row {
     /// Unix seconds at the row's start.
     pub start: i64,
-    /// [`MINUTE`] or [`HOUR`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`], [`SIX_HOURS`] or [`DAY`].
     pub resolution: i64,
     /// [`KIND_ALL`], [`KIND_ROUTE`] or [`KIND_PATTERN`].
     pub kind: i64,
@@ -133,8 +145,10 @@ pub struct History {
     layouts: Layouts,
     /// Series ids by (kind, name), as committed.
     series: HashMap<(i64, String), i64>,
-    /// The next hour boundary, when the roll-up and pruning run again.
+    /// The next quarter-hour boundary, when the roll-ups run again.
     next_roll_up: i64,
+    /// The next hour boundary, when pruning runs again.
+    next_prune: i64,
     /// Whether the owner's requests are left out of the all-requests rows.
     own: crate::monitoring::own::OwnTraffic,
 }
@@ -224,9 +238,19 @@ impl History {
             layouts,
             series: HashMap::new(),
             next_roll_up: 0,
+            next_prune: 0,
             own: crate::monitoring::own::OwnTraffic::Include,
         };
         h.roll_up_and_prune(now)?;
+        // The write-ahead log those roll-ups grew (all of a file's
+        // quarter-hours and six hours, the first time a file of version 2
+        // opens) folded in and cut back; a failure only leaves it longer.
+        if let Err(e) = h
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            crate::elog!("starpunk: performance history: write-ahead log not cut back ({e})");
+        }
         Ok(h)
     }
 
@@ -302,36 +326,56 @@ impl History {
         // A minute written into an hour already rolled up (the last minute
         // of an hour, written once by a run that stopped in it, which
         // rolled the hour up, and again by the next run): that hour's rows
-        // are deleted in the same transaction, so views read its minutes
-        // until the roll-up, due at once, makes them again (and retries, as
-        // for any hour without hour rows, if it fails). Not when some of
-        // the hour's minutes are pruned already (a clock set back a day):
-        // the hour row then holds more than its minutes, and stays.
+        // are deleted in the same transaction, and its six hours' and day's
+        // too, so
+        // views read its minutes until the roll-ups, due at once, make them
+        // again (and retry, as for any period without rows, if they fail).
+        // The same for its quarter-hour. Not when some of the period's
+        // minutes are pruned already (a clock set back a day): its row then
+        // holds more than its minutes, and stays.
         let hour = start - start.rem_euclid(HOUR);
-        // The hour's all-requests row against its minutes': equal when all
-        // of them are still kept.
+        let quarter = start - start.rem_euclid(QUARTER);
+        // The period's all-requests row against its minutes': equal when
+        // all of them are still kept.
         let all = match self.series.get(&(KIND_ALL, String::new())) {
             Some(id) => Some(*id),
             None => self.reader().all_series()?,
         };
-        let (hour_count, minutes_count): (Option<i64>, i64) = self
-            .conn
-            .query_row(
-                "SELECT (SELECT count FROM aggregates
-                         WHERE resolution = 3600 AND series = ?2 AND start = ?1),
-                        (SELECT coalesce(sum(count), 0) FROM aggregates
-                         WHERE resolution = 60 AND series = ?2
-                         AND start >= ?1 AND start < ?1 + 3600)",
-                params![hour, all],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(err)?;
-        let reroll = hour_count == Some(minutes_count);
+        let rolled = |level: i64, at: i64| -> Result<bool, String> {
+            let (rolled, minutes): (Option<i64>, i64) = self
+                .conn
+                .prepare_cached(
+                    "SELECT (SELECT count FROM aggregates
+                             WHERE resolution = ?3 AND series = ?2 AND start = ?1),
+                            (SELECT coalesce(sum(count), 0) FROM aggregates
+                             WHERE resolution = 60 AND series = ?2
+                             AND start >= ?1 AND start < ?1 + ?3)",
+                )
+                .and_then(|mut q| {
+                    q.query_row(params![at, all, level], |r| Ok((r.get(0)?, r.get(1)?)))
+                })
+                .map_err(err)?;
+            Ok(rolled == Some(minutes))
+        };
+        let reroll = rolled(HOUR, hour)?;
+        let reroll_quarter = rolled(QUARTER, quarter)?;
         let tx = self.conn.transaction().map_err(err)?;
         if reroll {
             tx.execute(
-                "DELETE FROM aggregates WHERE resolution = 3600 AND start = ?1",
-                [hour],
+                "DELETE FROM aggregates WHERE (resolution = 3600 AND start = ?1)
+                 OR (resolution = 21600 AND start = ?2) OR (resolution = 86400 AND start = ?3)",
+                params![
+                    hour,
+                    hour - hour.rem_euclid(SIX_HOURS),
+                    hour - hour.rem_euclid(DAY)
+                ],
+            )
+            .map_err(err)?;
+        }
+        if reroll_quarter {
+            tx.execute(
+                "DELETE FROM aggregates WHERE resolution = 900 AND start = ?1",
+                [quarter],
             )
             .map_err(err)?;
         }
@@ -363,120 +407,12 @@ impl History {
         self.series.extend(new_series);
         self.last.extend(next_last);
         self.last_slow = slow_total;
-        if reroll {
+        if reroll || reroll_quarter {
             self.next_roll_up = 0;
         }
         if start + MINUTE >= self.next_roll_up {
             self.roll_up_and_prune(start + MINUTE)?;
         }
-        Ok(())
-    }
-
-    /// Rolls every complete hour that has minute rows and no hour rows
-    /// into hour rows, then deletes minute rows past a day and hour rows
-    /// past retention.
-    fn roll_up_and_prune(&mut self, now: i64) -> Result<(), String> {
-        let current_hour = now - now.rem_euclid(HOUR);
-        self.next_roll_up = current_hour + HOUR;
-        // Every minute written has an all-requests row, and every hour
-        // rolled up an all-requests hour row: that series alone says which
-        // hours are due.
-        let hours: Vec<i64> = match self.reader().all_series()? {
-            None => Vec::new(),
-            Some(all) => {
-                let mut q = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT DISTINCT start - (start % 3600) AS h FROM aggregates
-                         WHERE resolution = 60 AND series = ?2 AND start < ?1
-                         AND h NOT IN (SELECT start FROM aggregates
-                                       WHERE resolution = 3600 AND series = ?2)",
-                    )
-                    .map_err(err)?;
-                let hours = q
-                    .query_map([current_hour, all], |r| r.get(0))
-                    .map_err(err)?
-                    .collect::<Result<_, _>>()
-                    .map_err(err)?;
-                hours
-            }
-        };
-        for hour in hours {
-            // An hour that cannot be rolled up (a damaged row) is logged and
-            // left; the others, and pruning, go on.
-            if let Err(e) = self.roll_up(hour) {
-                crate::elog!("starpunk: performance history: hour {hour} not rolled up ({e})");
-            }
-        }
-        let pruned = self
-            .conn
-            .execute(
-                "DELETE FROM aggregates WHERE (resolution = 60 AND start < ?1)
-                 OR (resolution = 3600 AND start < ?2)",
-                params![now - MINUTES_KEPT, now - i64::from(self.days) * 86_400],
-            )
-            .map_err(err)?;
-        if pruned > 0 {
-            // Names no row uses any more go too (and their cached ids).
-            self.conn
-                .execute(
-                    "DELETE FROM series WHERE id NOT IN (SELECT DISTINCT series FROM aggregates)",
-                    [],
-                )
-                .map_err(err)?;
-            self.series.clear();
-        }
-        self.conn
-            .execute(
-                "DELETE FROM starts WHERE at < ?1",
-                params![now - i64::from(self.days.max(1)) * 86_400],
-            )
-            .map_err(err)?;
-        crate::monitoring::ticker::slow_history::prune(
-            &self.conn,
-            now - i64::from(self.days) * 86_400,
-            now,
-        )
-        .map_err(err)?;
-        crate::monitoring::ticker::alert_history::prune(
-            &self.conn,
-            now - i64::from(self.days) * 86_400,
-        )
-        .map_err(err)?;
-        Ok(())
-    }
-
-    /// Merges the minute rows of `hour` into hour rows, in one transaction.
-    fn roll_up(&mut self, hour: i64) -> Result<(), String> {
-        let reader = self.reader();
-        let minutes = reader.rows_between(MINUTE, hour, hour + HOUR, None)?;
-        if reader.damaged() > 0 {
-            return Err(format!(
-                "{} of its minute rows are damaged",
-                reader.damaged()
-            ));
-        }
-        let mut merged: Vec<Row> = Vec::new();
-        for m in minutes {
-            match merged
-                .iter_mut()
-                .find(|r| r.kind == m.kind && r.name == m.name)
-            {
-                Some(r) => add_row(r, &m),
-                None => merged.push(Row {
-                    start: hour,
-                    resolution: HOUR,
-                    ..m
-                }),
-            }
-        }
-        let tx = self.conn.transaction().map_err(err)?;
-        let mut new_series = Vec::new();
-        for r in &merged {
-            insert(&tx, &mut self.layouts, &self.series, &mut new_series, r)?;
-        }
-        tx.commit().map_err(err)?;
-        self.series.extend(new_series);
         Ok(())
     }
 
@@ -638,12 +574,12 @@ pub(crate) fn difference(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<(u6
 mod tests {
     use super::*;
 
-    fn empty() -> Histogram<u64> {
+    pub(super) fn empty() -> Histogram<u64> {
         Histogram::new_with_bounds(1_000, 30_000_000_000, 2).unwrap()
     }
 
     /// An empty directory of this test process's own.
-    fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    pub(super) fn fresh_dir(tag: &str) -> std::path::PathBuf {
         let dir =
             std::env::temp_dir().join(format!("starpunk-history-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -653,7 +589,7 @@ mod tests {
 
     /// Cumulative figures of `n` requests per minute for `minutes`
     /// minutes, latency `ms(minute)` each.
-    fn cumulative(minutes: u64, n: u64, ms: impl Fn(u64) -> u64) -> Cumulative {
+    pub(super) fn cumulative(minutes: u64, n: u64, ms: impl Fn(u64) -> u64) -> Cumulative {
         let mut h = empty();
         let mut c = Cumulative::default();
         for m in 0..minutes {
@@ -836,11 +772,10 @@ mod tests {
         let c = cumulative(181, 10, ms);
         h.write_minute(later, vec![(KIND_ROUTE, "GET /".into(), c)], 0, 0)
             .unwrap();
-        let left = h.reader().rows_between(HOUR, 0, later, None).unwrap().len()
-            + h.reader()
-                .rows_between(MINUTE, 0, later, None)
-                .unwrap()
-                .len();
+        let left: usize = [MINUTE, QUARTER, HOUR, SIX_HOURS, DAY]
+            .into_iter()
+            .map(|r| h.reader().rows_between(r, 0, later, None).unwrap().len())
+            .sum();
         assert_eq!(left, 0, "past retention");
         drop(h);
         let _ = std::fs::remove_dir_all(&dir);

@@ -7,8 +7,8 @@
 //! [`Accumulator`](super::Accumulator) per series: no histogram and no
 //! allocation per row (the range views). [`Reader::rows_between`] and the
 //! `rows_for_range*` functions return decoded [`Row`]s (the writer's
-//! roll-up, tests). Both read the same [`Piece`]s, so both see the same
-//! rows. A row whose blob cannot be decoded is skipped and counted
+//! roll-up, tests). Both read the same [`Piece`]s (which pieces a range
+//! reads is [`super::plan`]'s), so both see the same rows. A row whose blob cannot be decoded is skipped and counted
 //! ([`Reader::damaged`]), never a panic.
 
 use std::cell::Cell;
@@ -23,40 +23,115 @@ use super::*;
 /// read-only one of a dashboard view (so a long view never holds up the
 /// ticker's writes; WAL lets both run at once).
 pub struct Reader<'a> {
-    conn: &'a Connection,
+    pub(super) conn: &'a Connection,
     /// Rows skipped because their blob could not be decoded.
     damaged: Cell<u64>,
+    /// Where each resolution's rows lie, once read (see [`super::plan`]).
+    pub(super) bounds: Cell<Option<super::plan::Bounds>>,
 }
 
-/// A read-only connection to the history file.
+/// How much of the history file a view's connection maps (more than the
+/// file at 365 days of a busy blog).
+const MMAP_BYTES: i64 = 256 << 20;
+
+/// Connections of views that ended, kept for the next ones (at most
+/// [`KEPT_CONNECTIONS`]), with the file they were opened on.
+static KEPT: std::sync::Mutex<Vec<(FileId, Connection)>> = std::sync::Mutex::new(Vec::new());
+
+/// Two views at once keep two connections; more are closed.
+const KEPT_CONNECTIONS: usize = 2;
+
+/// A history file: its path and inode (a file deleted and made again at
+/// the same path is another file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileId {
+    path: std::path::PathBuf,
+    inode: u64,
+}
+
+/// A read-only connection to the history file. A view's connection is
+/// kept when it ends, for the next view of the same file: its compiled
+/// statements are reused (compiling them was a tenth of a view's time),
+/// and pages are mapped rather than copied in by a read each.
 pub struct ReadOnly {
-    conn: Connection,
+    conn: Option<Connection>,
+    file: FileId,
 }
 
 impl ReadOnly {
-    /// Opens `dir`'s history for reading.
+    /// Opens `dir`'s history for reading (or takes the connection a view
+    /// before left of it).
     pub fn open(dir: &Path) -> Result<ReadOnly, String> {
-        let conn = Connection::open_with_flags(
-            dir.join(FILE),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_millis(500))
-            .map_err(err)?;
-        Ok(ReadOnly { conn })
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join(FILE);
+        let inode = std::fs::metadata(&path).map_err(err)?.ino();
+        let file = FileId { path, inode };
+        let kept = {
+            let mut kept = KEPT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.iter()
+                .position(|(f, _)| *f == file)
+                .map(|i| kept.swap_remove(i).1)
+        };
+        let conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &file.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(err)?;
+                conn.busy_timeout(std::time::Duration::from_millis(500))
+                    .map_err(err)?;
+                // The file is only ever truncated by the writer's VACUUM
+                // after an upgrade, at open, before any view.
+                conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+                    .map_err(err)?;
+                conn
+            }
+        };
+        Ok(ReadOnly {
+            conn: Some(conn),
+            file,
+        })
     }
 
     /// Its reader.
     pub fn reader(&self) -> Reader<'_> {
-        Reader::new(&self.conn)
+        Reader::new(
+            self.conn
+                .as_ref()
+                .expect("a ReadOnly holds its connection until dropped"),
+        )
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        // Not in a transaction (every statement of a view has ended): the
+        // next view reads the file as it is then.
+        if !conn.is_autocommit() {
+            return;
+        }
+        let mut kept = KEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() < KEPT_CONNECTIONS {
+            kept.push((self.file.clone(), conn));
+        }
     }
 }
 
 /// A part of a range read at one resolution: the rows of `resolution`
-/// with `from <= start < to`.
+/// with `from <= start < to` (see [`super::plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Piece {
-    /// [`MINUTE`] or [`HOUR`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`] or [`SIX_HOURS`].
     pub resolution: i64,
     /// Unix seconds.
     pub from: i64,
@@ -69,7 +144,7 @@ pub struct Piece {
 pub struct Head {
     /// Unix seconds at the row's start.
     pub start: i64,
-    /// [`MINUTE`] or [`HOUR`].
+    /// [`MINUTE`], [`QUARTER`], [`HOUR`] or [`SIX_HOURS`].
     pub resolution: i64,
     /// The series' id (see [`Reader::series`]).
     pub series: i64,
@@ -105,12 +180,9 @@ pub enum Scan {
 
 /// The oldest minute row's start, found per series (the key is series
 /// first: one index seek each, not a scan of every minute row).
-const OLDEST_MINUTE: &str = "(SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
+pub(super) const OLDEST_MINUTE: &str =
+    "(SELECT min(m) FROM (SELECT (SELECT min(start) FROM aggregates
      WHERE resolution = 60 AND series = s.id) AS m FROM series s))";
-
-/// Where the newest hour row ends, found per series.
-const ROLLED_END: &str = "(SELECT max(m) + 3600 FROM (SELECT (SELECT max(start) FROM aggregates
-     WHERE resolution = 3600 AND series = s.id) AS m FROM series s))";
 
 /// A stored integer as a count: a negative one is a damaged row.
 fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -123,6 +195,7 @@ impl<'a> Reader<'a> {
         Reader {
             conn,
             damaged: Cell::new(0),
+            bounds: Cell::new(None),
         }
     }
 
@@ -253,18 +326,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// How many rows of series `series` lie in `piece` (no blob read).
-    pub fn count_rows(&self, piece: Piece, series: i64) -> Result<i64, String> {
+    /// How many rows of the series of `kind` lie in `piece` (no blob
+    /// read).
+    pub fn count_rows(&self, piece: Piece, kind: i64) -> Result<i64, String> {
         self.conn
             .prepare_cached(
                 "SELECT count(*) FROM aggregates
-                 WHERE resolution = ?1 AND series = ?2 AND start >= ?3 AND start < ?4",
+                 WHERE resolution = ?1 AND series IN (SELECT id FROM series WHERE kind = ?2)
+                 AND start >= ?3 AND start < ?4",
             )
             .and_then(|mut q| {
-                q.query_row(
-                    params![piece.resolution, series, piece.from, piece.to],
-                    |r| r.get(0),
-                )
+                q.query_row(params![piece.resolution, kind, piece.from, piece.to], |r| {
+                    r.get(0)
+                })
             })
             .map_err(err)
     }
@@ -333,161 +407,43 @@ impl<'a> Reader<'a> {
         let Some(all) = self.all_series()? else {
             return Ok(Vec::new());
         };
-        let mut q = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT start + resolution AS at, figures FROM aggregates
-                 WHERE series = ?1 AND resolution IN (60, 3600)
-                 AND start + resolution > ?2 AND start + resolution <= ?3
-                 AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?3))
-                 ORDER BY at"
-            ))
-            .map_err(err)?;
-        let mut rows = q.query(params![all, from, to]).map_err(err)?;
+        // Hour rows end where minute rows begin: the hours in order, then
+        // the minutes in order, each one run of the key.
+        let oldest = self.bounds()?.oldest_minute;
+        let hours_to = oldest.map_or(to, |m| m.min(to));
         let mut samples = Vec::new();
-        while let Some(r) = rows.next().map_err(err)? {
-            let rss = r
-                .get_ref(1)
-                .ok()
-                .and_then(|v| v.as_blob().ok())
-                .and_then(|b| Fields::decode(b).ok())
-                .map(|(f, _)| f.rss);
-            match (r.get::<_, i64>(0), rss) {
-                (Ok(at), Some(rss)) if rss > 0 => samples.push((at, rss)),
-                (Ok(_), Some(_)) => {}
-                _ => self.skip(),
+        for (resolution, end_to) in [(HOUR, hours_to), (MINUTE, to)] {
+            let mut q = self
+                .conn
+                .prepare_cached(
+                    "SELECT start, figures FROM aggregates
+                     WHERE resolution = ?1 AND series = ?2 AND start > ?3 AND start <= ?4
+                     ORDER BY start",
+                )
+                .map_err(err)?;
+            let mut rows = q
+                .query(params![
+                    resolution,
+                    all,
+                    from - resolution,
+                    end_to - resolution
+                ])
+                .map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let rss = r
+                    .get_ref(1)
+                    .ok()
+                    .and_then(|v| v.as_blob().ok())
+                    .and_then(|b| Fields::decode(b).ok())
+                    .map(|(f, _)| f.rss);
+                match (r.get::<_, i64>(0), rss) {
+                    (Ok(start), Some(rss)) if rss > 0 => samples.push((start + resolution, rss)),
+                    (Ok(_), Some(_)) => {}
+                    _ => self.skip(),
+                }
             }
         }
         Ok(samples)
-    }
-
-    fn oldest_minute(&self) -> Result<Option<i64>, String> {
-        self.conn
-            .query_row(&format!("SELECT {OLDEST_MINUTE}"), [], |r| r.get(0))
-            .map_err(err)
-    }
-
-    /// The pieces covering `from..to` (Unix seconds): hour rows where a
-    /// whole hour is rolled up and older than a day, minute rows for the
-    /// rest.
-    pub fn plan_fine(&self, from: i64, to: i64) -> Result<Vec<Piece>, String> {
-        let piece = |resolution, from, to| Piece {
-            resolution,
-            from,
-            to,
-        };
-        // Minute rows wherever the range starts inside them (1 h and 24 h
-        // views: exact); otherwise hour rows up to where minute rows take
-        // over (the hour of the oldest minute row comes from its hour row
-        // once rolled up, as that row holds the pruned minutes too; the
-        // hour the range starts in is counted whole).
-        let Some(oldest) = self.oldest_minute()?.filter(|m| from < *m) else {
-            return Ok(vec![piece(MINUTE, from, to)]);
-        };
-        let hour = oldest - oldest.rem_euclid(HOUR);
-        let rolled: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
-                 AND series IN (SELECT id FROM series) AND start = ?1)",
-                [hour],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        let split = if rolled { hour + HOUR } else { hour };
-        Ok(vec![
-            piece(HOUR, from - from.rem_euclid(HOUR), split),
-            piece(MINUTE, split, to),
-        ])
-    }
-
-    /// The rows of every piece of `plan`, in its order.
-    fn rows_of_plan(&self, plan: Vec<Piece>, kind: Option<i64>) -> Result<Vec<Row>, String> {
-        let mut rows = Vec::new();
-        for p in plan {
-            rows.extend(self.rows_between(p.resolution, p.from, p.to, kind)?);
-        }
-        Ok(rows)
-    }
-
-    /// The rows covering `from..to` (see [`plan_fine`](Self::plan_fine)).
-    pub fn rows_for_range(
-        &self,
-        from: i64,
-        to: i64,
-        kind: Option<i64>,
-    ) -> Result<Vec<Row>, String> {
-        self.rows_of_plan(self.plan_fine(from, to)?, kind)
-    }
-
-    /// The pieces covering `from..to` with as few rows as possible: hour
-    /// rows for every rolled-up hour inside the range, minute rows for the
-    /// rest (the part of the first hour, and the hours not yet rolled up).
-    /// Where a partial hour's minutes are pruned (ranges past a day), its
-    /// hour row counts whole in the range its start falls in, so two
-    /// adjacent ranges never count it twice; whether that hour row exists
-    /// is asked of the series of `kind` (or all). For totals over long
-    /// ranges; charts that need minutes use
-    /// [`plan_fine`](Self::plan_fine).
-    pub fn plan_coarse(&self, from: i64, to: i64, kind: Option<i64>) -> Result<Vec<Piece>, String> {
-        let (oldest_minute, rolled_end): (Option<i64>, Option<i64>) = self
-            .conn
-            .query_row(&format!("SELECT {OLDEST_MINUTE}, {ROLLED_END}"), [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(err)?;
-        let piece = |resolution, from, to| Piece {
-            resolution,
-            from,
-            to,
-        };
-        let first_full = (from + HOUR - 1).div_euclid(HOUR) * HOUR;
-        let last_full_end = to - to.rem_euclid(HOUR);
-        let kept = |t: i64| oldest_minute.is_some_and(|m| m <= t);
-        let mut pieces = Vec::new();
-        // The part of the first hour: its minutes where they are kept. A
-        // pruned partial hour belongs to the range its start falls in.
-        let head_end = first_full.min(to);
-        if let Some(m) = oldest_minute.filter(|m| *m < head_end) {
-            pieces.push(piece(MINUTE, from.max(m), head_end));
-        }
-        // Whole hours inside the range that are rolled up.
-        let hours_to = rolled_end
-            .unwrap_or(first_full)
-            .min(last_full_end)
-            .max(first_full);
-        pieces.push(piece(HOUR, first_full, hours_to));
-        // The rest: minutes where they are kept, else the hour row that
-        // starts in the range (counted whole).
-        let rest = hours_to.max(head_end);
-        if rest < to {
-            let pruned_hour = !kept(rest) && {
-                let which = match kind {
-                    Some(_) => "series IN (SELECT id FROM series WHERE kind = ?3)",
-                    None => "series IN (SELECT id FROM series) AND ?3 IS NULL",
-                };
-                self.conn
-                    .prepare_cached(&format!(
-                        "SELECT EXISTS (SELECT 1 FROM aggregates WHERE resolution = 3600
-                         AND start >= ?1 AND start < ?2 AND {which})"
-                    ))
-                    .and_then(|mut q| q.query_row(params![rest, to, kind], |r| r.get(0)))
-                    .map_err(err)?
-            };
-            pieces.push(piece(if pruned_hour { HOUR } else { MINUTE }, rest, to));
-        }
-        Ok(pieces)
-    }
-
-    /// The rows covering `from..to` with as few rows as possible (see
-    /// [`plan_coarse`](Self::plan_coarse)).
-    pub fn rows_for_range_coarse(
-        &self,
-        from: i64,
-        to: i64,
-        kind: Option<i64>,
-    ) -> Result<Vec<Row>, String> {
-        self.rows_of_plan(self.plan_coarse(from, to, kind)?, kind)
     }
 
     /// Starts (Unix seconds, version) since `from`, oldest first.
@@ -502,5 +458,110 @@ impl<'a> Reader<'a> {
             .collect::<Result<_, _>>()
             .map_err(err)?;
         Ok(starts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitoring::ticker::history::tests::{cumulative, empty, fresh_dir};
+
+    fn requests(dir: &Path) -> u64 {
+        let read = ReadOnly::open(dir).unwrap();
+        read.reader()
+            .rows_between(MINUTE, 0, i64::MAX, Some(KIND_ALL))
+            .unwrap()
+            .iter()
+            .map(|r| r.counts.count)
+            .sum()
+    }
+
+    /// A view's connection is kept for the next view of the same file: it
+    /// sees the rows written since, and a file made again at the same path
+    /// is read through a connection of its own.
+    #[test]
+    fn a_kept_connection_reads_its_own_file_as_it_is_now() {
+        let dir = fresh_dir("kept-connection");
+        let write = |at: i64, n: u64| {
+            let mut h = History::open(&dir, 1, "1", at, empty()).unwrap();
+            h.write_minute(
+                at,
+                vec![(KIND_ROUTE, "GET /".into(), cumulative(1, n, |_| 1))],
+                0,
+                0,
+            )
+            .unwrap();
+        };
+        write(1_800_000_000, 3);
+        assert_eq!(requests(&dir), 3);
+        write(1_800_000_060, 4);
+        assert_eq!(requests(&dir), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        write(1_800_000_000, 5);
+        assert_eq!(requests(&dir), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The memory samples: the hour rows before the oldest minute row,
+    /// then the minute rows, oldest first, each at its row's end, as the
+    /// one query over both resolutions sorted by end gave them.
+    #[test]
+    fn rss_samples_are_hours_then_minutes_in_order() {
+        let dir = fresh_dir("rss-samples");
+        let t0 = 1_800_000_000 - 1_800_000_000 % HOUR;
+        let mut h = History::open(&dir, 2, "1", t0, empty()).unwrap();
+        // 30 hours of minutes, RSS growing by a byte a minute (none in
+        // every seventh minute); minutes past 25 hours pruned.
+        for m in 0..30 * 60 {
+            let rss = if m % 7 == 3 { 0 } else { 1_000 + m as u64 };
+            h.write_minute(
+                t0 + m * MINUTE,
+                vec![(
+                    KIND_ROUTE,
+                    "GET /".into(),
+                    cumulative(m as u64 + 1, 1, |_| 1),
+                )],
+                0,
+                rss,
+            )
+            .unwrap();
+        }
+        let old = |from: i64, to: i64| -> Vec<(i64, u64)> {
+            let mut q = h
+                .conn
+                .prepare(&format!(
+                    "SELECT start + resolution AS at, figures FROM aggregates
+                     WHERE series = (SELECT id FROM series WHERE kind = 0)
+                     AND resolution IN (60, 3600)
+                     AND start + resolution > ?1 AND start + resolution <= ?2
+                     AND (resolution = 60 OR start + 3600 <= coalesce({OLDEST_MINUTE}, ?2))
+                     ORDER BY at"
+                ))
+                .unwrap();
+            q.query_map(params![from, to], |r| {
+                let blob: Vec<u8> = r.get(1)?;
+                Ok((r.get(0)?, Fields::decode(&blob).unwrap().0.rss))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|s| s.1 > 0)
+            .collect()
+        };
+        let end = t0 + 30 * HOUR;
+        for (from, to) in [
+            (t0, end),
+            (t0 + 90 * MINUTE + 17, end - 3 * HOUR - 5),
+            (end - HOUR, end + 60),
+            (t0 - HOUR, t0 + 3 * HOUR),
+        ] {
+            let new = h.reader().rss_samples(from, to).unwrap();
+            assert_eq!(new, old(from, to), "{from}..{to}");
+        }
+        let all = h.reader().rss_samples(t0, end).unwrap();
+        assert!(all.iter().any(|s| s.0 % HOUR == 0 && s.0 < end - 25 * HOUR));
+        assert!(all.len() > 25 * 50, "{}", all.len());
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,7 +17,18 @@
 //!   name joined back) and the `figures` blob, for anyone who queried the
 //!   file.
 //!
-//! The upgrade runs at start, in one transaction: every old row is copied
+//! Version 3 (issue 20, item 3): the same tables; `aggregates` also holds
+//! quarter-hour rows (`resolution` 900) and six-hour rows (21600), rolled
+//! up like hour rows (see [`super::rollup`]), and the hour rows of routes
+//! and patterns are kept [`super::HOURS_KEPT`] once their six hours are
+//! rolled up. A version 2 file is upgraded by its number: the roll-ups
+//! that run as the history opens make its quarter-hours and six hours,
+//! period by period, each in its own transaction (a stop half-way is taken
+//! up by the next roll-up), and no hour row is pruned before a six-hour
+//! row holds it. A build of version 2 refuses the file (a newer version)
+//! rather than read pruned hours as missing traffic.
+//!
+//! The upgrade from before issue 20 runs at start, in one transaction: every old row is copied
 //! with its integers as they were and its V2 histogram re-encoded (the same
 //! counters); a row whose V2 blob cannot be read is copied as it is into
 //! `damaged_rows`, so nothing stored is lost. Any failure rolls the whole
@@ -32,7 +43,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::codec::{layout_of, Fields, Latency, Layouts};
 
 /// `PRAGMA user_version` of this schema.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const TABLES: &str = "
     CREATE TABLE IF NOT EXISTS series (

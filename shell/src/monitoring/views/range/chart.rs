@@ -126,13 +126,11 @@ impl<'a> Chart<'a> {
             b.counts = m.counts;
             b.slow = m.slow;
             b.rss = m.rss;
-            b.p50_ns = m.latency.value_at_quantile(0.5);
-            b.p99_ns = m.latency.value_at_quantile(0.99);
+            [b.p50_ns, b.p99_ns] = m.latency.values_at_quantiles([0.5, 0.99]);
             // The point's counters into the whole range's (no second
-            // decoding of its rows).
-            self.all.latency.merge(&m.latency);
+            // decoding of its rows), and cleared for the next point.
+            m.latency.drain_into(&mut self.all.latency);
             self.closed.push(b);
-            m.latency.clear();
             self.spare = m.latency;
         }
     }

@@ -49,18 +49,17 @@ pub(super) struct PreviousRun {
 }
 
 /// What the previous version's figures were read from: the file, the
-/// pieces, and the number of all-requests rows in each piece. Its run is
-/// closed, so the history changes its rows only by pruning (which moves
-/// the pieces' minute part or deletes rows: fewer all-requests rows), a
-/// late roll-up of an hour (an all-requests hour row more) or a clear
-/// (none left); a minute is only ever written or added to at the present,
-/// after the run. Every minute written and every hour rolled up has an
-/// all-requests row, so the counts see each of those changes.
+/// pieces, and the number of route rows in each piece. Its run is closed,
+/// so the history changes its rows only by pruning (which moves the
+/// pieces' minute part or deletes rows: fewer route rows; the hour rows of
+/// routes go after eight days), a late roll-up (a route row more) or a
+/// clear (none left); a minute is only ever written or added to at the
+/// present, after the run. The counts see each of those changes.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct RunKey {
     pub(super) dir: std::path::PathBuf,
     pub(super) pieces: Vec<Piece>,
-    pub(super) all_rows: Vec<i64>,
+    pub(super) route_rows: Vec<i64>,
 }
 
 /// The last previous run read, per process (views of several blogs in
@@ -75,7 +74,7 @@ pub(super) fn previous_run(
     names: &HashMap<i64, SeriesName>,
     layouts: &Layouts,
     pieces: Vec<Piece>,
-    kept: Option<(&std::path::Path, i64)>,
+    kept: Option<&std::path::Path>,
 ) -> Result<PreviousRun, String> {
     let read = |pieces: &[Piece]| -> Result<PreviousRun, String> {
         let mut g = Gather::new(layouts);
@@ -89,14 +88,14 @@ pub(super) fn previous_run(
             damaged: g.damaged,
         })
     };
-    let Some((dir, all_id)) = kept else {
+    let Some(dir) = kept else {
         return read(&pieces);
     };
     let key = RunKey {
         dir: dir.to_path_buf(),
-        all_rows: pieces
+        route_rows: pieces
             .iter()
-            .map(|p| store.count_rows(*p, all_id))
+            .map(|p| store.count_rows(*p, KIND_ROUTE))
             .collect::<Result<_, _>>()?,
         pieces,
     };
@@ -116,15 +115,15 @@ pub(super) fn previous_run(
 }
 
 /// The current version's routes against the previous version's, over
-/// the whole history. `kept`: the history's directory and all-requests
-/// series, to keep the previous version's figures between views.
+/// the whole history. `kept`: the history's directory, to keep the
+/// previous version's figures between views.
 pub(super) fn compare(
     store: &Reader<'_>,
     names: &HashMap<i64, SeriesName>,
     layouts: &Layouts,
     starts: &[(i64, String)],
     now: i64,
-    kept: Option<(&std::path::Path, i64)>,
+    kept: Option<&std::path::Path>,
 ) -> Result<(Option<Compare>, u64), String> {
     let Some((_, current)) = starts.last() else {
         return Ok((None, 0));

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::monitoring::own::is_own;
 use crate::monitoring::ticker::history::{
-    Accumulator, Counts, Damaged, Head, Layouts, Piece, ReadOnly, Reader, Scan, SeriesName,
-    KIND_ALL, KIND_PATTERN, KIND_ROUTE,
+    coarsest_within, Accumulator, Counts, Damaged, Head, Layouts, Piece, ReadOnly, Reader, Scan,
+    SeriesName, KIND_ALL, KIND_PATTERN, KIND_ROUTE,
 };
 use crate::monitoring::ticker::trend::{MinutePoint, Overview, PeriodFigures};
 use crate::monitoring::views::{rfc3339, DatabaseView, EndpointStats, PatternStats, PerfSnapshot};
@@ -187,9 +187,11 @@ impl Monitor {
         let layouts = store.layouts()?;
         let names = store.series()?;
         // Charts: all requests' rows, by the minute up to a day (15-minute
-        // points need them), by the hour beyond. Tables: the fewest rows.
-        // Every row is added straight from its blob into one accumulator
-        // per series (and per chart point): no histogram per row.
+        // points read quarter-hour rows where they are rolled up), by the
+        // hour beyond (and six hours for 12-hour points): each row within
+        // one point. Tables: the fewest rows. Every row is added straight
+        // from its blob into one accumulator per series (and per chart
+        // point): no histogram per row.
         let to = now + 60;
         let bucket = range.bucket_seconds();
         let mut chart = Chart::new(&layouts, bucket);
@@ -198,8 +200,9 @@ impl Monitor {
             let pieces = if range.seconds() <= 86_400 {
                 store.plan_fine(from, to)?
             } else {
-                store.plan_coarse(from, to, Some(KIND_ALL))?
+                store.plan_hours(from, to, Some(KIND_ALL))?
             };
+            let pieces = store.refine(pieces, coarsest_within(bucket), Some(KIND_ALL))?;
             for p in pieces {
                 store.scan(p, Scan::Series(all_id), &mut |h, blob| chart.add(h, blob))?;
             }
@@ -268,7 +271,7 @@ impl Monitor {
                 version: version.clone(),
             })
             .collect();
-        let kept = all_id.map(|id| (dir.as_path(), id));
+        let kept = all_id.map(|_| dir.as_path());
         let (compare, compare_damaged) = compare(store, &names, &layouts, &all_starts, now, kept)?;
         let damaged_rows = chart.damaged + tables.damaged + compare_damaged + store.damaged();
         if damaged_rows > 0 {
