@@ -284,6 +284,9 @@ async fn serve(
             // socket and a small task each.
             let first = tokio::time::timeout(shared.limits.header_timeout, stream.readable());
             let started = tokio::select! {
+                // A first byte that came with the stop is served (the
+                // drain in `connection` answers its request).
+                biased;
                 r = first => matches!(r, Ok(Ok(()))),
                 // Not yet a request: nothing to wait for on shutdown.
                 _ = stopping.wait_for(|s| *s) => false,
