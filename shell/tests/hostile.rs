@@ -22,11 +22,22 @@ fn a_slow_head_is_cut_at_the_header_timeout() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
-/// `n` clients that each announce a body of `length` bytes and send 10.
+/// `n` connections that each announce a body of `length` bytes and send
+/// 10, from one client.
 fn slow_bodies(blog: &Blog, n: usize, length: u32) -> Vec<TcpStream> {
+    slow_bodies_from(blog, n, length, |_| [127, 0, 0, 1])
+}
+
+/// The same, connection `i` from the address `from(i)`.
+fn slow_bodies_from(
+    blog: &Blog,
+    n: usize,
+    length: u32,
+    from: impl Fn(usize) -> [u8; 4],
+) -> Vec<TcpStream> {
     (0..n)
-        .map(|_| {
-            let mut s = connect(blog);
+        .map(|i| {
+            let mut s = connect_from(blog, from(i));
             s.write_all(
                 format!("POST /micropub HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n0123456789")
                     .as_bytes(),
@@ -264,9 +275,9 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
         l.body_timeout = Duration::from_secs(2);
         l.workers = 2;
     });
-    // 40 clients each announce a 1 MiB body and send 10 bytes: 40 MiB
-    // against a 32 MiB budget.
-    let slow = slow_bodies(&blog, 40, 1048576);
+    // 40 connections (10 clients, 4 each: a client's share) each announce
+    // a 1 MiB body and send 10 bytes: 40 MiB against a 32 MiB budget.
+    let slow = slow_bodies_from(&blog, 40, 1048576, |i| [127, 0, 7, 1 + i as u8 / 4]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(health(&blog).0, 200);
     let mut codes = std::collections::BTreeMap::<u16, u32>::new();
@@ -280,6 +291,32 @@ fn request_bodies_in_memory_are_bounded_server_wide() {
     assert_eq!(fit, 31);
     assert_eq!(codes.get(&503).copied().unwrap_or(0), 40 - fit, "{codes:?}");
     assert_eq!(codes.get(&408).copied().unwrap_or(0), fit, "{codes:?}");
+}
+
+#[test]
+fn one_client_cannot_hold_the_body_budget_with_bodies_it_never_sends() {
+    let blog = start_limited("body-share", |l| {
+        l.body_timeout = Duration::from_secs(2);
+    });
+    // One address announces 40 bodies of 1 MiB and sends none of them.
+    let t = Instant::now();
+    let slow = slow_bodies_from(&blog, 40, 1048576, |_| [127, 0, 8, 1]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Another client's upload still finds room at once.
+    let location = blog.micropub_form("posted beside a body hoarder");
+    assert!(location.contains("/notes/"), "{location}");
+    let mut codes = std::collections::BTreeMap::<u16, u32>::new();
+    for s in slow {
+        let (text, _) = drain(s);
+        *codes.entry(status_of(&text).unwrap_or(0)).or_default() += 1;
+    }
+    // Its share is four bodies (408 when their time is up); the other 36
+    // were answered 503 at once, not after the budget's second.
+    assert_eq!(codes.get(&408).copied(), Some(4), "{codes:?}");
+    assert_eq!(codes.get(&503).copied(), Some(36), "{codes:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let refused = refused_total(&blog, "body_budget").unwrap_or(0.0);
+    assert_eq!(refused, 36.0);
 }
 
 /// `starpunk_http_requests_total` of one route and status, 0 when absent.

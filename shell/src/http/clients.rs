@@ -50,6 +50,16 @@ impl Network {
             Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= bits)?,
             None => bits,
         };
+        // An IPv4-mapped IPv6 network is the IPv4 network it maps (peers
+        // are compared as IPv4).
+        if let IpAddr::V6(v6) = addr {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Some(Network {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix.checked_sub(96)?,
+                });
+            }
+        }
         Some(Network { addr, prefix })
     }
 
@@ -88,6 +98,7 @@ impl std::fmt::Display for Network {
 pub(super) struct Clients {
     per_client: usize,
     response_share_kib: usize,
+    body_share_kib: usize,
     handlers_per_client: usize,
     trusted: Vec<Network>,
     open: Mutex<HashMap<IpAddr, Open>>,
@@ -100,6 +111,20 @@ struct Open {
     connections: usize,
     response_kib: usize,
     handlers: usize,
+    body_kib: usize,
+}
+
+impl Open {
+    fn is_empty(&self) -> bool {
+        self.connections == 0 && self.response_kib == 0 && self.handlers == 0 && self.body_kib == 0
+    }
+}
+
+/// A request body's place in its client's share of the body budget.
+pub(super) struct BodyShare {
+    clients: Arc<Clients>,
+    client: IpAddr,
+    kib: usize,
 }
 
 /// One of a client's handlers running; given back when dropped.
@@ -123,17 +148,19 @@ pub(super) struct ResponseShare {
 
 impl Clients {
     /// At most `per_client` connections, `handlers_per_client` handlers
-    /// running and `response_share_kib` of responses waiting to be written
-    /// per client, except `trusted`.
+    /// running, `response_share_kib` of responses waiting to be written
+    /// and `body_share_kib` of request bodies per client, except `trusted`.
     pub(super) fn new(
         per_client: usize,
         handlers_per_client: usize,
         response_share_kib: usize,
+        body_share_kib: usize,
         trusted: Vec<Network>,
     ) -> Arc<Clients> {
         Arc::new(Clients {
             per_client: per_client.max(1),
             response_share_kib: response_share_kib.max(1),
+            body_share_kib: body_share_kib.max(1),
             handlers_per_client: handlers_per_client.max(1),
             trusted,
             open: Mutex::new(HashMap::new()),
@@ -190,9 +217,6 @@ impl Clients {
         let mut open = self.table();
         let entry = open.entry(client).or_default();
         if entry.connections >= self.per_client {
-            if entry.connections == 0 && entry.response_kib == 0 && entry.handlers == 0 {
-                open.remove(&client);
-            }
             return None;
         }
         entry.connections += 1;
@@ -229,21 +253,47 @@ impl Clients {
         })
     }
 
+    /// Counts a request body of `kib` against its client's share of the
+    /// body budget until the returned share is dropped: `Err` when it would
+    /// pass the share (so one client cannot hold the server's budget with
+    /// bodies it never sends), `Ok(None)` for a trusted proxy or no body.
+    pub(super) fn hold_body(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        kib: usize,
+    ) -> Result<Option<BodyShare>, ()> {
+        let Some(client) = client.filter(|_| kib > 0) else {
+            return Ok(None);
+        };
+        let mut open = self.table();
+        let entry = open.entry(client).or_default();
+        if entry.body_kib + kib > self.body_share_kib {
+            if entry.is_empty() {
+                open.remove(&client);
+            }
+            return Err(());
+        }
+        entry.body_kib += kib;
+        Ok(Some(BodyShare {
+            clients: self.clone(),
+            client,
+            kib,
+        }))
+    }
+
     /// Clients with a connection or a response (for tests).
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.table().len()
     }
 
-    /// Takes `connections`, `kib` and `handlers` off `client`'s row,
-    /// dropping the row when nothing is left in it.
-    fn release(&self, client: IpAddr, connections: usize, kib: usize, handlers: usize) {
+    /// Takes what `take` says off `client`'s row, dropping the row when
+    /// nothing is left in it.
+    fn release(&self, client: IpAddr, take: impl FnOnce(&mut Open)) {
         let mut open = self.table();
         if let Some(o) = open.get_mut(&client) {
-            o.connections = o.connections.saturating_sub(connections);
-            o.response_kib = o.response_kib.saturating_sub(kib);
-            o.handlers = o.handlers.saturating_sub(handlers);
-            if o.connections == 0 && o.response_kib == 0 && o.handlers == 0 {
+            take(o);
+            if o.is_empty() {
                 open.remove(&client);
             }
         }
@@ -260,20 +310,33 @@ impl Share {
 impl Drop for Share {
     fn drop(&mut self) {
         if let Some(client) = self.client {
-            self.clients.release(client, 1, 0, 0);
+            self.clients
+                .release(client, |o| o.connections = o.connections.saturating_sub(1));
         }
     }
 }
 
 impl Drop for ResponseShare {
     fn drop(&mut self) {
-        self.clients.release(self.client, 0, self.kib, 0);
+        let kib = self.kib;
+        self.clients.release(self.client, |o| {
+            o.response_kib = o.response_kib.saturating_sub(kib)
+        });
+    }
+}
+
+impl Drop for BodyShare {
+    fn drop(&mut self) {
+        let kib = self.kib;
+        self.clients
+            .release(self.client, |o| o.body_kib = o.body_kib.saturating_sub(kib));
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.clients.release(self.client, 0, 0, 1);
+        self.clients
+            .release(self.client, |o| o.handlers = o.handlers.saturating_sub(1));
         self.clients.handler_done.notify_waiters();
     }
 }
@@ -288,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_share_and_no_more_and_gets_it_back() {
-        let clients = Clients::new(2, 2, 64, Vec::new());
+        let clients = Clients::new(2, 2, 64, 64, Vec::new());
         let a1 = clients.admit(ip("192.0.2.1")).unwrap();
         let _a2 = clients.admit(ip("192.0.2.1")).unwrap();
         assert!(clients.admit(ip("192.0.2.1")).is_none());
@@ -302,7 +365,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_64_is_one_client_and_the_table_forgets_closed_clients() {
-        let clients = Clients::new(1, 2, 64, Vec::new());
+        let clients = Clients::new(1, 2, 64, 64, Vec::new());
         let a = clients.admit(ip("2001:db8:1:2::1")).unwrap();
         assert!(clients.admit(ip("2001:db8:1:2:ffff::9")).is_none());
         let b = clients.admit(ip("2001:db8:1:3::1")).unwrap();
@@ -312,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_client_past_its_share_of_the_response_budget_gets_no_more_room() {
-        let clients = Clients::new(4, 2, 64, Vec::new());
+        let clients = Clients::new(4, 2, 64, 64, Vec::new());
         let a = ip("192.0.2.1");
         let conn = clients.admit(a).unwrap();
         assert!(clients.response_room(conn.client()).1);
@@ -335,7 +398,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_client_runs_at_most_its_handlers_at_once_and_waits_for_one_to_end() {
-        let clients = Clients::new(8, 2, 64, Vec::new());
+        let clients = Clients::new(8, 2, 64, 64, Vec::new());
         let a = Some(ip("192.0.2.1"));
         let soon = || tokio::time::Instant::now() + std::time::Duration::from_millis(50);
         let first = clients.handler(a, soon()).await.unwrap();
@@ -359,12 +422,30 @@ mod tests {
     }
 
     #[test]
+    fn a_client_holds_at_most_its_share_of_the_body_budget() {
+        let clients = Clients::new(64, 2, 64, 3 * 1025, Vec::new());
+        let a = Some(ip("192.0.2.1"));
+        let held: Vec<_> = (0..3)
+            .map(|_| clients.hold_body(a, 1025).unwrap().unwrap())
+            .collect();
+        assert!(clients.hold_body(a, 1025).is_err(), "a fourth 1 MiB body");
+        assert!(clients.hold_body(Some(ip("192.0.2.2")), 1025).is_ok());
+        assert!(clients.hold_body(a, 0).unwrap().is_none(), "no body");
+        assert!(
+            clients.hold_body(None, 1 << 20).unwrap().is_none(),
+            "a trusted proxy"
+        );
+        drop(held);
+        assert_eq!(clients.tracked(), 0);
+    }
+
+    #[test]
     fn trusted_proxies_are_not_capped_per_client() {
         let trusted = vec![
             Network::parse("10.0.0.0/8").unwrap(),
             Network::parse("fd00::1").unwrap(),
         ];
-        let clients = Clients::new(1, 2, 64, trusted);
+        let clients = Clients::new(1, 2, 64, 64, trusted);
         let held: Vec<Share> = (0..5)
             .map(|_| clients.admit(ip("10.1.2.3")).unwrap())
             .chain((0..5).map(|_| clients.admit(ip("fd00::1")).unwrap()))
@@ -392,6 +473,14 @@ mod tests {
             Network::parse("127.0.0.1").unwrap().to_string(),
             "127.0.0.1/32"
         );
+        // IPv4-mapped IPv6, as a proxy may be written.
+        let mapped = Network::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains(ip("10.9.8.7")));
+        assert!(Network::parse("::ffff:10.0.0.1")
+            .unwrap()
+            .contains(ip("10.0.0.1")));
+        assert_eq!(Network::parse("::ffff:10.0.0.0/64"), None);
         for bad in [
             "",
             "10.0.0.0/33",

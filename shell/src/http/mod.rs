@@ -62,6 +62,10 @@ pub const MAX_HEADERS: usize = 100;
 /// Request bodies held in memory at once, all connections together, KiB.
 pub const BODY_BUDGET_KIB: u32 = 32 * 1024;
 
+/// A client's share of [`BODY_BUDGET_KIB`]: four of the largest bodies
+/// (each counted as 1 MiB and 1 KiB). Past it, 503 at once.
+pub const BODY_SHARE_KIB: usize = 4 * ((MAX_BODY / 1024) as usize + 1);
+
 /// Rendered responses waiting to be written, all connections together,
 /// KiB: past it, a request's handler waits (at most a second, then 503)
 /// for room. A client (see [`client_of`]) may hold an eighth of it; a

@@ -25,8 +25,9 @@ use super::clients::Clients;
 use super::watched::Watched;
 use super::wire::{automatic_answer, closing, host_is_valid, read_body, refuse};
 use super::{
-    materialise, Arrival, Handler, HttpSettings, Refusal, Unhandled, BODY_BUDGET_KIB, DRAIN_CAP,
-    MAX_BODY, MAX_HEAD, MAX_HEADERS, RESERVED_DESCRIPTORS, RESPONSE_BUDGET_KIB, SEND_BUFFER,
+    materialise, Arrival, Handler, HttpSettings, Refusal, Unhandled, BODY_BUDGET_KIB,
+    BODY_SHARE_KIB, DRAIN_CAP, MAX_BODY, MAX_HEAD, MAX_HEADERS, RESERVED_DESCRIPTORS,
+    RESPONSE_BUDGET_KIB, SEND_BUFFER,
 };
 
 /// A running server; stops when [`stop`](Self::stop) is called or dropped.
@@ -145,6 +146,7 @@ impl Server {
                 per_client,
                 (limits.workers / 2).max(1),
                 RESPONSE_BUDGET_KIB / 8,
+                BODY_SHARE_KIB,
                 limits.trusted_proxies.clone(),
             ),
             stopping: stopped.clone(),
@@ -437,6 +439,15 @@ async fn respond(
     } else {
         0
     };
+    // A client past its share of the budget (four of the largest bodies)
+    // is answered at once: one address cannot hold the whole budget with
+    // bodies it announces and never sends.
+    let Ok(body_share) = shared.clients.hold_body(client, kib as usize) else {
+        return refuse(
+            Refusal::BodyBudget,
+            "Too many request bodies at once from this client; try again\n",
+        );
+    };
     // A server full of bodies answers at once rather than holding the
     // client: at most a second's wait for room.
     let wait = shared.limits.body_timeout.min(Duration::from_secs(1));
@@ -477,7 +488,8 @@ async fn respond(
         let Ok(running) = shared.clients.handler(client, slot_until).await else {
             return refuse(Refusal::ResponseBudget, NO_ROOM);
         };
-        let Ok(thread) = shared.handlers.clone().acquire_owned().await else {
+        let thread = tokio::time::timeout_at(slot_until, shared.handlers.clone().acquire_owned());
+        let Ok(Ok(thread)) = thread.await else {
             return refuse(Refusal::ResponseBudget, NO_ROOM);
         };
         // Still room, now that this one holds a thread (the others that
@@ -529,6 +541,7 @@ async fn respond(
         // The request's body (inside `req`) is gone: its budget goes back.
         drop(req);
         drop(budget);
+        drop(body_share);
         // The response counts against the budgets (until hyper has written
         // its last byte) before the thread is given back, so the next
         // handler's check sees it.
