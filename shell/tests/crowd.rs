@@ -7,35 +7,9 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-
-/// A client that never reads: a 4 KiB receive window, so the server's
-/// writes to it stall after a response or two.
-fn never_reading(blog: &Blog, from: [u8; 4]) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket
-        .bind(&std::net::SocketAddr::from((from, 0)).into())
-        .unwrap();
-    socket.connect(&addr(blog).into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut pipelined = Vec::new();
-    for _ in 0..20 {
-        pipelined.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    }
-    let _ = s.write_all(&pipelined);
-    s
-}
 
 #[test]
 fn a_crowd_of_slow_stuck_and_idle_connections_leaves_health_fast_and_memory_flat() {
@@ -50,6 +24,7 @@ fn a_crowd_of_slow_stuck_and_idle_connections_leaves_health_fast_and_memory_flat
     let before = rss_mib();
     let alone: Vec<Duration> = (0..5).map(|_| health(&blog).1).collect();
     let mut held = Vec::new();
+    let pipelined = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
     // 50 connections a client: 4 clients of slow bodies, 4 that never
     // read, 40 idle.
     for i in 0..200 {
@@ -59,7 +34,7 @@ fn a_crowd_of_slow_stuck_and_idle_connections_leaves_health_fast_and_memory_flat
         held.push(s);
     }
     for i in 0..200 {
-        held.push(never_reading(&blog, [127, 0, 3, 1 + i / 50]));
+        held.push(never_reading(&blog, [127, 0, 3, 1 + i / 50], &pipelined));
     }
     for i in 0..2_000 {
         held.push(connect_from(&blog, [127, 0, 4, 1 + (i / 50) as u8]));

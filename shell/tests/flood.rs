@@ -57,27 +57,6 @@ fn settled(count: impl Fn() -> u64, limit: Duration) -> u64 {
     }
 }
 
-/// A client from `from` with a 4 KiB receive window that sends `requests`
-/// and never reads.
-fn never_reading(blog: &Blog, from: [u8; 4], requests: &[u8]) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket
-        .bind(&std::net::SocketAddr::from((from, 0)).into())
-        .unwrap();
-    socket.connect(&addr(blog).into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let _ = s.write_all(requests);
-    s
-}
-
 /// `clients` clients, `each` connections each, pipeline 20 requests for a
 /// 1 MiB page and never read. What the server rendered for them, what it
 /// refused for lack of room, and its RSS before and after.

@@ -355,6 +355,27 @@ pub fn connect_from(blog: &Blog, from: [u8; 4]) -> TcpStream {
     s
 }
 
+/// A client from `from` with a 4 KiB receive window that sends `requests`
+/// and never reads.
+pub fn never_reading(blog: &Blog, from: [u8; 4], requests: &[u8]) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .unwrap();
+    socket.connect(&addr(blog).into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _ = s.write_all(requests);
+    s
+}
+
 /// What the server did with a connection: everything it sent until it
 /// closed (or the 10 s read timeout), and whether it closed.
 pub fn drain(mut s: TcpStream) -> (String, bool) {
